@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SYSTEM_BINS := redis-server prometheus promtool prometheus-alertmanager amtool jq bc curl
+SYSTEM_PKGS := redis-server prometheus prometheus-alertmanager jq bc curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test system-deps bench dashboards alerts generate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m service
+
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PKGS) >/dev/null; \
+	fi
+
+test: install system-deps
+	$(BIN)/python -m pytest -q -rfE tests
+
+bench: install
+	$(BIN)/python -m bench
+
+dashboards: install
+	$(BIN)/python -m dashboards.generate
+
+alerts: install
+	$(BIN)/python -m alerts.generate
+
+generate: dashboards alerts
+
+clean:
+	rm -rf $(VENV) .state

@@ -1,0 +1,75 @@
+"""Every Prometheus metric of the service, defined once.
+
+One prefix (llmapi_), base units (seconds, bytes), bounded label values.
+Subsystems import the metric objects they record from this module; new
+subsystems add their metrics here.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "llmapi"
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# HTTP: P95 thresholds (1 s, 2 s, 3 s) are exact bucket edges
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+# AI: 15 s, 30 s, 45 s thresholds are exact bucket edges
+AI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 120.0)
+
+
+def _c(name, doc, labels=()):
+    return Counter(f"{PREFIX}_{name}", doc, labels, registry=REGISTRY)
+
+
+def _g(name, doc, labels=(), mode="sum"):
+    return Gauge(f"{PREFIX}_{name}", doc, labels, registry=REGISTRY, multiprocess_mode=mode)
+
+
+def _h(name, doc, labels, buckets):
+    return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=REGISTRY)
+
+
+# ---- HTTP (RED) ---------------------------------------------------------
+HTTP_REQUESTS = _c("http_requests", "HTTP requests by route template, method and status", ("route", "method", "status"))
+HTTP_DURATION = _h("http_request_duration_seconds", "HTTP request duration", ("route", "method"), HTTP_BUCKETS)
+HTTP_IN_FLIGHT = _g("http_requests_in_flight", "HTTP requests being served", mode="livesum")
+
+# ---- AI provider --------------------------------------------------------
+AI_DURATION = _h("ai_request_duration_seconds", "AI provider call duration", ("operation", "provider"), AI_BUCKETS)
+AI_TOKENS = _c("ai_tokens", "Tokens used by the AI provider", ("provider", "type"))
+AI_ERRORS = _c("ai_errors", "AI provider errors by kind", ("provider", "operation", "kind"))
+
+# ---- cache ---------------------------------------------------------------
+CACHE_HITS = _c("cache_hits", "Cache hits by tier and operation", ("tier", "operation"))
+CACHE_MISSES = _c("cache_misses", "Cache misses by operation", ("operation",))
+CACHE_EVICTIONS = _c("cache_evictions", "Cache evictions by reason", ("reason",))
+CACHE_ENTRIES = _g("cache_entries", "Entries in the cache", ("tier",), mode="livesum")
+CACHE_MEMORY = _g("cache_memory_bytes", "Bytes held by the in-memory cache tier", mode="livesum")
+
+# ---- resilience ----------------------------------------------------------
+BREAKER_STATE = _g("circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ("breaker",), mode="max")
+BREAKER_TRANSITIONS = _c("circuit_breaker_transitions", "Breaker state changes", ("breaker", "state"))
+RETRIES = _c("resilience_retries", "Retries of AI calls", ("operation",))
+FALLBACKS = _c("resilience_fallbacks", "Fallback answers by kind", ("operation", "kind"))
+
+# ---- middleware ----------------------------------------------------------
+RATE_LIMIT_DECISIONS = _c("rate_limit_decisions", "Rate-limit decisions", ("decision", "tier"))
+COMPRESSION_IN = _c("compression_input_bytes", "Bytes before response compression", ("algorithm",))
+COMPRESSION_OUT = _c("compression_output_bytes", "Bytes after response compression", ("algorithm",))
+REQUEST_SIZE_REJECTIONS = _c("request_size_rejections", "Requests rejected for size", ("content_type",))
+API_VERSION_REQUESTS = _c("api_version_requests", "Requests by detected API version", ("version", "source"))
+ADMISSION_SHED = _c("admission_shed", "Requests shed by admission control", ("reason",))
+
+# ---- process / runtime ---------------------------------------------------
+CPU_LIMIT = _g("cpu_limit_cores", "CPU cores available to the process (cgroup limit or host)", mode="max")
+MEMORY_LIMIT = _g("memory_limit_bytes", "Memory available to the process (cgroup limit or host)", mode="max")
+EVENT_LOOP_LAG = _g("event_loop_lag_seconds", "Event-loop scheduling lag", mode="max")
+BUILD_INFO = _g("build_info", "Build information", ("version", "python"), mode="max")
+
+# ---- redis ---------------------------------------------------------------
+REDIS_UP = _g("redis_up", "1 when Redis answers, else 0", mode="min")
+REDIS_LATENCY = _h("redis_command_duration_seconds", "Redis command latency", ("command",),
+                   (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
+
+# ---- KPI thresholds (from exporter/kpis.py, moved live by configure-alerts)
+KPI_THRESHOLD = _g("kpi_threshold", "KPI thresholds by kpi and level", ("kpi", "level"), mode="max")

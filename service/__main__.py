@@ -1,0 +1,91 @@
+"""`python -m service`: run the service on HOST:PORT with WORKERS processes.
+
+With WORKERS > 1 this process supervises N workers that share the port
+through SO_REUSEPORT, and sets PROMETHEUS_MULTIPROC_DIR so /metrics sums
+over all of them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_worker() -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    from aiohttp import web
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        app = create_app(settings)
+    except SystemExit as e:  # configuration refused: say why, exit 2 so a supervisor stops
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            sys.exit(2)
+        raise
+    web.run_app(app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
+                shutdown_timeout=settings.graceful_timeout, keepalive_timeout=settings.keepalive_timeout,
+                access_log=None, print=lambda *a: None, handle_signals=True)
+
+
+def supervise(workers: int) -> None:
+    mp_dir = tempfile.mkdtemp(prefix="llmapi-metrics-")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=mp_dir, LLMAPI_WORKER="1")
+    procs: dict[int, subprocess.Popen] = {}
+    stopping = False
+
+    def spawn(i: int) -> None:
+        procs[i] = subprocess.Popen([sys.executable, "-m", "service"], env=dict(env, WORKER_ID=str(i)))
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for i in range(workers):
+        spawn(i)
+    try:
+        while True:
+            time.sleep(0.2)
+            if stopping:
+                if all(p.poll() is not None for p in procs.values()):
+                    break
+                continue
+            for i, p in list(procs.items()):
+                if p.poll() is not None:
+                    if p.returncode == 2:  # refused to start (bad config): do not loop
+                        stop(None, None)
+                        break
+                    spawn(i)
+    finally:
+        shutil.rmtree(mp_dir, ignore_errors=True)
+    sys.exit(max((p.returncode or 0) for p in procs.values()) if any(p.returncode not in (0, -15) for p in procs.values()) else 0)
+
+
+def main() -> None:
+    from service.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.workers > 1 and not os.environ.get("LLMAPI_WORKER"):
+        supervise(settings.workers)
+    else:
+        run_worker()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""The components of one service process, wired by service/app.py.
+
+Handlers reach them as request.app["ctx"].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Context:
+    settings: Any                      # service.settings.Settings (process-level, from env)
+    store: Any                         # service.config.store.ConfigStore
+    redis: Any = None                  # redis.asyncio.Redis or None
+    providers: Any = None              # service.providers.manager.ProviderManager
+    cache: Any = None                  # service.cache (ResponseCache)
+    resilience: Any = None             # service.resilience (Resilience)
+    text: Any = None                   # service.text.service.TextService
+    ratelimiter: Any = None            # service.ratelimit
+    monitoring: Any = None             # service.monitoring (history, analytics)
+    extras: dict = field(default_factory=dict)  # other subsystems by name
+    background: list = field(default_factory=list)  # asyncio tasks to cancel on shutdown

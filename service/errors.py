@@ -1,0 +1,39 @@
+"""One JSON error shape for every failure: {error, error_code, message, details, request_id}."""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+           422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+class ApiError(Exception):
+    """Raise anywhere in request handling; the error middleware renders it."""
+
+    def __init__(self, status: int, error_code: str, message: str, details: dict | None = None,
+                 field: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.details = dict(details or {})
+        if field is not None:
+            self.details.setdefault("field", field)
+        self.headers = headers or {}
+
+
+def error_response(request: web.Request | None, status: int, error_code: str, message: str,
+                   details: dict | None = None, headers: dict | None = None) -> web.Response:
+    rid = request.get("request_id") if request is not None else None
+    body = {"error": REASONS.get(status, "Error"), "error_code": error_code, "message": message,
+            "details": details or {}, "request_id": rid}
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json",
+                        headers=headers)
+
+
+def validation_error(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:
+    return ApiError(422, code, f"{field}: {message}", {"field": field, "errors": [{"field": field, "message": message}]})

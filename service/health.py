@@ -1,0 +1,51 @@
+"""GET /v1/health: liveness plus readiness, one time-bounded check per component."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from service import __version__
+from service.http import json_response
+
+CHECK_TIMEOUT = 1.0
+RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+STARTED = time.time()
+
+
+async def _timed(name: str, coro) -> dict:
+    start = time.perf_counter()
+    try:
+        res = await asyncio.wait_for(coro, CHECK_TIMEOUT)
+    except asyncio.TimeoutError:
+        res = {"status": "unhealthy", "error": f"check timed out after {CHECK_TIMEOUT}s"}
+    except Exception as e:  # a failing check is a result, not an error
+        res = {"status": "unhealthy", "error": type(e).__name__}
+    res["latency_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    return res
+
+
+async def _config_check(ctx) -> dict:
+    return {"status": "healthy", "version": ctx.store.version,
+            "backend": "redis" if ctx.store._redis is not None else "file"}
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app["ctx"]
+    names = ("ai_provider", "cache", "config_store")
+    results = await asyncio.gather(_timed("ai_provider", ctx.providers.health()),
+                                   _timed("cache", ctx.cache.health()),
+                                   _timed("config_store", _config_check(ctx)))
+    checks = dict(zip(names, results))
+    # the cache degrades to memory when Redis is gone: never worse than degraded
+    if checks["cache"]["status"] == "unhealthy":
+        checks["cache"]["status"] = "degraded"
+    status = max((c["status"] for c in checks.values()), key=RANK.__getitem__)
+    body = {"status": status, "live": True, "ready": status != "unhealthy", "version": __version__,
+            "uptime_seconds": round(time.time() - STARTED, 1), "checks": checks}
+    return json_response(body, status=503 if status == "unhealthy" else 200)
+
+
+def register(app: web.Application, ctx) -> None:
+    app.router.add_get("/v1/health", health)

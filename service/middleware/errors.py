@@ -1,0 +1,73 @@
+"""Outermost middleware: request id, error rendering, access log.
+
+Every failure leaves as the one JSON error shape.  An unexpected exception is
+logged with its traceback and answered 500 with only the request id.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from service.config.schema import ConfigValidationError
+from service.errors import ApiError, error_response
+from service.log import request_id_var
+
+log = logging.getLogger("service.request")
+access = logging.getLogger("service.access")
+
+_HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+               422: "VALIDATION_ERROR", 429: "RATE_LIMITED", 503: "SERVICE_UNAVAILABLE"}
+
+
+def _request_id(request: web.Request) -> str:
+    rid = request.headers.get("X-Request-ID")
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid
+    return uuid.uuid4().hex
+
+
+def make(ctx):
+    @web.middleware
+    async def errors_middleware(request: web.Request, handler):
+        rid = _request_id(request)
+        request["request_id"] = rid
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        try:
+            try:
+                resp = await handler(request)
+            except ApiError as e:
+                resp = error_response(request, e.status, e.error_code, e.message, e.details, e.headers)
+            except ConfigValidationError as e:
+                resp = error_response(request, 422, "VALIDATION_ERROR", f"{e.section}.{e.field}: {e.message}",
+                                      {"section": e.section, "field": e.field,
+                                       "errors": [{"field": e.field, "message": e.message}]})
+            except web.HTTPException as e:
+                if e.status < 400:
+                    raise
+                headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
+                resp = error_response(request, e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"),
+                                      e.reason if e.text is None or e.text.startswith(str(e.status)) else e.text,
+                                      {"method": request.method} if e.status == 405 else None, headers)
+            except json.JSONDecodeError as e:
+                resp = error_response(request, 400, "INVALID_JSON", f"request body is not valid JSON: {e.msg}",
+                                      {"field": "body", "line": e.lineno, "column": e.colno})
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                resp = error_response(request, 500, "INTERNAL_ERROR",
+                                      "internal error; quote the request_id when reporting it")
+            resp.headers["X-Request-ID"] = rid
+            if ctx.store.get("logging")["access_log"]:
+                access.info("%s %s %s", request.method, request.path, resp.status,
+                            extra={"status": resp.status, "method": request.method, "path": request.path,
+                                   "duration_ms": round((time.perf_counter() - start) * 1000, 3)})
+            return resp
+        finally:
+            request_id_var.reset(token)
+
+    return errors_middleware

@@ -1,0 +1,51 @@
+"""HTTP RED metrics by route template; unknown routes collapse to 'unmatched'."""
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from exporter.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+
+
+def route_template(request: web.Request) -> str:
+    info = request.match_info
+    if info.http_exception is not None or info.route.resource is None:
+        return "unmatched"
+    return info.route.resource.canonical
+
+
+def make(ctx):
+    counters: dict = {}
+    histograms: dict = {}
+
+    @web.middleware
+    async def metrics_middleware(request: web.Request, handler):
+        start = time.perf_counter()
+        HTTP_IN_FLIGHT.inc()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - start
+            route = route_template(request)
+            method = request.method
+            key = (route, method)
+            h = histograms.get(key)
+            if h is None:
+                h = histograms[key] = HTTP_DURATION.labels(route, method)
+            h.observe(elapsed)
+            ckey = (route, method, status)
+            c = counters.get(ckey)
+            if c is None:
+                c = counters[ckey] = HTTP_REQUESTS.labels(route, method, str(status))
+            c.inc()
+            request["elapsed"] = elapsed
+
+    return metrics_middleware

@@ -1,0 +1,120 @@
+"""GET /openapi.json: an OpenAPI 3 document built from the live route table."""
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from service import __version__
+from service.http import json_response
+from service.providers.base import OPERATIONS
+from service.text.schemas import OPTION_LIMITS
+
+ERROR = {"type": "object", "required": ["error", "error_code", "message"],
+         "properties": {"error": {"type": "string"}, "error_code": {"type": "string"}, "message": {"type": "string"},
+                        "details": {"type": "object"}, "request_id": {"type": "string", "nullable": True}}}
+
+TEXT_REQUEST = {
+    "type": "object", "required": ["text"], "additionalProperties": False,
+    "properties": {
+        "text": {"type": "string", "minLength": 10, "maxLength": 10000},
+        "operation": {"type": "string", "enum": list(OPERATIONS)},
+        "question": {"type": "string", "description": "required for qa"},
+        "options": {"type": "object", "additionalProperties": False,
+                    "properties": {k: {"type": "integer", "minimum": lo, "maximum": hi,
+                                       "description": f"{op} only"}
+                                   for k, (op, lo, hi) in OPTION_LIMITS.items()}},
+    },
+}
+
+TEXT_RESPONSE = {
+    "type": "object", "required": ["operation", "success", "metadata", "processing_time_ms", "cache_hit",
+                                   "request_id", "timestamp"],
+    "properties": {
+        "operation": {"type": "string", "enum": list(OPERATIONS)}, "success": {"type": "boolean"},
+        "result": {"type": "string"},
+        "sentiment": {"type": "object", "properties": {"label": {"type": "string"}, "confidence": {"type": "number"},
+                                                       "explanation": {"type": "string"}}},
+        "key_points": {"type": "array", "items": {"type": "string"}},
+        "questions": {"type": "array", "items": {"type": "string"}},
+        "metadata": {"type": "object", "properties": {
+            "word_count": {"type": "integer"}, "provider": {"type": "string"}, "model": {"type": "string"},
+            "tokens": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        "processing_time_ms": {"type": "number"}, "cache_hit": {"type": "boolean"},
+        "fallback": {"type": "boolean"}, "request_id": {"type": "string"},
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+}
+
+BATCH_REQUEST = {"type": "object", "required": ["requests"], "properties": {
+    "requests": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"$ref": "#/components/schemas/TextRequest"}}}}
+
+BATCH_RESPONSE = {"type": "object", "properties": {
+    "batch_id": {"type": "string"}, "total_requests": {"type": "integer"}, "completed": {"type": "integer"},
+    "failed": {"type": "integer"},
+    "results": {"type": "array", "items": {"type": "object", "properties": {
+        "index": {"type": "integer"}, "status": {"type": "string", "enum": ["completed", "failed"]},
+        "response": {"$ref": "#/components/schemas/TextResponse"}, "error": {"$ref": "#/components/schemas/Error"}}}}}}
+
+GENERIC = {"type": "object", "additionalProperties": True}
+
+SCHEMAS = {"Error": ERROR, "TextRequest": TEXT_REQUEST, "TextResponse": TEXT_RESPONSE,
+           "BatchRequest": BATCH_REQUEST, "BatchResponse": BATCH_RESPONSE, "Object": GENERIC}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(name: str) -> dict:
+    return {"application/json": {"schema": _ref(name)}}
+
+
+def _operation(method: str, path: str, handler) -> dict:
+    req, resp = None, "Object"
+    if path.startswith("/v1/text/") and method == "POST":
+        req, resp = ("BatchRequest", "BatchResponse") if path.endswith("/batch") else ("TextRequest", "TextResponse")
+    elif method == "POST":
+        req = "Object"
+    doc = (getattr(handler, "__doc__", None) or "").strip().split("\n")[0]
+    op = {"operationId": f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}",
+          "summary": doc or f"{method} {path}",
+          "tags": [path.split("/")[1] if path.count("/") > 1 else "service"],
+          "responses": {"200": {"description": "OK", "content": _content(resp)},
+                        "default": {"description": "Error", "content": _content("Error")}}}
+    if path == "/metrics":
+        op["responses"]["200"] = {"description": "Prometheus exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    if req:
+        op["requestBody"] = {"required": req != "Object", "content": _content(req)}
+    params = re.findall(r"{(\w+)}", path)
+    if params:
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+    if path.startswith(("/v1/text", "/internal")):
+        op["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    return op
+
+
+def build_document(app: web.Application) -> dict:
+    paths: dict = {}
+    for route in app.router.routes():
+        if route.method in ("HEAD", "*") or route.resource is None:
+            continue
+        path = route.resource.canonical
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route.method, path, route.handler)
+    return {"openapi": "3.0.3",
+            "info": {"title": "LLM text-processing API", "version": __version__},
+            "paths": dict(sorted(paths.items())),
+            "components": {"schemas": SCHEMAS, "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"}}}}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    doc = request.app.get("openapi_doc")
+    if doc is None:
+        doc = build_document(request.app)
+    return json_response(doc)
+
+
+def register(app: web.Application, ctx) -> None:
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,93 @@
+"""/v1/text routes: one per operation, /process, /batch, /operations."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from service.errors import ApiError
+from service.http import json_response, read_json
+from service.providers.base import OPERATIONS
+from service.text.schemas import OPTION_LIMITS, parse_text_request
+
+JSON = "application/json"
+
+OPERATION_INFO = {
+    "summarize": {"description": "Extractive or abstractive summary", "options": ["max_length"], "requires_question": False},
+    "sentiment": {"description": "Sentiment label, confidence and explanation", "options": [], "requires_question": False},
+    "key_points": {"description": "Key points of the text", "options": ["max_points"], "requires_question": False},
+    "questions": {"description": "Questions the text answers", "options": ["num_questions"], "requires_question": False},
+    "qa": {"description": "Answer a question from the text", "options": [], "requires_question": True},
+}
+
+
+async def _run(request: web.Request, operation: str | None) -> web.Response:
+    ctx = request.app["ctx"]
+    body = await read_json(request)
+    req = parse_text_request(body, operation, ctx.store.get("text"))
+    out = await ctx.text.process(req, request["request_id"])
+    return web.Response(body=out, content_type=JSON)
+
+
+def _op_handler(operation: str):
+    async def handler(request: web.Request) -> web.Response:
+        return await _run(request, operation)
+    handler.__name__ = f"text_{operation}"
+    return handler
+
+
+async def process(request: web.Request) -> web.Response:
+    return await _run(request, None)
+
+
+async def batch(request: web.Request) -> web.Response:
+    ctx = request.app["ctx"]
+    limits = ctx.store.get("text")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "VALIDATION_ERROR", "request body must be a JSON object", field="body")
+    items = body.get("requests", body.get("items"))
+    if not isinstance(items, list):
+        raise ApiError(422, "VALIDATION_ERROR", "requests must be a list of text requests", field="requests")
+    if not 1 <= len(items) <= limits["batch_max_items"]:
+        raise ApiError(422, "VALIDATION_ERROR", f"requests must hold 1 to {limits['batch_max_items']} items",
+                       field="requests")
+    rid = request["request_id"]
+    sem = asyncio.Semaphore(limits["batch_concurrency"])
+
+    async def one(i: int, item) -> dict:
+        try:
+            req = parse_text_request(item, None, limits, prefix=f"requests[{i}].")
+        except ApiError as e:
+            return {"index": i, "status": "failed", "error": {"error_code": e.error_code, "message": e.message,
+                                                               "details": e.details}}
+        async with sem:
+            try:
+                out = await ctx.text.process(req, f"{rid}-{i}")
+            except ApiError as e:
+                return {"index": i, "status": "failed", "error": {"error_code": e.error_code, "message": e.message,
+                                                                   "details": e.details}}
+        return {"index": i, "status": "completed", "response": json.loads(out)}
+
+    results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+    done = sum(1 for r in results if r["status"] == "completed")
+    return json_response({"batch_id": rid, "total_requests": len(items), "completed": done,
+                          "failed": len(items) - done, "results": results})
+
+
+async def operations(request: web.Request) -> web.Response:
+    ops = []
+    for name in OPERATIONS:
+        info = dict(OPERATION_INFO[name], id=name, path=f"/v1/text/{name}")
+        info["option_limits"] = {o: {"min": OPTION_LIMITS[o][1], "max": OPTION_LIMITS[o][2]} for o in info["options"]}
+        ops.append(info)
+    return json_response({"operations": ops})
+
+
+def register(app: web.Application, ctx) -> None:
+    for op in OPERATIONS:
+        app.router.add_post(f"/v1/text/{op}", _op_handler(op))
+    app.router.add_post("/v1/text/process", process)
+    app.router.add_post("/v1/text/batch", batch)
+    app.router.add_get("/v1/text/operations", operations)

@@ -1,0 +1,60 @@
+"""The text pipeline: cache -> resilience -> provider.
+
+Answers are kept pre-serialised: the cache stores the JSON body without its
+closing brace, and each request appends only its own fields (cache_hit,
+processing_time_ms, request_id, timestamp).  A cache hit therefore costs a
+key hash, a lookup and one bytes join.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from service.errors import ApiError
+from service.providers.base import ProviderError, ProviderResult, TextRequest
+from service.resilience import AIUnavailable
+
+
+def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
+    """The cacheable part of an answer: a JSON object missing its final '}'."""
+    doc = {"operation": req.operation, "success": True}
+    doc.update(result.payload)
+    doc["metadata"] = {"word_count": len(req.text.split()), "provider": result.provider,
+                       "model": result.model, "tokens": result.tokens}
+    return json.dumps(doc, separators=(",", ":")).encode()[:-1]
+
+
+def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bool = False) -> bytes:
+    ms = round((time.perf_counter() - start) * 1000, 3)
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{ms},'
+            f'"request_id":{json.dumps(request_id)},"timestamp":"{ts}"')
+    if fallback:
+        tail += ',"fallback":true'
+    return prefix + tail.encode() + b"}"
+
+
+class TextService:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def _compute(self, req: TextRequest) -> bytes:
+        result = await self.ctx.resilience.call(req)
+        return render_prefix(req, result)
+
+    async def process(self, req: TextRequest, request_id: str) -> bytes:
+        start = time.perf_counter()
+        cache = self.ctx.cache
+        try:
+            prefix, hit = await cache.get_or_compute(req, self._compute)
+        except AIUnavailable as e:
+            stale = await cache.get_stale(req)
+            if stale is not None:
+                return finish(stale, True, start, request_id, fallback=True)
+            raise ApiError(503, e.error_code, e.message, {"operation": req.operation},
+                           headers={"Retry-After": str(max(1, int(e.retry_after + 0.999)))})
+        except ProviderError as e:
+            raise ApiError(502, "AI_PROVIDER_ERROR", f"the AI provider rejected the request ({e.kind})",
+                           {"operation": req.operation, "kind": e.kind, "upstream_status": e.status})
+        return finish(prefix, hit, start, request_id)

@@ -1,0 +1,79 @@
+"""Shared fixtures: real redis-server, the service as a subprocess, in-process apps."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import API_KEY, RedisServer, start_fake_upstream, start_service
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    srv = RedisServer().start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def fresh_redis():
+    """A private redis-server this test may stop and start."""
+    srv = RedisServer().start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    procs = []
+
+    def start(**env):
+        p = start_service(str(tmp_path / "state"), **env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def fake_upstream_factory():
+    procs = []
+
+    def start(*args):
+        p = start_fake_upstream(*args)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def api_headers():
+    return {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+async def make_client(aiohttp_client, tmp_path):
+    """An in-process app on a real loopback port: make_client(**env) -> aiohttp test client."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    async def make(**env):
+        env = {"API_KEY": API_KEY, "STATE_DIR": str(tmp_path / "state"), "LOG_LEVEL": "WARNING",
+               **{k: str(v) for k, v in env.items()}}
+        app = create_app(Settings.from_env(env), env=env)
+        client = await aiohttp_client(app)
+        client.session.headers.update({"X-API-Key": API_KEY})
+        return client
+
+    return make
