@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from aiohttp import web
@@ -43,7 +44,8 @@ async def health(request: web.Request) -> web.Response:
         checks["cache"]["status"] = "degraded"
     status = max((c["status"] for c in checks.values()), key=RANK.__getitem__)
     body = {"status": status, "live": True, "ready": status != "unhealthy", "version": __version__,
-            "uptime_seconds": round(time.time() - STARTED, 1), "checks": checks}
+            "uptime_seconds": round(time.time() - STARTED, 1), "pid": os.getpid(),
+            "worker": int(os.environ.get("WORKER_ID", "0")), "checks": checks}
     return json_response(body, status=503 if status == "unhealthy" else 200)
 
 

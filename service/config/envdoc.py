@@ -1,0 +1,67 @@
+"""Print the README's env-var table from the config sections (one source of truth).
+
+`python -m service.config.envdoc` writes the table; `--check README.md` exits 1
+when the README's table is stale.
+"""
+from __future__ import annotations
+
+import sys
+
+from service.config.sections import SECTIONS
+
+BEGIN = "<!-- envdoc:begin -->"
+END = "<!-- envdoc:end -->"
+
+PROCESS_ENV = [
+    ("HOST", "127.0.0.1", "bind address; without API keys only loopback is allowed"),
+    ("PORT", "8000", "listen port"),
+    ("WORKERS", "1", "worker processes sharing the port (SO_REUSEPORT); /metrics sums over them"),
+    ("API_KEY", "", "API key clients send as X-API-Key or Authorization: Bearer"),
+    ("ADDITIONAL_API_KEYS", "", "more keys, comma-separated"),
+    ("REDIS_URL", "", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only)"),
+    ("REDIS_MAX_CONNECTIONS", "20", "Redis connection pool size"),
+    ("REDIS_SOCKET_TIMEOUT", "5", "Redis socket timeout, seconds"),
+    ("CONFIG_FILE", "", "optional YAML file: {section: {field: value}} seeding the config store"),
+    ("STATE_DIR", ".state", "where runtime config changes persist without Redis"),
+    ("GRACEFUL_TIMEOUT", "30", "seconds to finish in-flight requests on SIGTERM"),
+    ("KEEPALIVE_TIMEOUT", "75", "HTTP keep-alive timeout, seconds"),
+    ("OPENAI_API_KEY", "", "key for the OpenAI-compatible provider (never logged)"),
+]
+
+
+def table() -> str:
+    rows = ["| variable | section.field | default | meaning |", "|---|---|---|---|"]
+    for name, default, doc in PROCESS_ENV:
+        rows.append(f"| `{name}` | (process) | `{default}` | {doc} |")
+    for sname, s in SECTIONS.items():
+        for fname, f in s.fields.items():
+            if f.env:
+                rng = ""
+                if f.choices:
+                    rng = f" ({', '.join(map(str, f.choices))})"
+                elif f.min is not None or f.max is not None:
+                    rng = f" ({f.min if f.min is not None else ''}..{f.max if f.max is not None else ''})"
+                rows.append(f"| `{f.env}` | `{sname}.{fname}` | `{f.default}` | {f.help or s.doc}{rng} |")
+    return "\n".join(rows)
+
+
+def render(readme: str) -> str:
+    head, _, rest = readme.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--check":
+        text = open(sys.argv[2]).read()
+        return 0 if render(text) == text else 1
+    if len(sys.argv) > 2 and sys.argv[1] == "--write":
+        text = open(sys.argv[2]).read()
+        open(sys.argv[2], "w").write(render(text))
+        return 0
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The service as a process: PYTHONOPTIMIZE=2, workers, graceful shutdown, refusing unsafe binds."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from tests.helpers import API_KEY, ROOT, free_port, service_env
+
+TEXT = "Prometheus scrapes metrics from instrumented jobs and evaluates alerting rules over them every minute."
+
+
+def _post(url, body, timeout=30):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, json.loads(r.read())
+
+
+def test_runs_under_pythonoptimize_2(service_factory):
+    svc = service_factory(PYTHONOPTIMIZE="2")
+    status, body = _post(f"{svc.url}/v1/text/summarize", {"text": TEXT})
+    assert status == 200 and body["success"]
+
+
+def test_workers_share_one_port(service_factory):
+    svc = service_factory(WORKERS="2")
+    pids = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 2 and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{svc.url}/v1/health", timeout=5) as r:
+            pids.add(json.loads(r.read())["pid"])
+    assert len(pids) == 2
+
+
+def test_refuses_non_loopback_without_keys(tmp_path):
+    env = service_env(free_port(), str(tmp_path), HOST="0.0.0.0")
+    env.pop("API_KEY")
+    r = subprocess.run([sys.executable, "-m", "service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "no API_KEY" in r.stderr
+
+
+def test_open_on_loopback_without_keys_says_so(service_factory, tmp_path):
+    svc = service_factory(API_KEY="", LOG_LEVEL="INFO")
+    with urllib.request.urlopen(urllib.request.Request(f"{svc.url}/v1/text/operations"), timeout=5) as r:
+        assert r.status == 200
+    svc.stop()
+    assert "running OPEN" in svc.output()
+
+
+def test_sigterm_finishes_in_flight_requests(service_factory, fake_upstream_factory):
+    up = fake_upstream_factory("--latency-ms", "1500")
+    svc = service_factory(AI_PROVIDER="openai", OPENAI_BASE_URL=f"{up.url}/v1", OPENAI_API_KEY="x",
+                          GRACEFUL_TIMEOUT="10")
+    result = {}
+
+    def call():
+        try:
+            result["status"], result["body"] = _post(f"{svc.url}/v1/text/summarize", {"text": TEXT})
+        except Exception as e:  # noqa
+            result["error"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait until the request is waiting on the slow upstream
+        with urllib.request.urlopen(f"{up.url}/_stats", timeout=5) as r:
+            if json.loads(r.read())["in_flight"] >= 1:
+                break
+        time.sleep(0.05)
+    svc.proc.send_signal(signal.SIGTERM)
+    t.join(20)
+    assert result.get("status") == 200, result
+    assert svc.proc.wait(15) == 0
