@@ -57,7 +57,7 @@ _POS = {
         likes appreciate appreciated thank thanks grateful comfortable easy intuitive secure safe stable
         clean clear promising proud praise praised celebrate celebrated support supportive wow""",
     1.0: """fine okay ok decent adequate fair solid useful interesting convenient affordable calm correct
-        accurate capable competent hope hopeful growth grew progress resolved fixed works working
+        accurate capable competent hope hopeful growth grow grows grew progress resolved fixed works working
         worked right well ready sure simple lively steady popular healthy rich""",
 }
 _NEG = {
@@ -358,7 +358,9 @@ def sentiment(text: str) -> dict:
         if s_sum:
             s_sum *= 1 + 0.1 * min(3, s.text.count("!"))
         total += s_sum
-    compound = total / math.sqrt(total * total + 15) if total else 0.0
+    # long texts need more evidence for the same score
+    alpha = 15.0 * max(1.0, len(doc.sentences) / 4)
+    compound = total / math.sqrt(total * total + alpha) if total else 0.0
     pos = sum(v for v in contributions.values() if v > 0)
     neg = -sum(v for v in contributions.values() if v < 0)
     if not contributions:
@@ -586,8 +588,10 @@ class LocalProvider(Provider):
     async def process(self, req: TextRequest) -> ProviderResult:
         return self.run(req)
 
-    async def process_batch(self, reqs: list[TextRequest]) -> list[ProviderResult | ProviderError]:
-        """The whole list in one call; texts shared between items are analysed once."""
+    async def process_batch(self, reqs: list[TextRequest],
+                            concurrency: int | None = None) -> list[ProviderResult | ProviderError]:
+        """The whole list in one call; texts shared between items are analysed once.
+        (`concurrency` is accepted for interface parity and not needed here.)"""
         out: list[ProviderResult | ProviderError] = []
         for i, r in enumerate(reqs):
             try:

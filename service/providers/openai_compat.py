@@ -1,0 +1,631 @@
+"""Any OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, Ollama,
+llama.cpp server, the bundled fake upstream).
+
+- One shared aiohttp ClientSession; its pool follows the "ai" config section
+  (max_connections, keepalive_connections, connection_pooling) and is rebuilt
+  when those change.  pool_timeout bounds the wait for a pooled connection and
+  timeout_seconds the whole call; both are read live on every call.
+- One prompt per operation, asking for a JSON object (response_format
+  json_object when the server accepts it); the answer is parsed tolerantly:
+  JSON, JSON inside ``` fences, or plain text (bullets, label words).
+- Failures are ProviderError kinds: timeout, connection, rate_limited (with
+  retry_after), server, client, parse.  No retries here: the resilience layer
+  decides.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import os
+import re
+import time
+from typing import Any
+
+import aiohttp
+
+from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
+from service.providers.local import estimate_tokens
+
+log = logging.getLogger("service.providers.openai")
+
+POOL_FIELDS = ("max_connections", "keepalive_connections", "connection_pooling")
+KEEPALIVE_IDLE_SECONDS = 30.0   # how long an idle keep-alive connection is kept
+HEALTH_CACHE_SECONDS = 5.0
+DEFAULT_BATCH_CONCURRENCY = 5
+
+# ---------------------------------------------------------------------------
+# prompts (the fake upstream reads them back with parse_prompt)
+# ---------------------------------------------------------------------------
+SYSTEM_PROMPT = ("You are a precise text-analysis engine. Follow the task exactly and answer with "
+                 "one JSON object and nothing else: no prose, no code fences.")
+
+SHAPES = {
+    "summarize": '{"summary": "<the summary>"}',
+    "sentiment": '{"label": "positive|negative|neutral", "confidence": <number 0..1>, '
+                 '"explanation": "<which words or phrases drove the label>"}',
+    "key_points": '{"key_points": ["<point>", ...]}',
+    "questions": '{"questions": ["<question>", ...]}',
+    "qa": '{"answer": "<the answer>"}',
+}
+TEXT_OPEN, TEXT_CLOSE = "Text:\n<<<\n", "\n>>>"
+QUESTION_OPEN, QUESTION_CLOSE = "Question:\n<<<\n", "\n>>>\n"
+
+
+def _opt(req: TextRequest, key: str, default: int) -> int:
+    v = (req.options or {}).get(key, default)
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 else default
+
+
+def instruction(req: TextRequest) -> str:
+    op = req.operation
+    if op == "summarize":
+        return (f"Summarize the text below in at most {_opt(req, 'max_length', 100)} words, "
+                "keeping its key facts.")
+    if op == "sentiment":
+        return ("Classify the overall sentiment of the text below as positive, negative or neutral, give "
+                "a confidence between 0 and 1, and explain which words or phrases drove it.")
+    if op == "key_points":
+        return (f"List at most {_opt(req, 'max_points', 5)} key points of the text below, "
+                "each as one short sentence, most important first.")
+    if op == "questions":
+        return (f"Write {_opt(req, 'num_questions', 5)} distinct questions that the text below "
+                "answers or raises.")
+    return ("Answer the question using only the text below, in one or two sentences. If the text "
+            "does not answer it, say so.")
+
+
+def build_prompt(req: TextRequest) -> str:
+    parts = [f"Task: {req.operation}", instruction(req),
+             f"Respond with only a JSON object of the form {SHAPES[req.operation]}."]
+    if req.operation == "qa":
+        parts.append(f"{QUESTION_OPEN}{req.question or ''}{QUESTION_CLOSE.rstrip()}")
+    parts.append(f"{TEXT_OPEN}{req.text}{TEXT_CLOSE}")
+    return "\n".join(parts)
+
+
+_OPTION_PATTERNS = {
+    "summarize": ("max_length", re.compile(r"at most (\d+) words")),
+    "key_points": ("max_points", re.compile(r"at most (\d+) key points")),
+    "questions": ("num_questions", re.compile(r"Write (\d+) distinct questions")),
+}
+
+
+def parse_prompt(content: str) -> TextRequest | None:
+    """Read a prompt made by build_prompt back into a TextRequest (None if it is not one)."""
+    m = re.match(r"Task: (\w+)\n", content)
+    if not m or m.group(1) not in OPERATIONS:
+        return None
+    op = m.group(1)
+    start = content.find(TEXT_OPEN)
+    end = content.rfind(TEXT_CLOSE)
+    if start < 0 or end < start + len(TEXT_OPEN) - 1:
+        return None
+    head, text = content[:start], content[start + len(TEXT_OPEN):end]
+    options: dict = {}
+    if op in _OPTION_PATTERNS:
+        key, pat = _OPTION_PATTERNS[op]
+        om = pat.search(head)
+        if om:
+            options[key] = int(om.group(1))
+    question = None
+    qs = head.find(QUESTION_OPEN)
+    if qs >= 0:
+        qe = head.rfind(QUESTION_CLOSE.rstrip())
+        question = head[qs + len(QUESTION_OPEN):qe] if qe > qs else head[qs + len(QUESTION_OPEN):]
+    return TextRequest(op, text, options, question)
+
+
+def render_answer(op: str, payload: dict) -> dict:
+    """A provider payload in the JSON shape the prompt for `op` asks for."""
+    if op == "sentiment":
+        return dict(payload["sentiment"])
+    if op in ("key_points", "questions"):
+        return {op: list(payload[op])}
+    return {"answer" if op == "qa" else "summary": payload.get("result", "")}
+
+
+# ---------------------------------------------------------------------------
+# tolerant output parsing
+# ---------------------------------------------------------------------------
+_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.S)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\(?\d+[.):]|[a-z][.)])\s+(.+?)\s*$")
+_HAS_WORD = re.compile(r"[^\W\d_]{2,}")
+_LABEL = re.compile(r"\b(positive|negative|neutral|mixed)\b", re.I)
+_CONFIDENCE = re.compile(r"(?:confidence|certainty|probability|score)\D{0,20}?(\d+(?:\.\d+)?)\s*(%)?", re.I)
+_LEAD_LABEL = re.compile(r"^\s*(?:summary|answer|result)\s*:\s*", re.I)
+
+
+def extract_json(content: str) -> Any:
+    s = content.strip()
+    candidates = [s] + [m.group(1).strip() for m in _FENCE.finditer(s)]
+    for open_c, close_c in (("{", "}"), ("[", "]")):
+        i, j = s.find(open_c), s.rfind(close_c)
+        if 0 <= i < j:
+            candidates.append(s[i:j + 1])
+    for c in candidates:
+        if c[:1] in "{[":
+            try:
+                return json.loads(c)
+            except ValueError:
+                continue
+    return None
+
+
+def _first(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if k in d and d[k] not in (None, ""):
+            return d[k]
+    lower = {str(k).lower(): v for k, v in d.items()}
+    for k in keys:
+        if k.lower() in lower and lower[k.lower()] not in (None, ""):
+            return lower[k.lower()]
+    return None
+
+
+def _as_text(v: Any) -> str | None:
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, list):
+        parts = [p for p in (_as_text(x) for x in v) if p]
+        return " ".join(parts) if parts else None
+    if isinstance(v, dict):
+        for x in v.values():
+            t = _as_text(x)
+            if t:
+                return t
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _words_ok(s: str | None) -> bool:
+    return bool(s) and _HAS_WORD.search(s) is not None
+
+
+def _plain(content: str) -> str:
+    s = content.strip()
+    fences = _FENCE.findall(s)
+    if fences:
+        s = fences[0].strip()
+    s = _LEAD_LABEL.sub("", s).strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
+        s = s[1:-1].strip()
+    return s
+
+
+def _list_from_text(content: str, questions: bool) -> list[str]:
+    s = content.strip()
+    fences = _FENCE.findall(s)
+    if fences:
+        s = "\n".join(f.strip() for f in fences)
+    lines = [ln.strip() for ln in s.splitlines() if ln.strip()]
+    items = [m.group(1) for m in (_BULLET.match(ln) for ln in lines) if m]
+    if not items and questions:
+        items = [q.strip() for q in re.findall(r"[^?\n.!]*\?", s) if q.strip()]
+    if not items:
+        items = [ln for ln in lines if not ln.endswith(":")]
+    return items
+
+
+def _truncate_words(s: str, n: int) -> str:
+    words = s.split()
+    if len(words) <= n:
+        return s
+    return " ".join(words[:n]).rstrip(",;:.") + "..."
+
+
+def _confidence(v: Any) -> float | None:
+    if isinstance(v, str):
+        m = re.search(r"\d+(?:\.\d+)?", v)
+        if not m:
+            return None
+        f = float(m.group(0))
+        if "%" in v:
+            f /= 100
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        f = float(v)
+    else:
+        return None
+    if 1 < f <= 100:
+        f /= 100
+    if not 0 <= f <= 1 or math.isnan(f):
+        return None
+    return round(f, 3)
+
+
+def _label(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return None
+    m = _LABEL.search(v)
+    if not m:
+        return None
+    lab = m.group(1).lower()
+    return "neutral" if lab == "mixed" else lab
+
+
+def parse_output(op: str, content: str, options: dict | None = None) -> dict:
+    """Turn a model's answer into the operation's payload, or raise ProviderError("parse")."""
+    options = options or {}
+    if not isinstance(content, str) or not content.strip():
+        raise ProviderError("parse", "upstream returned empty content")
+    data = extract_json(content)
+    if op in ("summarize", "qa"):
+        text = None
+        if isinstance(data, dict):
+            keys = ("summary", "result", "text", "answer") if op == "summarize" else \
+                ("answer", "result", "text", "response", "summary")
+            text = _as_text(_first(data, *keys))
+        elif isinstance(data, (list, str)):
+            text = _as_text(data)
+        if text is None:
+            text = _plain(content)
+        if not _words_ok(text):
+            raise ProviderError("parse", f"no {op} text in upstream answer")
+        if op == "summarize":
+            text = _truncate_words(text, _opt_value(options, "max_length", 100))
+        return {"result": text}
+    if op == "sentiment":
+        label = conf = expl = None
+        if isinstance(data, dict):
+            inner = data.get("sentiment")
+            d = inner if isinstance(inner, dict) else data
+            label = _label(_first(d, "label", "sentiment", "polarity", "classification"))
+            conf = _confidence(_first(d, "confidence", "score", "probability"))
+            expl = _as_text(_first(d, "explanation", "reason", "reasoning", "rationale"))
+        if label is None:
+            label = _label(content)
+            if label is None:
+                raise ProviderError("parse", "no sentiment label in upstream answer")
+            if conf is None:
+                m = _CONFIDENCE.search(content)
+                if m:
+                    conf = _confidence(m.group(1) + (m.group(2) or ""))
+            expl = expl or _truncate_words(_plain(content), 80)
+        return {"sentiment": {"label": label, "confidence": 0.5 if conf is None else conf,
+                              "explanation": expl or ""}}
+    if op in ("key_points", "questions"):
+        key, opt, default = ("key_points", "max_points", 5) if op == "key_points" else \
+            ("questions", "num_questions", 5)
+        items: Any = None
+        if isinstance(data, dict):
+            items = _first(data, key, "points" if op == "key_points" else "items", "keyPoints", "items")
+        elif isinstance(data, list):
+            items = data
+        if isinstance(items, str):
+            items = _list_from_text(items, op == "questions")
+        if not isinstance(items, list):
+            items = _list_from_text(content, op == "questions")
+        clean = []
+        for it in items:
+            t = _as_text(it)
+            if _words_ok(t) and t not in clean:
+                clean.append(t)
+        if not clean:
+            raise ProviderError("parse", f"no {op} in upstream answer")
+        return {key: clean[:_opt_value(options, opt, default)]}
+    raise ProviderError("client", f"unknown operation {op!r}")
+
+
+def _opt_value(options: dict, key: str, default: int) -> int:
+    v = options.get(key, default)
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 else default
+
+
+def parse_retry_after(headers) -> float | None:
+    """Retry-After as seconds or an HTTP date; retry-after-ms as OpenAI sends it."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    v = headers.get("Retry-After")
+    if not v:
+        return None
+    v = v.strip()
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# ---------------------------------------------------------------------------
+# connection pool
+# ---------------------------------------------------------------------------
+class _PoolConnector(aiohttp.TCPConnector):
+    """TCPConnector that keeps at most `max_idle` idle keep-alive connections."""
+
+    def __init__(self, *, max_idle: int, **kw):
+        super().__init__(**kw)
+        self._max_idle = max_idle
+
+    def _release(self, key, protocol, *, should_close: bool = False) -> None:
+        try:
+            if not should_close and sum(len(c) for c in self._conns.values()) >= self._max_idle:
+                should_close = True
+        except Exception:  # aiohttp internals changed: keep the plain behaviour
+            pass
+        super()._release(key, protocol, should_close=should_close)
+
+
+class _Pool:
+    def __init__(self, ai: dict):
+        pooling = bool(ai["connection_pooling"]) and ai["keepalive_connections"] > 0
+        kw: dict = {"limit": ai["max_connections"], "limit_per_host": 0, "force_close": not pooling}
+        if pooling:
+            kw["keepalive_timeout"] = KEEPALIVE_IDLE_SECONDS
+        self.settings = {k: ai[k] for k in POOL_FIELDS}
+        self.connector = _PoolConnector(max_idle=ai["keepalive_connections"], **kw)
+        self.session = aiohttp.ClientSession(connector=self.connector,
+                                             headers={"User-Agent": "llmapi/0.1"})
+        self.inflight = 0
+        self.retired = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def close(self, grace: float = 0.0) -> None:
+        if self.inflight and grace > 0:
+            try:
+                await asyncio.wait_for(self.idle.wait(), grace)
+            except asyncio.TimeoutError:
+                pass
+        await self.session.close()
+
+
+# ---------------------------------------------------------------------------
+# the provider
+# ---------------------------------------------------------------------------
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, store, api_key: str | None = None, env: dict | None = None,
+                 subscribe: bool = True, batch_concurrency: int = DEFAULT_BATCH_CONCURRENCY):
+        self.store = store
+        env = os.environ if env is None else env
+        self._api_key = api_key if api_key is not None else (env.get("OPENAI_API_KEY") or "")
+        self._json_mode = True
+        self._pool: _Pool | None = None
+        self._bg: set[asyncio.Task] = set()
+        self._closed = False
+        self._health_cache: tuple[float, dict] | None = None
+        self.batch_concurrency = batch_concurrency
+        self.usage = {"calls": 0, "errors": 0, "prompt": 0, "completion": 0, "total": 0}
+        self.last_error: dict | None = None
+        if subscribe:
+            store.subscribe(self.on_config_change)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIProvider(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def model(self) -> str:
+        return self.store.get("ai")["model"]
+
+    @property
+    def base_url(self) -> str:
+        return self.store.get("ai")["base_url"].rstrip("/")
+
+    # ---- pool lifecycle -----------------------------------------------
+    def on_config_change(self, section: str, new: dict, old: dict) -> None:
+        if section != "ai" or self._closed:
+            return
+        if any(new.get(k) != old.get(k) for k in POOL_FIELDS) and self._pool is not None:
+            old_pool, self._pool = self._pool, None
+            self._retire(old_pool)
+            log.info("openai provider: connection pool settings changed, session rebuilt",
+                     extra={"pool": {k: new.get(k) for k in POOL_FIELDS}})
+
+    def _retire(self, pool: _Pool) -> None:
+        pool.retired = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        t = loop.create_task(pool.close(grace=float(self.store.get("ai")["timeout_seconds"])))
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    def _acquire(self) -> _Pool:
+        if self._closed:
+            raise ProviderError("connection", "provider is closed")
+        if self._pool is None:
+            self._pool = _Pool(self.store.get("ai"))
+        pool = self._pool
+        pool.inflight += 1
+        pool.idle.clear()
+        return pool
+
+    @staticmethod
+    def _release(pool: _Pool) -> None:
+        pool.inflight -= 1
+        if pool.inflight <= 0:
+            pool.idle.set()
+
+    def pool_info(self) -> dict:
+        p = self._pool
+        if p is None:
+            return {"open": False}
+        return {"open": True, "in_flight": p.inflight, **p.settings}
+
+    # ---- calls ----------------------------------------------------------
+    def _headers(self) -> dict:
+        h = {"Content-Type": "application/json"}
+        if self._api_key:
+            h["Authorization"] = f"Bearer {self._api_key}"
+        return h
+
+    def _timeout(self, ai: dict, total: float | None = None) -> aiohttp.ClientTimeout:
+        total = float(ai["timeout_seconds"]) if total is None else total
+        return aiohttp.ClientTimeout(total=total, connect=min(float(ai["pool_timeout"]), total))
+
+    async def _post_chat(self, body: dict, ai: dict) -> tuple[int, dict, Any, str]:
+        pool = self._acquire()
+        try:
+            async with pool.session.post(f"{self.base_url}/chat/completions", json=body,
+                                         headers=self._headers(), timeout=self._timeout(ai)) as resp:
+                raw = await resp.read()
+                text = raw.decode("utf-8", "replace")
+                try:
+                    data = json.loads(text) if resp.status == 200 else None
+                except ValueError:
+                    data = None
+                return resp.status, resp.headers, data, text
+        except asyncio.TimeoutError as e:
+            kind = "pool wait or connect" if isinstance(e, aiohttp.ConnectionTimeoutError) else "call"
+            raise ProviderError("timeout", f"upstream {kind} timed out after "
+                                           f"{ai['timeout_seconds']}s") from None
+        except aiohttp.ClientError as e:
+            raise ProviderError("connection", f"upstream connection failed: {type(e).__name__}") from None
+        finally:
+            self._release(pool)
+
+    async def process(self, req: TextRequest) -> ProviderResult:
+        started = time.perf_counter()
+        try:
+            result = await self._process(req)
+        except ProviderError as e:
+            self.usage["errors"] += 1
+            self.last_error = {"kind": e.kind, "status": e.status, "message": str(e), "time": time.time()}
+            log.warning("openai provider call failed", extra={"kind": e.kind, "status": e.status,
+                                                               "operation": req.operation,
+                                                               "elapsed_s": round(time.perf_counter() - started, 4)})
+            raise
+        return result
+
+    async def _process(self, req: TextRequest) -> ProviderResult:
+        if req.operation not in OPERATIONS:
+            raise ProviderError("client", f"unknown operation {req.operation!r}")
+        if req.operation == "qa" and not (req.question and str(req.question).strip()):
+            raise ProviderError("client", "qa needs a question")
+        ai = self.store.get("ai")
+        prompt = build_prompt(req)
+        body = {"model": ai["model"], "temperature": ai["temperature"],
+                "messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                             {"role": "user", "content": prompt}]}
+        if self._json_mode:
+            body["response_format"] = {"type": "json_object"}
+        self.usage["calls"] += 1
+        status, headers, data, text = await self._post_chat(body, ai)
+        if status == 400 and self._json_mode and "response_format" in text:
+            # the server does not do JSON mode: the prompt still asks for JSON
+            self._json_mode = False
+            body.pop("response_format", None)
+            status, headers, data, text = await self._post_chat(body, ai)
+        if status != 200:
+            raise self._status_error(status, headers, text)
+        if not isinstance(data, dict):
+            raise ProviderError("parse", "upstream body is not a JSON object", status=status)
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise ProviderError("parse", "upstream body has no choices[0].message.content", status=status) from None
+        payload = parse_output(req.operation, content, req.options)
+        tokens = self._tokens(data.get("usage"), prompt, content)
+        for k in ("prompt", "completion", "total"):
+            self.usage[k] += tokens[k]
+        return ProviderResult(payload, self.name, str(data.get("model") or ai["model"]), tokens)
+
+    @staticmethod
+    def _tokens(usage: Any, prompt: str, content: str) -> dict:
+        if isinstance(usage, dict):
+            try:
+                p = int(usage.get("prompt_tokens") or 0)
+                c = int(usage.get("completion_tokens") or 0)
+                t = int(usage.get("total_tokens") or (p + c))
+                return {"prompt": p, "completion": c, "total": t}
+            except (TypeError, ValueError):
+                pass
+        p = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(prompt)
+        c = estimate_tokens(content)
+        return {"prompt": p, "completion": c, "total": p + c}
+
+    @staticmethod
+    def _status_error(status: int, headers, text: str) -> ProviderError:
+        msg = _upstream_message(text)
+        if status == 429:
+            return ProviderError("rate_limited", f"upstream rate limited: {msg}", status=status,
+                                 retry_after=parse_retry_after(headers))
+        if status >= 500:
+            return ProviderError("server", f"upstream error {status}: {msg}", status=status,
+                                 retry_after=parse_retry_after(headers))
+        return ProviderError("client", f"upstream rejected the request ({status}): {msg}", status=status)
+
+    async def process_batch(self, reqs: list[TextRequest],
+                            concurrency: int | None = None) -> list[ProviderResult | ProviderError]:
+        sem = asyncio.Semaphore(max(1, concurrency or self.batch_concurrency))
+
+        async def one(r: TextRequest):
+            async with sem:
+                try:
+                    return await self.process(r)
+                except ProviderError as e:
+                    return e
+
+        return list(await asyncio.gather(*(one(r) for r in reqs)))
+
+    # ---- health / shutdown -----------------------------------------------
+    async def health(self) -> dict:
+        now = time.monotonic()
+        if self._health_cache and now - self._health_cache[0] < HEALTH_CACHE_SECONDS:
+            return self._health_cache[1]
+        ai = self.store.get("ai")
+        info: dict = {"provider": self.name, "model": ai["model"], "base_url": self.base_url,
+                      "api_key_set": bool(self._api_key), "usage": dict(self.usage),
+                      "pool": self.pool_info()}
+        if self.last_error:
+            info["last_error"] = dict(self.last_error)
+        try:
+            pool = self._acquire()
+        except ProviderError as e:
+            return {**info, "status": "unhealthy", "detail": str(e)}
+        try:
+            async with pool.session.get(f"{self.base_url}/models", headers=self._headers(),
+                                        timeout=self._timeout(ai, min(2.0, float(ai["timeout_seconds"])))) as r:
+                await r.read()
+                status = r.status
+            if status == 200 or status == 404:  # some servers have no /models: reachable is enough
+                info.update(status="healthy", upstream_status=status)
+            elif status in (401, 403):
+                info.update(status="unhealthy", upstream_status=status, detail="upstream rejects the API key")
+            else:
+                info.update(status="degraded", upstream_status=status)
+        except asyncio.TimeoutError:
+            info.update(status="unhealthy", detail="upstream did not answer in time")
+        except aiohttp.ClientError as e:
+            info.update(status="unhealthy", detail=f"upstream unreachable: {type(e).__name__}")
+        finally:
+            self._release(pool)
+        self._health_cache = (now, info)
+        return info
+
+    async def close(self, grace: float | None = None) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        g = float(self.store.get("ai")["timeout_seconds"]) if grace is None else grace
+        if pool is not None:
+            await pool.close(grace=g)
+        if self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
+
+
+def _upstream_message(text: str) -> str:
+    try:
+        d = json.loads(text)
+        err = d.get("error") if isinstance(d, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:200]
+        if isinstance(err, str):
+            return err[:200]
+    except ValueError:
+        pass
+    return text.strip()[:200] or "no body"
