@@ -196,6 +196,9 @@ async def chat_completions(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    if st.api_key and request.headers.get("Authorization") != f"Bearer {st.api_key}":
+        return _error(401, "invalid API key", "invalid_request_error")
     return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "local"}]})
 
 

@@ -28,3 +28,9 @@ async def get_json(url: str) -> dict:
     async with aiohttp.ClientSession() as s:
         async with s.get(url) as r:
             return await r.json()
+
+
+async def reset(up_url: str) -> dict:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{up_url}/_reset") as r:
+            return await r.json()
