@@ -249,7 +249,7 @@ def _rank(doc: Doc) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
-def _truncate_words(s: str, n: int) -> str:
+def truncate_words(s: str, n: int) -> str:
     words = s.split()
     if len(words) <= n:
         return s
@@ -291,7 +291,7 @@ def summarize(text: str, max_length: int = 100) -> str:
         if budget <= 0:
             break
     if not chosen:  # the best sentence alone is longer than the budget
-        return _truncate_words(doc.sentences[_rank(doc)[0]].text, max_length)
+        return truncate_words(doc.sentences[_rank(doc)[0]].text, max_length)
     return " ".join(doc.sentences[i].text for i in sorted(chosen))
 
 
@@ -317,7 +317,7 @@ def key_points(text: str, max_points: int = 5) -> list[str]:
             continue
         chosen.append(i)
         chosen_terms.append(terms)
-    return [_truncate_words(_strip_marker(doc.sentences[i].text), 40) for i in sorted(chosen)]
+    return [truncate_words(_strip_marker(doc.sentences[i].text), 40) for i in sorted(chosen)]
 
 
 def sentiment(text: str) -> dict:

@@ -27,13 +27,14 @@ from typing import Any
 import aiohttp
 
 from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
-from service.providers.local import estimate_tokens
+from service.providers.local import truncate_words, estimate_tokens
 
 log = logging.getLogger("service.providers.openai")
 
 POOL_FIELDS = ("max_connections", "keepalive_connections", "connection_pooling")
 KEEPALIVE_IDLE_SECONDS = 30.0   # how long an idle keep-alive connection is kept
 HEALTH_CACHE_SECONDS = 5.0
+HEALTH_PROBE_SECONDS = 0.8      # below the 1 s bound of /v1/health
 DEFAULT_BATCH_CONCURRENCY = 5
 
 # ---------------------------------------------------------------------------
@@ -55,8 +56,7 @@ QUESTION_OPEN, QUESTION_CLOSE = "Question:\n<<<\n", "\n>>>\n"
 
 
 def _opt(req: TextRequest, key: str, default: int) -> int:
-    v = (req.options or {}).get(key, default)
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 else default
+    return _opt_value(req.options or {}, key, default)
 
 
 def instruction(req: TextRequest) -> str:
@@ -210,13 +210,6 @@ def _list_from_text(content: str, questions: bool) -> list[str]:
     return items
 
 
-def _truncate_words(s: str, n: int) -> str:
-    words = s.split()
-    if len(words) <= n:
-        return s
-    return " ".join(words[:n]).rstrip(",;:.") + "..."
-
-
 def _confidence(v: Any) -> float | None:
     if isinstance(v, str):
         m = re.search(r"\d+(?:\.\d+)?", v)
@@ -265,7 +258,7 @@ def parse_output(op: str, content: str, options: dict | None = None) -> dict:
         if not _words_ok(text):
             raise ProviderError("parse", f"no {op} text in upstream answer")
         if op == "summarize":
-            text = _truncate_words(text, _opt_value(options, "max_length", 100))
+            text = truncate_words(text, _opt_value(options, "max_length", 100))
         return {"result": text}
     if op == "sentiment":
         label = conf = expl = None
@@ -283,7 +276,7 @@ def parse_output(op: str, content: str, options: dict | None = None) -> dict:
                 m = _CONFIDENCE.search(content)
                 if m:
                     conf = _confidence(m.group(1) + (m.group(2) or ""))
-            expl = expl or _truncate_words(_plain(content), 80)
+            expl = expl or truncate_words(_plain(content), 80)
         return {"sentiment": {"label": label, "confidence": 0.5 if conf is None else conf,
                               "explanation": expl or ""}}
     if op in ("key_points", "questions"):
@@ -577,7 +570,7 @@ class OpenAIProvider(Provider):
     async def health(self) -> dict:
         now = time.monotonic()
         if self._health_cache and now - self._health_cache[0] < HEALTH_CACHE_SECONDS:
-            return self._health_cache[1]
+            return dict(self._health_cache[1])
         ai = self.store.get("ai")
         info: dict = {"provider": self.name, "model": ai["model"], "base_url": self.base_url,
                       "api_key_set": bool(self._api_key), "usage": dict(self.usage),
@@ -590,7 +583,8 @@ class OpenAIProvider(Provider):
             return {**info, "status": "unhealthy", "detail": str(e)}
         try:
             async with pool.session.get(f"{self.base_url}/models", headers=self._headers(),
-                                        timeout=self._timeout(ai, min(2.0, float(ai["timeout_seconds"])))) as r:
+                                        timeout=self._timeout(ai, min(HEALTH_PROBE_SECONDS,
+                                                                               float(ai["timeout_seconds"])))) as r:
                 await r.read()
                 status = r.status
             if status == 200 or status == 404:  # some servers have no /models: reachable is enough
@@ -600,13 +594,14 @@ class OpenAIProvider(Provider):
             else:
                 info.update(status="degraded", upstream_status=status)
         except asyncio.TimeoutError:
-            info.update(status="unhealthy", detail="upstream did not answer in time")
+            # the service still answers from cache and fallbacks: degraded, not down
+            info.update(status="degraded", detail="upstream did not answer in time")
         except aiohttp.ClientError as e:
-            info.update(status="unhealthy", detail=f"upstream unreachable: {type(e).__name__}")
+            info.update(status="degraded", detail=f"upstream unreachable: {type(e).__name__}")
         finally:
             self._release(pool)
         self._health_cache = (now, info)
-        return info
+        return dict(info)
 
     async def close(self, grace: float | None = None) -> None:
         self._closed = True

@@ -170,7 +170,8 @@ async def test_refused_connection_is_connection(openai_store):
     try:
         e = await failure(p)
         assert e.kind == "connection" and e.retryable
-        assert (await p.health())["status"] == "unhealthy"
+        h = await p.health()
+        assert h["status"] == "degraded" and "unreachable" in h["detail"]
     finally:
         await p.close()
 
