@@ -6,7 +6,11 @@ subsystems add their metrics here.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# No *_created series: halves the series count of counters and histograms and
+# keeps single- and multi-process expositions alike (multiprocess has none).
+disable_created_metrics()
 
 PREFIX = "llmapi"
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -21,7 +25,9 @@ def _c(name, doc, labels=()):
     return Counter(f"{PREFIX}_{name}", doc, labels, registry=REGISTRY)
 
 
-def _g(name, doc, labels=(), mode="sum"):
+# Gauge multiprocess modes (WORKERS > 1): "live*" modes drop the values of dead
+# workers, so a gauge never reports a process that is gone.
+def _g(name, doc, labels=(), mode="livesum"):
     return Gauge(f"{PREFIX}_{name}", doc, labels, registry=REGISTRY, multiprocess_mode=mode)
 
 
@@ -47,7 +53,7 @@ CACHE_ENTRIES = _g("cache_entries", "Entries in the cache", ("tier",), mode="liv
 CACHE_MEMORY = _g("cache_memory_bytes", "Bytes held by the in-memory cache tier", mode="livesum")
 
 # ---- resilience ----------------------------------------------------------
-BREAKER_STATE = _g("circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ("breaker",), mode="max")
+BREAKER_STATE = _g("circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ("breaker",), mode="livemax")
 BREAKER_TRANSITIONS = _c("circuit_breaker_transitions", "Breaker state changes", ("breaker", "state"))
 RETRIES = _c("resilience_retries", "Retries of AI calls", ("operation",))
 FALLBACKS = _c("resilience_fallbacks", "Fallback answers by kind", ("operation", "kind"))
@@ -61,15 +67,33 @@ API_VERSION_REQUESTS = _c("api_version_requests", "Requests by detected API vers
 ADMISSION_SHED = _c("admission_shed", "Requests shed by admission control", ("reason",))
 
 # ---- process / runtime ---------------------------------------------------
-CPU_LIMIT = _g("cpu_limit_cores", "CPU cores available to the process (cgroup limit or host)", mode="max")
-MEMORY_LIMIT = _g("memory_limit_bytes", "Memory available to the process (cgroup limit or host)", mode="max")
-EVENT_LOOP_LAG = _g("event_loop_lag_seconds", "Event-loop scheduling lag", mode="max")
-BUILD_INFO = _g("build_info", "Build information", ("version", "python"), mode="max")
+CPU_LIMIT = _g("cpu_limit_cores", "CPU cores available to the process (cgroup limit or host)", mode="livemax")
+MEMORY_LIMIT = _g("memory_limit_bytes", "Memory available to the process (cgroup limit or host)", mode="livemax")
+EVENT_LOOP_LAG = _g("event_loop_lag_seconds", "Event-loop scheduling lag, worst of the last sampling period",
+                    mode="livemax")
+BUILD_INFO = _g("build_info", "Build information", ("version", "python"), mode="livemax")
+# Process CPU and RSS under the llmapi_ prefix, summed over workers (the
+# default process_* metrics only describe the process that answers a scrape)
+PROCESS_CPU = _c("process_cpu_seconds", "CPU time (user + system) used by the service processes")
+PROCESS_RSS = _g("process_resident_memory_bytes", "Resident memory of the service processes", mode="livesum")
+PROCESS_WORKERS = _g("process_workers", "Service worker processes alive", mode="livesum")
 
 # ---- redis ---------------------------------------------------------------
-REDIS_UP = _g("redis_up", "1 when Redis answers, else 0", mode="min")
+REDIS_UP = _g("redis_up", "1 when Redis answers, else 0", mode="livemin")
+REDIS_CONFIGURED = _g("redis_configured", "1 when REDIS_URL is set (so redis_up 0 is an outage)", mode="livemax")
 REDIS_LATENCY = _h("redis_command_duration_seconds", "Redis command latency", ("command",),
                    (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
 
 # ---- KPI thresholds (from exporter/kpis.py, moved live by configure-alerts)
-KPI_THRESHOLD = _g("kpi_threshold", "KPI thresholds by kpi and level", ("kpi", "level"), mode="max")
+KPI_THRESHOLD = _g("kpi_threshold", "KPI thresholds by kpi and level (good, target, critical) in base units",
+                   ("kpi", "level"), mode="livemostrecent")
+
+# ---- monitoring / admission / background tasks (service/monitoring) ---
+ADMISSION_QUEUE_DEPTH = _g("admission_queue_depth", "Requests waiting for an admission slot", mode="livesum")
+ADMISSION_ACTIVE = _g("admission_active_requests", "Requests holding an admission slot", mode="livesum")
+ADMISSION_WAIT = _h("admission_wait_seconds", "Time queued requests waited for a slot", (),
+                    (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+BACKGROUND_TASKS = _c("background_tasks", "Background tasks by kind and result", ("kind", "result"))
+BACKGROUND_QUEUE_DEPTH = _g("background_queue_depth", "Background tasks waiting for a worker", mode="livesum")
+MONITORING_SNAPSHOTS = _g("monitoring_history_snapshots", "Minute snapshots held in the monitoring history", mode="max")
+EMERGENCY_MODE = _g("emergency_mode", "1 while emergency mode is on", mode="max")

@@ -80,3 +80,34 @@ section(
     emergency_mode=F(bool, False, help="set by POST /internal/monitoring/emergency-mode"),
     emergency_saved=F(dict, {}, help="values emergency mode replaced, restored when it ends"),
 )
+
+# KPI alert thresholds: fields and defaults derived from the KPI catalog
+# (exporter/kpis.py); POST /internal/monitoring/configure-alerts moves them and
+# the exported llmapi_kpi_threshold gauge (hence the Prometheus alerts) follows.
+from exporter.kpis import config_fields as _kpi_alert_fields  # noqa: E402
+
+section(
+    "alerts", "KPI alert thresholds (warning = target missed, critical = needs attention)",
+    **{_name: F(float, _d, _lo, _hi, help=_help) for _name, (_d, _lo, _hi, _help) in _kpi_alert_fields().items()},
+)
+
+section(
+    "resilience", "AI-call resilience: preset, circuit breakers (per provider and operation); "
+                  "deadline and retry ceiling are ai.timeout_seconds and ai.max_retries",
+    preset=F(str, "simple", choices=("simple", "development", "production", "aggressive"), env="RESILIENCE_PRESET",
+             help="maps each operation to a strategy (aggressive, balanced, conservative, critical)"),
+    failure_threshold=F(int, 5, 1, 1000, env="CIRCUIT_BREAKER_FAILURE_THRESHOLD",
+                        help="consecutive failures that open a breaker (scaled per strategy)"),
+    recovery_timeout=F(float, 60.0, 0.1, 3600, env="CIRCUIT_BREAKER_RECOVERY_TIMEOUT",
+                       help="seconds a breaker stays open before probing (scaled per strategy)"),
+    half_open_max_calls=F(int, 1, 1, 100, help="probes allowed at once while a breaker is half-open"),
+    performance_mode=F(bool, False, help="fail fast: cap backoff and stop retrying once a breaker is half-way to open"),
+)
+
+section(
+    "batching", "Micro-batching of concurrent AI calls (switched on by ai.batch_processing)",
+    batch_size=F(int, 5, 1, 256, env="AI_BATCH_SIZE", help="most requests in one provider batch"),
+    batch_timeout_ms=F(float, 10.0, 0.0, 10_000, env="AI_BATCH_TIMEOUT_MS",
+                       help="longest wait for a batch to fill before it is sent"),
+    max_concurrent_batches=F(int, 3, 1, 256, env="AI_MAX_CONCURRENT_BATCHES", help="batches in flight at once"),
+)

@@ -1,0 +1,142 @@
+"""GET /metrics: the Prometheus exposition of every llmapi_ metric.
+
+* Format by `Accept`: OpenMetrics 1.0 when the client asks for
+  application/openmetrics-text (Prometheus does), else the Prometheus text
+  format 0.0.4.
+* gzip when `Accept-Encoding` allows it.
+* The exposition (and its compression) is built in the default executor,
+  never on the event loop.
+* With WORKERS > 1 (PROMETHEUS_MULTIPROC_DIR set before the metrics were
+  imported) a scrape of any worker returns every worker's metrics merged by
+  prometheus_client's MultiProcessCollector: counters and histograms summed,
+  gauges by their declared mode ("live*" modes drop dead workers).  The live
+  gauge files of workers that are gone are removed here, so a crashed and
+  respawned worker never lingers in the gauges.  The per-process
+  process_*/python_* collectors are left out in that mode (they would only
+  describe the worker that answered); llmapi_process_* cover CPU and memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import gzip
+import os
+import re
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from exporter import collectors
+from exporter.metrics import REGISTRY
+
+GZIP_LEVEL = 6
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+class _Chain:
+    """A registry-like object that collects from several collectors."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def collect(self):
+        for p in self.parts:
+            yield from p.collect()
+
+
+def _single_process_source():
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+    std = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=std)
+    PlatformCollector(registry=std)
+    GCCollector(registry=std)
+    return _Chain(REGISTRY, std)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def prune_dead_workers(path: str) -> list[int]:
+    """Remove the live-gauge files of processes that no longer exist; returns their pids."""
+    from prometheus_client.multiprocess import mark_process_dead
+    dead = set()
+    for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        m = _LIVE_FILE.match(os.path.basename(f))
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid in dead or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass
+    for pid in dead:
+        mark_process_dead(pid, path)
+    return sorted(dead)
+
+
+class _MultiProcessSource:
+    def __init__(self, path: str):
+        from prometheus_client.multiprocess import MultiProcessCollector
+        self.path = path
+        self.collector = MultiProcessCollector(None, path=path)
+
+    def collect(self):
+        prune_dead_workers(self.path)
+        return self.collector.collect()
+
+
+_source = None
+_source_key = None
+
+
+def source():
+    """What a scrape collects from (re-evaluated if the multiprocess dir changes)."""
+    global _source, _source_key
+    key = multiprocess_dir()
+    if _source is None or key != _source_key:
+        _source = _MultiProcessSource(key) if key else _single_process_source()
+        _source_key = key
+    return _source
+
+
+def render(accept: str = "", gzip_ok: bool = False) -> tuple[bytes, str]:
+    """(body, content type) of one scrape.  Blocking: call it off the event loop."""
+    collectors.sample_process()
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(source())
+    if gzip_ok:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+    return body, content_type
+
+
+def accepts_gzip(header: str) -> bool:
+    for part in header.split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() not in ("gzip", "*"):
+            continue
+        q = 1.0
+        for p in params.split(";"):
+            k, _, v = p.strip().partition("=")
+            if k.strip() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        return q > 0
+    return False
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    accept = request.headers.get("Accept", "")
+    gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    loop = asyncio.get_running_loop()
+    body, content_type = await loop.run_in_executor(None, render, accept, gz)
+    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-store"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
