@@ -97,3 +97,9 @@ BACKGROUND_TASKS = _c("background_tasks", "Background tasks by kind and result",
 BACKGROUND_QUEUE_DEPTH = _g("background_queue_depth", "Background tasks waiting for a worker", mode="livesum")
 MONITORING_SNAPSHOTS = _g("monitoring_history_snapshots", "Minute snapshots held in the monitoring history", mode="max")
 EMERGENCY_MODE = _g("emergency_mode", "1 while emergency mode is on", mode="max")
+
+# ---- resilience: breaker rejections, micro-batching (service/resilience) ----
+BREAKER_REJECTIONS = _c("circuit_breaker_rejections", "Calls failed fast by an open (or full half-open) breaker",
+                        ("breaker",))
+AI_BATCHES = _c("ai_batches", "Micro-batches sent to the AI provider")
+AI_BATCH_SIZE = _h("ai_batch_size", "Requests per micro-batch", (), (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 256))

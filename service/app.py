@@ -31,6 +31,8 @@ ROUTE_MODULES = (
     "service.text.handlers",
     "service.openapi",
     "service.internal.config",
+    "service.internal.resilience",
+    "service.internal.ai",
 )
 
 

@@ -1,9 +1,42 @@
-"""AI-call resilience (placeholder until breakers and retries land)."""
+"""AI-call resilience: circuit breakers, retries, deadlines, micro-batching.
+
+`Resilience.call(req)` is the one way the text pipeline reaches the AI
+provider.  Per call, with the operation's effective config
+(strategies.effective: preset -> strategy, bounded by ai.max_retries and the
+deadline ai.timeout_seconds):
+
+    until the deadline:
+        breaker admits?         (open: fail fast, no upstream call)
+        one attempt             (bounded by the attempt timeout and the deadline;
+                                 through the micro-batcher when ai.batch_processing)
+        outcome -> breaker      (a cancellation is neither success nor failure)
+        retry?                  (retry.decide: retryable kind, retries left, backoff
+                                 or Retry-After fits before the deadline)
+
+It raises AIUnavailable (TextService answers a stale cached copy marked as a
+fallback, else 503 with Retry-After) or, for errors a retry cannot fix
+(client, parse), the ProviderError itself.  Everything is read live from the
+config store, so a preset or threshold change acts on the next call.
+"""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import deque
 
-from service.providers.base import ProviderError, ProviderResult, TextRequest
+from exporter.metrics import AI_DURATION, AI_ERRORS, AI_TOKENS, BREAKER_REJECTIONS, FALLBACKS, RETRIES
+from service import spans
+from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
+from service.resilience.analysis import Stats
+from service.resilience.batching import Batcher
+from service.resilience.breaker import OPEN, Breaker, BreakerOpen
+from service.resilience.retry import decide
+from service.resilience.strategies import Effective, effective
+
+log = logging.getLogger("service.resilience")
+
+__all__ = ["AIUnavailable", "Resilience"]
 
 
 class AIUnavailable(Exception):
@@ -19,21 +52,173 @@ class AIUnavailable(Exception):
 class Resilience:
     def __init__(self, ctx):
         self.ctx = ctx
+        self.stats = Stats()
+        self.breakers: dict[str, Breaker] = {}
+        self.batcher = Batcher(ctx)
+        self.optimizations: deque[dict] = deque(maxlen=50)
+        self._eff: dict[str, tuple] = {}
+        from service.resilience.benchmark import BenchmarkJobs
+        self.benchmarks = BenchmarkJobs(self)
+        ctx.store.subscribe(self._on_config_change)
+
+    # ---- config ----------------------------------------------------------------
+    def effective(self, op: str) -> Effective:
+        """The op's effective config; recomputed only when a section object changes."""
+        store = self.ctx.store
+        ai, res = store.get("ai"), store.get("resilience")
+        hit = self._eff.get(op)
+        if hit is not None and hit[0] is ai and hit[1] is res:
+            return hit[2]
+        eff = effective(op, ai, res)
+        self._eff[op] = (ai, res, eff)
+        return eff
+
+    def _on_config_change(self, section: str, new: dict, old: dict) -> None:
+        if section == "ai" and old.get("batch_processing") and not new.get("batch_processing"):
+            self.batcher.on_disable()
+        if section == "resilience" and new.get("preset") != old.get("preset"):
+            log.info("resilience preset changed", extra={"preset": new.get("preset"), "previous": old.get("preset")})
+
+    # ---- breakers -----------------------------------------------------------------
+    def breaker(self, provider: str, op: str) -> Breaker:
+        name = f"{provider}.{op}"
+        b = self.breakers.get(name)
+        if b is None:
+            eff = self.effective(op)
+            b = self.breakers[name] = Breaker(name, eff.failure_threshold, eff.recovery_timeout)
+        return b
+
+    def breaker_view(self, b: Breaker) -> dict:
+        op = b.name.split(".", 1)[1]
+        eff = self.effective(op)
+        return {**b.info(eff.recovery_timeout, eff.failure_threshold, eff.half_open_max_calls),
+                "operation": op, "provider": b.name.split(".", 1)[0], "strategy": eff.strategy}
+
+    def reset_breaker(self, name: str) -> list[dict]:
+        names = list(self.breakers) if name == "all" else [name]
+        out = []
+        for n in names:
+            b = self.breakers[n]
+            previous = b.reset()
+            log.info("circuit breaker reset by operator", extra={"breaker": n, "previous": previous})
+            out.append({"name": n, "previous_state": previous, "state": b.state})
+        return out
+
+    # ---- the call -------------------------------------------------------------------
+    async def _attempt(self, req: TextRequest) -> ProviderResult:
+        if self.ctx.store.get("ai")["batch_processing"]:
+            return await self.batcher.submit(req)
+        self.batcher.provider_calls += 1
+        return await self.ctx.providers.process(req)
 
     async def call(self, req: TextRequest) -> ProviderResult:
-        timeout = self.ctx.store.get("ai")["timeout_seconds"]
+        op = req.operation
+        eff = self.effective(op)
+        provider = self.ctx.providers.current.name
+        br = self.breaker(provider, op)
+        st = self.stats
+        start = time.perf_counter()
+        deadline = start + eff.timeout_seconds
+        retries = 0
+        backoff = 0.0
+        st.in_flight += 1
+        if st.in_flight > st.max_in_flight:
+            st.max_in_flight = st.in_flight
         try:
-            return await asyncio.wait_for(self.ctx.providers.process(req), timeout)
-        except asyncio.TimeoutError:
-            raise AIUnavailable("AI_TIMEOUT", f"the AI service did not answer within {timeout}s", 1.0)
-        except ProviderError as e:
-            if e.retryable:
-                raise AIUnavailable("AI_SERVICE_UNAVAILABLE", f"the AI service failed ({e.kind})",
-                                    e.retry_after or 1.0)
-            raise
+            while True:
+                try:
+                    ticket = br.admit(eff.failure_threshold, eff.recovery_timeout, eff.half_open_max_calls)
+                except BreakerOpen as e:
+                    BREAKER_REJECTIONS.labels(br.name).inc()
+                    raise self._give_up(op, start, retries, backoff, "CIRCUIT_BREAKER_OPEN",
+                                        f"the AI service is failing; {e} (retry in {e.retry_after:.1f}s)",
+                                        e.retry_after)
+                attempt_timeout = min(deadline - time.perf_counter(), eff.attempt_timeout_seconds)
+                t0 = time.perf_counter()
+                try:
+                    result = await asyncio.wait_for(self._attempt(req), attempt_timeout)
+                except asyncio.CancelledError:
+                    br.release(ticket)
+                    raise
+                except TimeoutError:
+                    err = ProviderError("timeout", f"no answer within {attempt_timeout:.3f}s")
+                except ProviderError as e:
+                    err = e
+                except Exception as e:  # a provider bug: counts against the breaker, never retried
+                    log.exception("AI provider raised an unexpected error", extra={"operation": op})
+                    err = ProviderError("internal", f"provider failed: {type(e).__name__}")
+                else:
+                    dt = time.perf_counter() - t0
+                    br.record(ticket, failed=False)
+                    AI_DURATION.labels(op, provider).observe(dt)
+                    tok = result.tokens or {}
+                    if tok.get("prompt"):
+                        AI_TOKENS.labels(provider, "prompt").inc(tok["prompt"])
+                    if tok.get("completion"):
+                        AI_TOKENS.labels(provider, "completion").inc(tok["completion"])
+                    st.attempt(op, dt, True, None, retries > 0, tok)
+                    total = time.perf_counter() - start
+                    st.call(op, total, True, None, retries, backoff, dt)
+                    spans.record("ai.call", total)
+                    return result
 
+                dt = time.perf_counter() - t0
+                br.record(ticket, failed=err.kind != "client")  # a rejected request proves the upstream alive
+                AI_DURATION.labels(op, provider).observe(dt)
+                AI_ERRORS.labels(provider, op, err.kind).inc()
+                st.attempt(op, dt, False, err.kind, retries > 0)
+                remaining = deadline - time.perf_counter()
+                d = decide(err, retries, eff.max_retries, remaining, eff.backoff_base, eff.backoff_max, eff.jitter)
+                if d.retry and br.state == OPEN:
+                    d.retry, d.reason = False, "the breaker opened"
+                elif d.retry and eff.performance_mode and br.cb.fail_counter * 2 >= eff.failure_threshold:
+                    d.retry, d.reason = False, "performance_mode: the breaker is half-way to open"
+                if not d.retry:
+                    raise self._final(op, start, retries, backoff, err, d.reason, br, eff)
+                RETRIES.labels(op).inc()
+                retries += 1
+                backoff += d.delay
+                log.debug("retrying AI call", extra={"operation": op, "retry": retries, "delay_s": round(d.delay, 4),
+                                                     "kind": err.kind})
+                await asyncio.sleep(d.delay)
+        except asyncio.CancelledError:
+            st.cancelled(op)
+            raise
+        finally:
+            st.in_flight -= 1
+
+    def _give_up(self, op: str, start: float, retries: int, backoff: float, code: str, message: str,
+                 retry_after: float, exhausted: bool = False) -> AIUnavailable:
+        total = time.perf_counter() - start
+        self.stats.call(op, total, False, code, retries, backoff, exhausted=exhausted)
+        spans.record("ai.call", total)
+        return AIUnavailable(code, message, max(0.001, retry_after))
+
+    def _final(self, op: str, start: float, retries: int, backoff: float, err: ProviderError, reason: str,
+               br: Breaker, eff: Effective) -> Exception:
+        attempts = retries + 1
+        if not err.retryable:
+            total = time.perf_counter() - start
+            self.stats.call(op, total, False, "AI_PROVIDER_ERROR", retries, backoff)
+            spans.record("ai.call", total)
+            return err
+        code = {"timeout": "AI_TIMEOUT", "rate_limited": "AI_RATE_LIMITED"}.get(err.kind, "AI_SERVICE_UNAVAILABLE")
+        retry_after = err.retry_after or br.open_remaining(eff.recovery_timeout) or 1.0
+        msg = f"the AI service failed ({err.kind}) after {attempts} attempt{'s' if attempts > 1 else ''}: {reason}"
+        return self._give_up(op, start, retries, backoff, code, msg, retry_after,
+                             exhausted=retries >= eff.max_retries)
+
+    def record_fallback(self, req: TextRequest, kind: str) -> None:
+        """TextService reports how it answered after an AIUnavailable: 'stale_cache' or 'unavailable'."""
+        FALLBACKS.labels(req.operation, kind).inc()
+        self.stats.fallback(req.operation, kind)
+
+    # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        return None
+        provider = self.ctx.providers.current.name
+        for op in OPERATIONS:
+            self.breaker(provider, op)
 
     async def close(self) -> None:
-        return None
+        await self.benchmarks.close()
+        await self.batcher.close()

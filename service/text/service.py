@@ -50,6 +50,7 @@ class TextService:
             prefix, hit = await cache.get_or_compute(req, self._compute)
         except AIUnavailable as e:
             stale = await cache.get_stale(req)
+            self.ctx.resilience.record_fallback(req, "unavailable" if stale is None else "stale_cache")
             if stale is not None:
                 return finish(stale, True, start, request_id, fallback=True)
             raise ApiError(503, e.error_code, e.message, {"operation": req.operation},
