@@ -111,3 +111,123 @@ section(
                        help="longest wait for a batch to fill before it is sent"),
     max_concurrent_batches=F(int, 3, 1, 256, env="AI_MAX_CONCURRENT_BATCHES", help="batches in flight at once"),
 )
+
+# ---- middleware stack (service/middleware, issue 6) ------------------------
+# One section per middleware; each has `enabled` (live: a disabled middleware
+# passes requests straight through).  Field names are the bodies of the
+# /internal/middleware/*/optimize commands.
+_MiB = 1024 * 1024
+
+section(
+    "middleware", "Middleware stack measurement (GET /internal/middleware/stack/performance)",
+    sample_every=F(int, 64, 1, 1_000_000, env="MIDDLEWARE_SAMPLE_EVERY",
+                   help="time one request in this many through every middleware (1 = all)"),
+    overhead_target_ms=F(float, 0.5, 0.001, 10_000, help="stack overhead at or below this is 'optimal'"),
+    overhead_warning_ms=F(float, 2.0, 0.001, 10_000, help="stack overhead above this is 'degraded'"),
+    middleware_warning_ms=F(float, 0.25, 0.001, 10_000, help="one middleware above this gets a recommendation"),
+)
+
+section(
+    "security_headers", "Security headers on every response",
+    enabled=F(bool, True, env="SECURITY_HEADERS_ENABLED"),
+    frame_options=F(str, "DENY", choices=("DENY", "SAMEORIGIN"), help="X-Frame-Options"),
+    referrer_policy=F(str, "no-referrer", choices=("no-referrer", "no-referrer-when-downgrade", "origin",
+                                                   "origin-when-cross-origin", "same-origin", "strict-origin",
+                                                   "strict-origin-when-cross-origin", "unsafe-url"),
+                      help="Referrer-Policy"),
+    content_security_policy=F(str, "", help="Content-Security-Policy ('' = not sent)"),
+    hsts_max_age=F(int, 0, 0, 10 * 365 * 86_400, help="Strict-Transport-Security max-age (0 = not sent; TLS only)"),
+)
+
+section(
+    "cors", "Cross-origin resource sharing (preflights answered before auth)",
+    enabled=F(bool, False, env="CORS_ENABLED"),
+    allow_origins=F(list, [], env="CORS_ALLOW_ORIGINS", item_type=str, help="exact origins, or '*'"),
+    allow_methods=F(list, ["GET", "POST", "OPTIONS"], item_type=str),
+    allow_headers=F(list, ["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "X-API-Version"],
+                    item_type=str),
+    expose_headers=F(list, ["X-Request-ID", "X-API-Version", "Retry-After", "RateLimit-Limit",
+                            "RateLimit-Remaining", "RateLimit-Reset", "Deprecation", "Sunset"], item_type=str),
+    allow_credentials=F(bool, False, help="not allowed together with origin '*'"),
+    max_age=F(int, 600, 0, 86_400, help="seconds a browser may cache a preflight"),
+)
+
+section(
+    "compression", "Response compression (gzip, br, deflate by Accept-Encoding) and compressed request bodies",
+    enabled=F(bool, True, env="ENABLE_GZIP", help="compress responses"),
+    algorithm=F(str, "gzip", choices=("gzip", "br", "brotli", "deflate"), env="COMPRESSION_ALGORITHM",
+                help="preferred algorithm when the client accepts several equally"),
+    level=F(int, 6, 1, 9, env="COMPRESSION_LEVEL", help="gzip/deflate level; brotli quality"),
+    minimum_size=F(int, 1024, 0, 1024 * _MiB, env="COMPRESSION_MINIMUM_SIZE", help="smaller bodies are sent as they are"),
+    exclude_content_types=F(list, ["image/*", "video/*", "audio/*", "application/zip", "application/gzip",
+                                   "application/x-gzip", "font/woff2"], item_type=str,
+                            help="never compressed; 'type/*' matches a whole family"),
+    allowed_algorithms=F(list, ["br", "gzip", "deflate"], choices=("br", "gzip", "deflate"), item_type=str,
+                         help="algorithms offered at all"),
+    decompress_requests=F(bool, True, help="accept request bodies with Content-Encoding gzip, deflate or br"),
+    max_decompressed_size=F(int, 10 * _MiB, 1, 1024 * _MiB, env="MAX_DECOMPRESSED_SIZE_BYTES",
+                            help="cap on a decoded request body (zip-bomb guard); request_size limits also apply"),
+    executor_threshold=F(int, 256 * 1024, 1024, 1024 * _MiB, help="bodies this large compress in a worker thread"),
+)
+
+section(
+    "rate_limit", "Rate limiting: GCRA in Redis (one global limit across processes) with local token leases",
+    enabled=F(bool, False, env="RATE_LIMIT_ENABLED", help="per-client limits (the global throttle works either way)"),
+    requests_per_minute=F(int, 60, 1, 1_000_000_000, env="RATE_LIMIT_REQUESTS_PER_MINUTE",
+                          help="limit of a client without a tier"),
+    burst_size=F(int, 10, 0, 100_000_000, env="RATE_LIMIT_BURST_SIZE", help="requests allowed above the steady rate"),
+    redis_pool_size=F(int, 10, 1, 1000, env="RATE_LIMIT_REDIS_POOL_SIZE", help="connections of the limiter's Redis pool"),
+    local_cache_size=F(int, 10_000, 16, 10_000_000, env="RATE_LIMIT_LOCAL_CACHE_SIZE",
+                       help="clients tracked in memory (leases and the fallback limiter)"),
+    use_redis=F(bool, True, env="RATE_LIMIT_USE_REDIS", help="share limits through Redis when REDIS_URL is set"),
+    lease_window_ms=F(float, 100.0, 0.0, 10_000, help="a process leases up to this much of its traffic from Redis "
+                                                        "at once (0 = one Redis call per request)"),
+    redis_timeout_ms=F(float, 250.0, 1.0, 10_000, help="slower Redis answers count as an outage"),
+    redis_retry_seconds=F(float, 2.0, 0.05, 600, help="after a Redis failure, use the local limiter this long"),
+    client_tier_limits=F(dict, {"premium": 200, "standard": 100, "basic": 50}, 1, 1_000_000_000, item_type=int,
+                         help="requests per minute by tier"),
+    client_tiers=F(dict, {}, item_type=str, help="client id (hash of the key) -> tier"),
+    adaptive_limits=F(bool, False, help="multiply limits by peak_multiplier in peak hours, else off_peak_multiplier"),
+    peak_multiplier=F(float, 1.0, 0.01, 100.0),
+    off_peak_multiplier=F(float, 1.0, 0.01, 100.0),
+    peak_hours=F(list, [9, 10, 11, 12, 13, 14, 15, 16, 17], item_type=int, help="UTC hours (0-23) that are peak"),
+    global_limit_per_minute=F(int, None, 1, 1_000_000_000, nullable=True,
+                              help="throttle over all clients (POST /internal/monitoring/enable-throttling)"),
+    paths=F(list, ["/v1/text"], item_type=str, help="path prefixes that are limited"),
+    headers=F(bool, True, help="RateLimit-* headers on allowed responses too"),
+)
+
+section(
+    "request_size", "Request body limits by content type, from Content-Length and while streaming",
+    enabled=F(bool, True, env="REQUEST_SIZE_LIMITS_ENABLED"),
+    max_request_size=F(int, 10 * _MiB, 1, 1024 * _MiB, env="MAX_REQUEST_SIZE_BYTES",
+                       help="file uploads (multipart) and any other content type"),
+    max_json_size=F(int, 2 * _MiB, 1, 1024 * _MiB, env="MAX_JSON_SIZE_BYTES", help="application/json, */*+json"),
+    max_form_size=F(int, 1 * _MiB, 1, 1024 * _MiB, env="MAX_FORM_SIZE_BYTES", help="application/x-www-form-urlencoded"),
+    max_streaming_size=F(int, 100 * _MiB, 1, 1024 * _MiB, env="MAX_STREAMING_SIZE_BYTES",
+                         help="application/octet-stream, ndjson, event streams"),
+    check_async=F(bool, True, env="REQUEST_SIZE_CHECK_ASYNC",
+                  help="true: enforce while the handler reads; false: read and check before the handler runs"),
+    enable_streaming=F(bool, True, help="accept chunked bodies without Content-Length (else 411)"),
+    chunk_size=F(int, 65536, 1024, 16 * _MiB, help="read size when checking a body before the handler"),
+)
+
+section(
+    "versioning", "API version detection (header, path, query, Accept media type)",
+    enabled=F(bool, True, env="API_VERSIONING_ENABLED"),
+    supported_versions=F(list, ["v1"], env="API_SUPPORTED_VERSIONS", item_type=str),
+    default_version=F(str, "v1", env="API_DEFAULT_VERSION", help="when the request names none"),
+    detection_strategy=F(str, "header_first", choices=("header_first", "path_first", "query_first", "accept_first",
+                                                       "header", "path", "query", "accept"),
+                         env="API_VERSION_DEFAULT_STRATEGY", help="X_first: X, then the others; X: only X"),
+    fallback_enabled=F(bool, True, env="API_VERSION_FALLBACK_ENABLED",
+                       help="an unsupported minor (v1.3) is served by its supported major (v1)"),
+    enable_caching=F(bool, True, help="cache detection results"),
+    cache_size=F(int, 1000, 1, 1_000_000, env="API_VERSION_CACHE_SIZE"),
+    cache_ttl=F(int, 3600, 1, 30 * 86_400, help="seconds a cached detection is reused"),
+    metrics_enabled=F(bool, True, env="API_VERSION_METRICS_ENABLED"),
+    fast_path_versions=F(list, ["v1"], item_type=str, help="path prefixes recognised without the cache"),
+    deprecated_versions=F(dict, {}, item_type=str, help="version -> sunset date (YYYY-MM-DD, or '' for none)"),
+    query_param=F(str, "version", help="query parameter naming the version"),
+)
+# ---- end of middleware stack sections (issue 6)
