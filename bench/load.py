@@ -24,7 +24,7 @@ def _wrk(url: str, body: bytes, headers: dict, duration: float, connections: int
               'summary.errors.write + summary.errors.timeout))\nend\n')
     lua.close()
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", lua.name, url],
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", lua.name, url],
                              capture_output=True, text=True, timeout=duration + 30).stdout
     finally:
         os.unlink(lua.name)
