@@ -1,0 +1,350 @@
+"""Generate the Grafana dashboard JSON from the KPI catalog with grafanalib.
+
+    python -m dashboards.generate           write deploy/grafana/dashboards/*.json
+    python -m dashboards.generate --check   exit 1 when the committed JSON is stale
+
+One overview dashboard: the six KPI stat panels coloured at the catalog's
+thresholds, the KPI trends with threshold lines, then a row each for HTTP
+(RED), the AI service, cache, resilience, middleware, process/runtime and
+Redis.  Template variables: datasource, job, instance.  Every rate uses
+$__rate_interval except the KPI stat panels, which show the alerting value
+(the rules' 5m window).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from grafanalib._gen import DashboardEncoder
+from grafanalib.core import (REFRESH_ON_TIME_RANGE_CHANGE, Dashboard, GridPos, RowPanel, Stat, Target, Template,
+                             Templating, Time, TimeSeries)
+
+from exporter import kpis
+from exporter.kpis import API_ROUTE_MATCHER, KPIS, LOWER, KPI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "deploy", "grafana", "dashboards")
+OVERVIEW_PATH = os.path.join(OUT_DIR, "llmapi-overview.json")
+SCHEMA_VERSION = 39      # Grafana 10.3+ / 11 native schema: no migration on load
+UID = "llmapi-overview"
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'job=~"$job",instance=~"$instance"'
+RI = "$__rate_interval"
+
+GREEN, YELLOW, ORANGE, RED = "green", "#EAB839", "orange", "red"
+
+
+def _s(*matchers: str) -> str:
+    return kpis.sel(SEL, *matchers)
+
+
+def steps(k: KPI) -> list[dict]:
+    """Grafana threshold steps at the catalog thresholds (a step applies from its value up)."""
+    if k.direction == LOWER:
+        return [{"color": GREEN, "value": None}, {"color": YELLOW, "value": k.good},
+                {"color": ORANGE, "value": k.target}, {"color": RED, "value": k.critical}]
+    return [{"color": RED, "value": None}, {"color": ORANGE, "value": k.critical},
+            {"color": YELLOW, "value": k.target}, {"color": GREEN, "value": k.good}]
+
+
+def runbook_link(title: str, anchor: str) -> dict:
+    return {"title": f"Runbook: {title}", "url": kpis.runbook_url(anchor), "targetBlank": True}
+
+
+class Layout:
+    """Places panels left to right, top to bottom, on Grafana's 24-column grid."""
+
+    def __init__(self):
+        self.x = self.y = self.row_h = 0
+        self.panels: list = []
+
+    def row(self, title: str) -> None:
+        self.newline()
+        self.panels.append(RowPanel(title=title, gridPos=GridPos(h=1, w=24, x=0, y=self.y)))
+        self.y += 1
+
+    def newline(self) -> None:
+        if self.x:
+            self.y += self.row_h
+        self.x = self.row_h = 0
+
+    def add(self, panel, w: int, h: int):
+        if self.x + w > 24:
+            self.newline()
+        panel.gridPos = GridPos(h=h, w=w, x=self.x, y=self.y)
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return panel
+
+
+def targets(*queries: tuple[str, str]) -> list[Target]:
+    return [Target(expr=q, legendFormat=legend, refId=chr(ord("A") + i), datasource=DS)
+            for i, (q, legend) in enumerate(queries)]
+
+
+def ts(title: str, queries: list[tuple[str, str]], unit: str, description: str, k: KPI | None = None,
+       links: list | None = None, stack: bool = False, min0: bool = True) -> TimeSeries:
+    return TimeSeries(
+        title=title, description=description, dataSource=DS, targets=targets(*queries), unit=unit,
+        thresholds=steps(k) if k else [{"color": GREEN, "value": None}],
+        thresholdsStyleMode="line+area" if k else "off",
+        links=links or ([runbook_link(k.title, k.key)] if k else []),
+        stacking={"mode": "normal", "group": "A"} if stack else {},
+        fillOpacity=10, showPoints="never", lineWidth=1, legendDisplayMode="list",
+        valueMin=0 if min0 else None, tooltipMode="multi", maxDataPoints=500,
+    )
+
+
+# ---- KPI panels --------------------------------------------------------------------
+def kpi_stat(k: KPI) -> Stat:
+    worst = "max" if k.direction == LOWER else "min"
+    return Stat(
+        title=k.title,
+        description=(f"{k.description}. Target {k.table_bound('target')}, good {k.table_bound('good')}, "
+                     f"needs attention {k.table_bound('critical')} (colours). Same 5m window as the alert "
+                     f"rules; the worst matching job/instance."),
+        dataSource=DS, targets=targets((f"{worst}({k.expr('5m', SEL, k.by)})", k.title)),
+        format=k.grafana_unit, decimals=1 if k.unit == "ratio" else 2, reduceCalc="lastNotNull",
+        colorMode="background", graphMode="area", thresholds=steps(k), noValue="no data", color={"mode": "thresholds"},
+        links=[runbook_link(k.title, k.key)],
+    )
+
+
+def kpi_trend(k: KPI) -> TimeSeries:
+    legend = "{{job}} {{instance}}" if "instance" in k.by else "{{job}}"
+    return ts(f"{k.title} (lines: good / target / needs attention)", [(k.expr(RI, SEL, k.by), legend)],
+              k.grafana_unit, k.description, k=k)
+
+
+def kpi(key: str) -> KPI:
+    return kpis.BY_KEY[key]
+
+
+# ---- rows --------------------------------------------------------------------------
+def http_row(L: Layout) -> None:
+    L.row("HTTP (RED)")
+    b = "llmapi_http_request_duration_seconds_bucket"
+    errors = _s('status=~"[45].."')
+    L.add(ts("Request rate by route", [(f"sum by (route) (rate(llmapi_http_requests_total{_s()}[{RI}]))", "{{route}}")],
+             "reqps", "Requests per second by route template (unknown routes: unmatched)."), 8, 8)
+    L.add(ts("Responses by status", [(f"sum by (status) (rate(llmapi_http_requests_total{_s()}[{RI}]))", "{{status}}")],
+             "reqps", "Responses per second by status code.", stack=True), 8, 8)
+    L.add(ts("Errors (4xx, 5xx) by route", [
+        (f"sum by (route, status) (rate(llmapi_http_requests_total{errors}[{RI}]))", "{{route}} {{status}}")],
+        "reqps", "Client and server errors per second by route and status."), 8, 8)
+    L.add(ts("API latency P50 / P95 / P99", [
+        (f"histogram_quantile({q}, sum by (le) (rate({b}{_s(API_ROUTE_MATCHER)}[{RI}])))", f"p{int(q * 100)}")
+        for q in (0.5, 0.95, 0.99)], "s",
+        "API request duration quantiles (scrapes and health checks excluded).", k=kpi("api_response_time_p95")), 8, 8)
+    L.add(ts("P95 latency by route", [
+        (f"histogram_quantile(0.95, sum by (route, le) (rate({b}{_s()}[{RI}])))", "{{route}}")], "s",
+        "95th percentile duration per route template."), 8, 8)
+    L.add(ts("In-flight requests", [(f"sum by (instance) (llmapi_http_requests_in_flight{_s()})", "{{instance}}")],
+             "short", "Requests being served right now."), 8, 8)
+
+
+def ai_row(L: Layout) -> None:
+    L.row("AI service")
+    h = "llmapi_ai_request_duration_seconds"
+    L.add(ts("AI calls by operation", [
+        (f"sum by (operation, provider) (rate({h}_count{_s()}[{RI}]))", "{{provider}} {{operation}}")],
+        "reqps", "AI provider calls per second."), 6, 8)
+    L.add(ts("AI P95 by operation", [
+        (f"histogram_quantile(0.95, sum by (operation, le) (rate({h}_bucket{_s()}[{RI}])))", "{{operation}}")],
+        "s", "95th percentile AI call duration per operation.", k=kpi("ai_response_time_p95")), 6, 8)
+    L.add(ts("Tokens per second", [
+        (f"sum by (provider, type) (rate(llmapi_ai_tokens_total{_s()}[{RI}]))", "{{provider}} {{type}}")],
+        "short", "Tokens used by the AI provider, by type (prompt, completion)."), 6, 8)
+    L.add(ts("AI errors by kind", [
+        (f"sum by (provider, kind) (rate(llmapi_ai_errors_total{_s()}[{RI}]))", "{{provider}} {{kind}}")],
+        "reqps", "AI provider errors per second by kind."), 6, 8)
+
+
+def cache_row(L: Layout) -> None:
+    L.row("Cache")
+    L.add(ts("Hits by tier, misses", [
+        (f"sum by (tier) (rate(llmapi_cache_hits_total{_s()}[{RI}]))", "hit {{tier}}"),
+        (f"sum(rate(llmapi_cache_misses_total{_s()}[{RI}]))", "miss")],
+        "ops", "Cache lookups per second."), 6, 8)
+    L.add(ts("Evictions by reason", [
+        (f"sum by (reason) (rate(llmapi_cache_evictions_total{_s()}[{RI}]))", "{{reason}}")],
+        "ops", "Entries evicted per second by reason."), 6, 8)
+    L.add(ts("Entries by tier", [(f"sum by (tier) (llmapi_cache_entries{_s()})", "{{tier}}")],
+             "short", "Entries held in each cache tier."), 6, 8)
+    L.add(ts("Memory tier bytes", [(f"sum by (instance) (llmapi_cache_memory_bytes{_s()})", "{{instance}}")],
+             "bytes", "Bytes held by the in-memory cache tier."), 6, 8)
+
+
+def resilience_row(L: Layout) -> None:
+    L.row("Resilience")
+    L.add(ts("Circuit breaker state (0 closed, 1 half-open, 2 open)", [
+        (f"max by (breaker) (llmapi_circuit_breaker_state{_s()})", "{{breaker}}")],
+        "short", "State of each circuit breaker.", links=[runbook_link("Circuit breaker open", "breaker_open")]),
+        6, 8)
+    L.add(ts("Breaker transitions", [
+        (f"sum by (breaker, state) (rate(llmapi_circuit_breaker_transitions_total{_s()}[{RI}]))",
+         "{{breaker}} -> {{state}}")], "ops", "Breaker state changes per second."), 6, 8)
+    L.add(ts("Retries by operation", [
+        (f"sum by (operation) (rate(llmapi_resilience_retries_total{_s()}[{RI}]))", "{{operation}}")],
+        "ops", "Retried AI calls per second."), 6, 8)
+    L.add(ts("Fallbacks by kind", [
+        (f"sum by (operation, kind) (rate(llmapi_resilience_fallbacks_total{_s()}[{RI}]))",
+         "{{operation}} {{kind}}")], "ops", "Fallback answers per second."), 6, 8)
+
+
+def middleware_row(L: Layout) -> None:
+    L.row("Middleware")
+    L.add(ts("Rate-limit decisions", [
+        (f"sum by (decision, tier) (rate(llmapi_rate_limit_decisions_total{_s()}[{RI}]))", "{{tier}} {{decision}}")],
+        "ops", "Rate-limit decisions per second."), 8, 8)
+    L.add(ts("Compression ratio (out / in)", [
+        (f"sum by (algorithm) (rate(llmapi_compression_output_bytes_total{_s()}[{RI}])) / "
+         f"sum by (algorithm) (rate(llmapi_compression_input_bytes_total{_s()}[{RI}]))", "{{algorithm}}")],
+        "percentunit", "Compressed size over original size by algorithm (lower is better)."), 8, 8)
+    L.add(ts("Compression bytes in / out", [
+        (f"sum(rate(llmapi_compression_input_bytes_total{_s()}[{RI}]))", "in"),
+        (f"sum(rate(llmapi_compression_output_bytes_total{_s()}[{RI}]))", "out")],
+        "Bps", "Bytes per second before and after response compression."), 8, 8)
+    L.add(ts("Request-size rejections", [
+        (f"sum by (content_type) (rate(llmapi_request_size_rejections_total{_s()}[{RI}]))", "{{content_type}}")],
+        "reqps", "Requests rejected for their size (413)."), 8, 8)
+    L.add(ts("API version use", [
+        (f"sum by (version, source) (rate(llmapi_api_version_requests_total{_s()}[{RI}]))",
+         "{{version}} ({{source}})")], "reqps", "Requests by detected API version and where it was found."), 8, 8)
+    L.add(ts("Admission: shed, active, queued", [
+        (f"sum by (reason) (rate(llmapi_admission_shed_total{_s()}[{RI}]))", "shed {{reason}}"),
+        (f"sum(llmapi_admission_active_requests{_s()})", "active"),
+        (f"sum(llmapi_admission_queue_depth{_s()})", "queued")],
+        "short", "Load shedding per second (503) and admission slots in use."), 8, 8)
+
+
+def process_row(L: Layout) -> None:
+    L.row("Process / runtime")
+    L.add(ts("RSS and memory limit", [
+        (f"sum by (instance) (llmapi_process_resident_memory_bytes{_s()})", "rss {{instance}}"),
+        (f"max by (instance) (llmapi_memory_limit_bytes{_s()})", "limit {{instance}}")],
+        "bytes", "Resident memory of all worker processes and the memory limit (cgroup or host)."), 8, 8)
+    L.add(ts("CPU cores used and limit", [
+        (f"sum by (instance) (rate(llmapi_process_cpu_seconds_total{_s()}[{RI}]))", "used {{instance}}"),
+        (f"max by (instance) (llmapi_cpu_limit_cores{_s()})", "limit {{instance}}")],
+        "short", "CPU seconds per second of all worker processes and the CPU limit (cgroup quota or host)."), 8, 8)
+    L.add(ts("Event-loop lag (worst worker)", [
+        (f"max by (instance) (llmapi_event_loop_lag_seconds{_s()})", "{{instance}}")],
+        "s", "How late the event loop wakes up: tens of milliseconds mean a saturated process."), 8, 8)
+    L.add(ts("Workers alive", [(f"sum by (instance) (llmapi_process_workers{_s()})", "{{instance}}")],
+             "short", "Worker processes reporting metrics."), 8, 8)
+    L.add(ts("Scrape: duration and series", [
+        (f"max by (instance) (scrape_duration_seconds{_s()})", "duration {{instance}}"),
+        (f"max by (instance) (scrape_samples_scraped{_s()}) / 1000", "thousand series {{instance}}")],
+        "short", "Cost of one /metrics scrape: seconds, and series returned (in thousands)."), 8, 8)
+    L.add(Stat(title="Build", description="Version and Python of the running build.", dataSource=DS,
+               targets=targets((f"max by (version, python) (llmapi_build_info{_s()})", "{{version}} / py{{python}}")),
+               textMode="name", colorMode="none", graphMode="none", reduceCalc="lastNotNull", color={"mode": "thresholds"},
+               thresholds=[{"color": GREEN, "value": None}]), 8, 8)
+
+
+def redis_row(L: Layout) -> None:
+    L.row("Redis")
+    L.add(ts("Redis up (configured instances)", [
+        (f"min by (instance) (llmapi_redis_up{_s()}) and on (instance) "
+         f"max by (instance) (llmapi_redis_configured{_s()}) == 1", "{{instance}}")],
+        "short", "1 when Redis answers the service's pings, 0 when it does not.",
+        links=[runbook_link("Redis down", "redis_down")]), 8, 8)
+    L.add(ts("Redis command latency P95", [
+        (f"histogram_quantile(0.95, sum by (command, le) "
+         f"(rate(llmapi_redis_command_duration_seconds_bucket{_s()}[{RI}])))", "{{command}}")],
+        "s", "95th percentile latency of Redis commands as the service sees it."), 8, 8)
+    L.add(ts("Redis commands per second", [
+        (f"sum by (command) (rate(llmapi_redis_command_duration_seconds_count{_s()}[{RI}]))", "{{command}}")],
+        "ops", "Redis commands per second by command."), 8, 8)
+
+
+def overview() -> Dashboard:
+    L = Layout()
+    L.row("KPIs (spec thresholds; stat colours: green good, yellow target met, orange target missed, red needs attention)")
+    for k in KPIS:
+        L.add(kpi_stat(k), 4, 5)
+    L.row("KPI trends")
+    for k in KPIS:
+        L.add(kpi_trend(k), 8, 8)
+    for build in (http_row, ai_row, cache_row, resilience_row, middleware_row, process_row, redis_row):
+        build(L)
+    templating = Templating(list=[
+        Template(name="datasource", label="Data source", query="prometheus", type="datasource",
+                 default="Prometheus"),
+        Template(name="job", label="Job", query="label_values(llmapi_build_info, job)", dataSource=DS,
+                 default="llmapi", includeAll=True, multi=True, allValue=".+",
+                 refresh=REFRESH_ON_TIME_RANGE_CHANGE),
+        Template(name="instance", label="Instance", query='label_values(llmapi_build_info{job=~"$job"}, instance)',
+                 dataSource=DS, default="$__all", includeAll=True, multi=True, allValue=".+",
+                 refresh=REFRESH_ON_TIME_RANGE_CHANGE),
+    ])
+    return Dashboard(
+        title="LLM API overview", uid=UID, tags=["llmapi", "generated"],
+        description="KPIs at the spec's thresholds and the service's RED, AI, cache, resilience, middleware, "
+                    "process and Redis metrics. Generated by dashboards/generate.py from exporter/kpis.py.",
+        panels=L.panels, templating=templating, time=Time("now-1h", "now"), refresh="30s",
+        schemaVersion=SCHEMA_VERSION, timezone="browser", graphTooltip=1,
+        links=[{"title": "Runbook", "type": "link", "url": kpis.runbook_base_url(), "targetBlank": True,
+                "icon": "doc", "tooltip": "alerts/RUNBOOK.md"}],
+    ).auto_panel_ids()
+
+
+DASHBOARDS = {OVERVIEW_PATH: overview}
+
+
+def render(d: Dashboard) -> str:
+    return json.dumps(d.to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def outputs() -> dict[str, str]:
+    return {path: render(fn()) for path, fn in DASHBOARDS.items()}
+
+
+def panel_queries(doc: dict) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target in a dashboard JSON document."""
+    out = []
+    for p in doc.get("panels", []):
+        for sub in [p] + list(p.get("panels", [])):
+            for t in sub.get("targets", []) or []:
+                if t.get("expr"):
+                    out.append((sub.get("title", ""), t["expr"]))
+    return out
+
+
+def stale() -> list[str]:
+    bad = []
+    for path, text in outputs().items():
+        try:
+            with open(path) as fh:
+                if fh.read() == text:
+                    continue
+        except OSError:
+            pass
+        bad.append(os.path.relpath(path, ROOT))
+    return bad
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="generate the Grafana dashboards")
+    ap.add_argument("--check", action="store_true", help="exit 1 when the committed JSON is stale")
+    args = ap.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for p in bad:
+            print(f"stale: {p} (run `make dashboards`)", file=sys.stderr)
+        return 1 if bad else 0
+    for path, text in outputs().items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text)
+        print(f"wrote {os.path.relpath(path, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
