@@ -124,6 +124,7 @@ async def list_breakers(request: web.Request) -> web.Response:
     for v in views:
         counts[v["state"]] = counts.get(v["state"], 0) + 1
     return json_response({"circuit_breakers": {v["name"]: v for v in views}, "summary": counts,
+                          "shared_state": res.shared.info(),
                           "settings": dict(res.ctx.store.get("resilience")), "timestamp": time.time()})
 
 

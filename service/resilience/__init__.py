@@ -16,7 +16,9 @@ deadline ai.timeout_seconds):
 It raises AIUnavailable (TextService answers a stale cached copy marked as a
 fallback, else 503 with Retry-After) or, for errors a retry cannot fix
 (client, parse), the ProviderError itself.  Everything is read live from the
-config store, so a preset or threshold change acts on the next call.
+config store, so a preset or threshold change acts on the next call.  With
+Redis, breakers that open or close in one process open or close in the others
+too (shared.py), without a Redis round trip on the request path.
 """
 from __future__ import annotations
 
@@ -58,7 +60,9 @@ class Resilience:
         self.optimizations: deque[dict] = deque(maxlen=50)
         self._eff: dict[str, tuple] = {}
         from service.resilience.benchmark import BenchmarkJobs
+        from service.resilience.shared import SharedBreakers
         self.benchmarks = BenchmarkJobs(self)
+        self.shared = SharedBreakers(self)
         ctx.store.subscribe(self._on_config_change)
 
     # ---- config ----------------------------------------------------------------
@@ -86,6 +90,7 @@ class Resilience:
         if b is None:
             eff = self.effective(op)
             b = self.breakers[name] = Breaker(name, eff.failure_threshold, eff.recovery_timeout)
+            b.on_change = self.shared.on_change
         return b
 
     def breaker_view(self, b: Breaker) -> dict:
@@ -218,7 +223,9 @@ class Resilience:
         provider = self.ctx.providers.current.name
         for op in OPERATIONS:
             self.breaker(provider, op)
+        await self.shared.start()
 
     async def close(self) -> None:
+        await self.shared.close()
         await self.benchmarks.close()
         await self.batcher.close()

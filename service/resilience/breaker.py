@@ -84,6 +84,8 @@ class Breaker:
                        "ignored": 0, "opened": 0}
         self.decision_seconds = 0.0   # time spent in admit + record
         self.decisions = 0
+        self.source = "local"         # "redis" while a change heard from another process is applied
+        self.on_change = None         # fn(name, old, new), e.g. SharedBreakers.on_change
         self.cb = pybreaker.CircuitBreaker(fail_max=threshold, reset_timeout=recovery_timeout, name=name,
                                            listeners=[_Listener(self)])
         BREAKER_STATE.labels(name).set(0)
@@ -103,9 +105,12 @@ class Breaker:
             self.counts["opened"] += 1
         BREAKER_STATE.labels(self.name).set(STATE_VALUE[new])
         BREAKER_TRANSITIONS.labels(self.name, new).inc()
-        self.transitions.append({"time": self.last_change, "from": old, "to": new})
+        self.transitions.append({"time": self.last_change, "from": old, "to": new, "source": self.source})
         log.warning("circuit breaker state changed", extra={"breaker": self.name, "from": old, "to": new,
-                                                              "fail_counter": self.cb.fail_counter})
+                                                              "fail_counter": self.cb.fail_counter,
+                                                              "source": self.source})
+        if self.on_change is not None:
+            self.on_change(self.name, old, new)
 
     def open_remaining(self, recovery_timeout: float) -> float:
         if self.state != OPEN or self.opened_at is None:

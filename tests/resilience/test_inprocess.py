@@ -1,0 +1,102 @@
+"""Resilience.call in-process against the fake upstream (a real HTTP server): cancellation, merging."""
+import asyncio
+
+import pytest
+
+from service.config.sections import SECTIONS
+from service.config.store import ConfigStore
+from service.context import Context
+from service.providers.base import TextRequest
+from service.providers.fake_upstream import FakeUpstream
+from service.providers.manager import ProviderManager
+from service.resilience import AIUnavailable, Resilience
+
+TEXT = "Circuit breakers stop calls to a failing service so that callers fail fast instead of waiting."
+
+
+@pytest.fixture
+async def stack():
+    made = []
+
+    async def make(**upstream):
+        up = await FakeUpstream(**upstream).start()
+        env = {"AI_PROVIDER": "openai", "OPENAI_BASE_URL": up.base_url, "OPENAI_API_KEY": "sk-test",
+               "AI_TIMEOUT_SECONDS": "5", "AI_MAX_RETRIES": "0", "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1"}
+        store = ConfigStore(SECTIONS, env=env)
+        ctx = Context(settings=None, store=store)
+        ctx.providers = ProviderManager(store, env)
+        ctx.resilience = Resilience(ctx)
+        await ctx.resilience.start()
+        made.append((up, ctx))
+        return up, ctx
+
+    yield make
+    for up, ctx in made:
+        await ctx.resilience.close()
+        await ctx.providers.close()
+        await up.stop()
+
+
+async def test_cancelled_call_is_not_a_failure(stack):
+    up, ctx = await stack(latency_ms=2000)
+    res = ctx.resilience
+    br = res.breaker("openai", "summarize")
+    task = asyncio.create_task(res.call(TextRequest("summarize", TEXT)))
+    await asyncio.sleep(0.3)
+    assert up.state.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # threshold is 1: a counted failure would have opened the breaker
+    assert br.state == "closed" and br.cb.fail_counter == 0
+    assert br.counts["cancelled"] == 1 and res.stats.ops["summarize"].cancelled == 1
+    assert res.stats.in_flight == 0
+    up.state.update({"latency_ms": 0})
+    result = await res.call(TextRequest("summarize", TEXT))
+    assert result.provider == "openai"
+
+
+async def test_a_timeout_is_a_failure(stack):
+    up, ctx = await stack(latency_ms=2000)
+    await ctx.store.update("ai", {"timeout_seconds": 0.3})
+    with pytest.raises(AIUnavailable) as ei:
+        await ctx.resilience.call(TextRequest("summarize", TEXT))
+    assert ei.value.error_code == "AI_TIMEOUT"
+    assert ctx.resilience.breaker("openai", "summarize").state == "open"
+
+
+async def test_cancelled_waiter_leaves_its_batch(stack):
+    up, ctx = await stack()
+    await ctx.store.update_many({"ai": {"batch_processing": True},
+                                 "batching": {"batch_size": 10, "batch_timeout_ms": 300}})
+    res = ctx.resilience
+    tasks = [asyncio.create_task(res.call(TextRequest("summarize", f"{TEXT} Number {i}."))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    tasks[0].cancel()
+    out = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(out[0], asyncio.CancelledError)
+    assert all(r.provider == "openai" for r in out[1:])
+    assert up.state.calls == 2 and res.batcher.dropped == 1
+    assert res.breaker("openai", "summarize").counts["failures"] == 0
+
+
+async def test_identical_requests_in_a_batch_make_one_upstream_call(stack):
+    up, ctx = await stack(latency_ms=50)
+    await ctx.store.update_many({"ai": {"batch_processing": True},
+                                 "batching": {"batch_size": 8, "batch_timeout_ms": 100}})
+    out = await asyncio.gather(*(ctx.resilience.call(TextRequest("sentiment", TEXT)) for _ in range(8)))
+    assert len({id(r) for r in out}) == 1
+    assert up.state.calls == 1
+    assert ctx.resilience.batcher.merged == 7
+
+
+async def test_switching_batching_off_sends_what_waits(stack):
+    up, ctx = await stack()
+    await ctx.store.update_many({"ai": {"batch_processing": True},
+                                 "batching": {"batch_size": 50, "batch_timeout_ms": 10_000}})
+    task = asyncio.create_task(ctx.resilience.call(TextRequest("summarize", TEXT)))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    await ctx.store.update("ai", {"batch_processing": False})
+    result = await asyncio.wait_for(task, 3)
+    assert result.provider == "openai"
