@@ -33,6 +33,7 @@ ROUTE_MODULES = (
     "service.internal.config",
     "service.internal.resilience",
     "service.internal.ai",
+    "service.internal.monitoring",
 )
 
 

@@ -4,10 +4,11 @@
 2. metrics     HTTP RED metrics (sees every status, including errors)
 3. security    security headers, CORS
 4. auth        API keys
+5. admission   admission control / load shedding (503 + Retry-After beyond the queue)
 """
-from service.middleware import auth, errors, metrics, security
+from service.middleware import admission, auth, errors, metrics, security
 
-ORDER = (errors, metrics, security, auth)
+ORDER = (errors, metrics, security, auth, admission)
 
 
 def build_stack(ctx) -> list:

@@ -1,4 +1,9 @@
-"""HTTP RED metrics by route template; unknown routes collapse to 'unmatched'."""
+"""HTTP RED metrics by route template; unknown routes collapse to 'unmatched'.
+
+Also feeds the request analytics behind /internal/monitoring (per-route
+latency histogram, status mix, payload sizes, operations): a dict lookup and
+a few additions per request, see service/monitoring/analytics.py.
+"""
 from __future__ import annotations
 
 import time
@@ -6,6 +11,7 @@ import time
 from aiohttp import web
 
 from exporter.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from service.monitoring.analytics import RequestAnalytics
 
 
 def route_template(request: web.Request) -> str:
@@ -18,15 +24,22 @@ def route_template(request: web.Request) -> str:
 def make(ctx):
     counters: dict = {}
     histograms: dict = {}
+    analytics = ctx.extras.get("analytics")
+    if analytics is None:
+        analytics = ctx.extras["analytics"] = RequestAnalytics()
+    record = analytics.record
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler):
         start = time.perf_counter()
         HTTP_IN_FLIGHT.inc()
         status = 500
+        resp_bytes = None
         try:
             resp = await handler(request)
             status = resp.status
+            if isinstance(resp, web.Response):
+                resp_bytes = resp.content_length
             return resp
         except web.HTTPException as e:
             status = e.status
@@ -47,5 +60,6 @@ def make(ctx):
                 c = counters[ckey] = HTTP_REQUESTS.labels(route, method, str(status))
             c.inc()
             request["elapsed"] = elapsed
+            record(route, method, status, elapsed, request.content_length, resp_bytes, request.get("operation"))
 
     return metrics_middleware

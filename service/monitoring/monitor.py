@@ -1,0 +1,190 @@
+"""The process's monitor: snapshots on a timer, history, tasks, benchmarks, memory tracing.
+
+Created by service/internal/monitoring.py:register (as ctx.monitoring) and
+started from the app's startup hooks.  Reads the request analytics the
+metrics middleware feeds (ctx.extras["analytics"]) and the admission state
+(ctx.extras["admission"]).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import tracemalloc
+from collections import deque
+
+from exporter.metrics import EMERGENCY_MODE, MONITORING_SNAPSHOTS
+from service.monitoring import snapshot as S
+from service.monitoring.analytics import RequestAnalytics
+from service.monitoring.benchmark import Benchmarks
+from service.monitoring.history import History
+from service.monitoring.process import CpuMeter
+from service.monitoring.tasks import TaskPool
+
+log = logging.getLogger("service.monitoring")
+
+LAG_INTERVAL = 0.25
+
+
+def instance_id(settings, env=None) -> str:
+    env = os.environ if env is None else env
+    if env.get("MONITORING_INSTANCE"):
+        return env["MONITORING_INSTANCE"]
+    return f"{socket.gethostname()}:{settings.port}:{env.get('WORKER_ID', '0')}"
+
+
+class Monitor:
+    def __init__(self, ctx, env=None):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.analytics: RequestAnalytics = ctx.extras.setdefault("analytics", RequestAnalytics())
+        if "admission" not in ctx.extras:
+            from service.middleware.admission import Admission
+            ctx.extras["admission"] = Admission(ctx.store)
+        self.admission = ctx.extras["admission"]
+        state = os.path.join(ctx.settings.state_dir, f"monitoring-{ctx.settings.port}.json")
+        self.history = History(ctx.store, ctx.redis, instance_id(ctx.settings, env), state)
+        self.tasks = TaskPool(ctx.store)
+        ctx.extras["tasks"] = self.tasks
+        self.benchmarks = Benchmarks(self)
+        self.cpu = CpuMeter()
+        self.recent_cpu: deque = deque(maxlen=20)  # (wall seconds, busy seconds) per lag tick batch
+        self._cpu_short = CpuMeter()
+        self.base_counters = S.counters()
+        self.interval_start = time.time()
+        self.started = time.time()
+        self.lag_max = 0.0
+        self.lag_last = 0.0
+        self._tasks: list[asyncio.Task] = []
+        self._hotspot_prev = None
+        self._snap_lock = asyncio.Lock()
+
+    @property
+    def cfg(self) -> dict:
+        return self.store.get("monitoring")
+
+    # ---- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        await self.history.load()
+        await self.benchmarks.load_baseline()
+        self.store.subscribe(self._on_config)
+        self._apply_tracing(self.cfg)
+        EMERGENCY_MODE.set(1 if self.cfg["emergency_mode"] else 0)
+        self.tasks.start()
+        self.base_counters = S.counters()
+        self.cpu = CpuMeter()
+        self.interval_start = time.time()
+        self._tasks = [asyncio.create_task(self._snapshot_loop(), name="monitoring:snapshots"),
+                       asyncio.create_task(self._lag_loop(), name="monitoring:loop-lag")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.benchmarks.running:
+            try:
+                await self.benchmarks.cancel()
+            except Exception:
+                pass
+        await self.tasks.close()
+        if self.analytics.routes:  # keep the partial interval
+            try:
+                await self.take_snapshot()
+            except Exception:
+                log.exception("monitoring: final snapshot failed")
+        self.history.save_file()
+
+    def _on_config(self, section: str, new: dict, old: dict) -> None:
+        if section != "monitoring":
+            return
+        if new["memory_tracing"] != old.get("memory_tracing") or new["tracing_frames"] != old.get("tracing_frames"):
+            self._apply_tracing(new)
+        if new["enable_compression"] != old.get("enable_compression"):
+            self.history.recompress()
+        if new["retention_hours"] != old.get("retention_hours") or new["max_events"] != old.get("max_events"):
+            self.history.prune()
+        EMERGENCY_MODE.set(1 if new["emergency_mode"] else 0)
+
+    def _apply_tracing(self, cfg: dict) -> None:
+        if cfg["memory_tracing"]:
+            if tracemalloc.is_tracing() and tracemalloc.get_traceback_limit() != cfg["tracing_frames"]:
+                tracemalloc.stop()
+            if not tracemalloc.is_tracing():
+                tracemalloc.start(cfg["tracing_frames"])
+                log.info("tracemalloc started", extra={"frames": cfg["tracing_frames"]})
+        elif tracemalloc.is_tracing():
+            tracemalloc.stop()
+            self._hotspot_prev = None
+            log.info("tracemalloc stopped")
+
+    # ---- snapshots ---------------------------------------------------------
+    async def _snapshot_loop(self) -> None:
+        while True:
+            interval = self.cfg["snapshot_interval_seconds"]
+            due = self.interval_start + interval
+            await asyncio.sleep(max(0.01, min(1.0, due - time.time())))
+            if time.time() >= self.interval_start + self.cfg["snapshot_interval_seconds"]:
+                try:
+                    await self.take_snapshot()
+                except Exception:
+                    log.exception("monitoring: snapshot failed")
+
+    async def _lag_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
+        while True:
+            t = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, loop.time() - t - LAG_INTERVAL)
+            self.lag_last = lag
+            if lag > self.lag_max:
+                self.lag_max = lag
+            n += 1
+            if n % 4 == 0:  # about once a second: short-term CPU
+                r = self._cpu_short.read()
+                self.recent_cpu.append((r["seconds"], r["busy_seconds"], r["cores"]))
+
+    def _extra(self, reset: bool) -> dict:
+        if reset:
+            max_active, max_queue = self.admission.take_peaks()
+            lag, self.lag_max = self.lag_max, self.lag_last
+        else:
+            max_active, max_queue = self.admission.max_active, self.admission.max_queue
+            lag = self.lag_max
+        return {"max_active": max_active, "max_queue": max_queue, "loop_lag_max": lag}
+
+    async def take_snapshot(self) -> dict:
+        async with self._snap_lock:
+            end = time.time()
+            routes, ops = self.analytics.swap()
+            now = S.counters()
+            snap = S.build(self.interval_start, end, routes, ops, now, self.base_counters, self.cpu.read(),
+                           self._extra(True))
+            self.base_counters = now
+            self.interval_start = end
+            await self.history.add(snap)
+            MONITORING_SNAPSHOTS.set(len(self.history.minutes))
+            return snap
+
+    def live(self) -> dict:
+        """The current, unfinished interval as a snapshot (nothing reset)."""
+        routes, ops = self.analytics.peek()
+        return S.build(self.interval_start, time.time(), routes, ops, S.counters(), self.base_counters,
+                       self.cpu.read(reset=False), self._extra(False))
+
+    def window(self, seconds: float) -> tuple[dict, list[dict], str]:
+        return self.history.window(seconds, self.live())
+
+    def short_cpu_percent(self) -> float | None:
+        if not self.recent_cpu:
+            return None
+        wall = sum(w for w, _, _ in self.recent_cpu)
+        busy = sum(b for _, b, _ in self.recent_cpu)
+        cores = self.recent_cpu[-1][2]
+        return round(busy / wall / cores * 100, 3) if wall and cores else None
