@@ -17,7 +17,6 @@ when the gauge is absent:
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -25,7 +24,7 @@ import sys
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from exporter import kpis
+from exporter import genfiles, kpis
 from exporter.kpis import KPIS, LOWER, KPI
 from exporter.metrics import AI_BUCKETS, HTTP_BUCKETS
 
@@ -546,7 +545,6 @@ def runbook_md() -> str:
 # ---- main ----------------------------------------------------------------------------------
 def outputs() -> dict[str, str]:
     tests = unit_tests()
-    tests["tests"] = tests["tests"][:]
     return {
         RULES_PATH: HEADER + dump(rules()),
         TESTS_PATH: HEADER + dump(tests),
@@ -555,33 +553,11 @@ def outputs() -> dict[str, str]:
 
 
 def stale() -> list[str]:
-    out = []
-    for path, text in outputs().items():
-        try:
-            with open(path) as fh:
-                if fh.read() == text:
-                    continue
-        except OSError:
-            pass
-        out.append(os.path.relpath(path, ROOT))
-    return out
+    return genfiles.stale(outputs())
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--check", action="store_true", help="exit 1 when committed outputs are stale")
-    args = ap.parse_args(argv)
-    if args.check:
-        bad = stale()
-        for p in bad:
-            print(f"stale: {p} (run `make alerts`)", file=sys.stderr)
-        return 1 if bad else 0
-    for path, text in outputs().items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(text)
-        print(f"wrote {os.path.relpath(path, ROOT)}")
-    return 0
+    return genfiles.main(outputs, "alerts", "generate the Prometheus rules, their unit tests and the runbook", argv)
 
 
 if __name__ == "__main__":

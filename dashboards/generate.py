@@ -12,7 +12,6 @@ $__rate_interval except the KPI stat panels, which show the alerting value
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from grafanalib._gen import DashboardEncoder
 from grafanalib.core import (REFRESH_ON_TIME_RANGE_CHANGE, Dashboard, GridPos, RowPanel, Stat, Target, Template,
                              Templating, Time, TimeSeries)
 
-from exporter import kpis
+from exporter import genfiles, kpis
 from exporter.kpis import API_ROUTE_MATCHER, KPIS, LOWER, KPI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,33 +316,11 @@ def panel_queries(doc: dict) -> list[tuple[str, str]]:
 
 
 def stale() -> list[str]:
-    bad = []
-    for path, text in outputs().items():
-        try:
-            with open(path) as fh:
-                if fh.read() == text:
-                    continue
-        except OSError:
-            pass
-        bad.append(os.path.relpath(path, ROOT))
-    return bad
+    return genfiles.stale(outputs())
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="generate the Grafana dashboards")
-    ap.add_argument("--check", action="store_true", help="exit 1 when the committed JSON is stale")
-    args = ap.parse_args(argv)
-    if args.check:
-        bad = stale()
-        for p in bad:
-            print(f"stale: {p} (run `make dashboards`)", file=sys.stderr)
-        return 1 if bad else 0
-    for path, text in outputs().items():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(text)
-        print(f"wrote {os.path.relpath(path, ROOT)}")
-    return 0
+    return genfiles.main(outputs, "dashboards", "generate the Grafana dashboards", argv)
 
 
 if __name__ == "__main__":

@@ -196,10 +196,11 @@ def _r(v: float | None, n: int = 6) -> float | None:
 
 
 class KpiStatus:
-    def __init__(self, ctx):
+    def __init__(self, ctx, reader=read_counters):
         self.ctx = ctx
+        self.read = reader  # () -> Counters; tests inject synthetic ones
         self.started = time.time()
-        first = read_counters()
+        first = self.read()
         self.samples: deque[Counters] = deque([first], maxlen=int(WINDOW / SAMPLE_INTERVAL) + 2)
         self.trend_base = first
         self.trends: deque[Counters] = deque(maxlen=TREND_KEEP)
@@ -207,14 +208,14 @@ class KpiStatus:
 
     # ---- sampling ----------------------------------------------------------
     def tick(self) -> None:
-        now = read_counters()
+        now = self.read()
         self.samples.append(now)
         if now.t - self.trend_base.t >= TREND_INTERVAL:
             self.trend_tick(now)
         self.evaluate(now)
 
     def trend_tick(self, now: Counters | None = None) -> None:
-        now = now or read_counters()
+        now = now or self.read()
         self.trends.append(now.minus(self.trend_base))
         self.trend_base = now
 
@@ -235,7 +236,7 @@ class KpiStatus:
         return kpis.thresholds_from_config(store.get("alerts") if "alerts" in store.sections else {})
 
     def window_delta(self, now: Counters | None = None) -> Counters:
-        now = now or read_counters()
+        now = now or self.read()
         base = self.samples[0]
         for s in self.samples:  # oldest first: the newest one at least WINDOW old
             if now.t - s.t >= WINDOW:
@@ -265,7 +266,7 @@ class KpiStatus:
         return {"delta": d, "kpis": out}
 
     def performance(self) -> dict:
-        now = read_counters()
+        now = self.read()
         ev = self.evaluate(now)
         d: Counters = ev["delta"]
         table = ev["kpis"]
@@ -330,7 +331,7 @@ class KpiStatus:
     # ---- time windows ----------------------------------------------------------
     def window(self, hours: float) -> tuple[Counters, list[Counters]]:
         """The summed difference over the last `hours` (minutes kept + the current partial one)."""
-        now = read_counters()
+        now = self.read()
         partial = now.minus(self.trend_base)
         cutoff = now.wall - hours * 3600.0
         points = [p for p in self.trends if p.wall > cutoff]

@@ -1,0 +1,112 @@
+"""The generated Grafana dashboard: current, derived from the catalog, well formed."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from dashboards import generate
+from exporter import kpis
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    with open(generate.OVERVIEW_PATH) as fh:
+        return json.load(fh)
+
+
+def leaf_panels(doc: dict) -> list[dict]:
+    return [p for p in doc["panels"] if p["type"] != "row"]
+
+
+def test_committed_json_is_current():
+    """Fails when the catalog or generator changed and `make dashboards` was not run."""
+    assert generate.stale() == [], "run `make dashboards` and commit the result"
+
+
+def test_schema_version_and_identity(doc):
+    assert doc["schemaVersion"] == 39
+    assert doc["uid"] == "llmapi-overview"
+    assert doc["title"]
+
+
+def test_six_kpi_stat_panels_coloured_at_catalog_thresholds(doc):
+    stats = {p["title"]: p for p in doc["panels"] if p["type"] == "stat"}
+    for k in kpis.KPIS:
+        p = stats[k.title]
+        steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        values = [s["value"] for s in steps]
+        assert values[0] is None
+        if k.direction == kpis.LOWER:
+            assert values[1:] == [k.good, k.target, k.critical]
+            assert [s["color"] for s in steps][-1] == "red"
+        else:
+            assert values[1:] == [k.critical, k.target, k.good]
+            assert steps[0]["color"] == "red" and steps[-1]["color"] == "green"
+        assert p["fieldConfig"]["defaults"]["unit"] == k.grafana_unit
+        assert p["options"]["colorMode"] == "background"
+        assert any(link["url"] == k.runbook_url for link in p["links"])
+    kpi_stats = [p for p in doc["panels"] if p["type"] == "stat" and p["title"] in {k.title for k in kpis.KPIS}]
+    assert len(kpi_stats) == 6
+    assert {p["gridPos"]["y"] for p in kpi_stats} == {1}  # one line at the top
+
+
+def test_rows(doc):
+    rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
+    for want in ("HTTP (RED)", "AI service", "Cache", "Resilience", "Middleware", "Process / runtime", "Redis"):
+        assert want in rows
+
+
+def test_template_variables(doc):
+    t = {v["name"]: v for v in doc["templating"]["list"]}
+    assert t["datasource"]["type"] == "datasource" and t["datasource"]["query"] == "prometheus"
+    assert "label_values" in t["job"]["query"] and t["job"]["datasource"]["uid"] == "${datasource}"
+    assert "$job" in t["instance"]["query"]
+
+
+def test_every_query_uses_the_datasource_variable_and_selectors(doc):
+    for p in leaf_panels(doc):
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}"
+            assert '$job' in t["expr"] and '$instance' in t["expr"], (p["title"], t["expr"])
+
+
+def test_rates_use_rate_interval_except_kpi_stats(doc):
+    kpi_titles = {k.title for k in kpis.KPIS}
+    for p in leaf_panels(doc):
+        for t in p["targets"]:
+            windows = re.findall(r"\[(\d+[smhdw]|\$__\w+)\]", t["expr"])
+            if p["type"] == "stat" and p["title"] in kpi_titles:
+                assert set(windows) <= {kpis.WINDOW}, p["title"]  # the alerting window
+            else:
+                assert set(windows) <= {"$__rate_interval"}, (p["title"], windows)
+
+
+def test_kpi_trends_draw_threshold_lines_and_link_runbooks(doc):
+    for k in kpis.KPIS:
+        p = next(p for p in doc["panels"] if p["type"] == "timeseries" and p["title"].startswith(k.title))
+        assert p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"].startswith("line")
+        assert [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]][1:] in (
+            [k.good, k.target, k.critical], [k.critical, k.target, k.good])
+        assert p["links"][0]["url"] == k.runbook_url
+
+
+def test_grid_has_no_overlaps(doc):
+    cells = set()
+    ids = set()
+    for p in doc["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert p["id"] not in ids
+        ids.add(p["id"])
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, p["title"]
+                cells.add((x, y))
+
+
+def test_panel_queries_lists_every_target(doc):
+    n = sum(len(p["targets"]) for p in leaf_panels(doc))
+    assert len(generate.panel_queries(doc)) == n
