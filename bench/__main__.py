@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.request
 
+from bench import batching
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
 
@@ -54,6 +55,11 @@ SCENARIOS = {
     "bare_aiohttp": (bare, False),
     "summarize_cached_memory": (service(), False),
     "summarize_cached_redis": (service(redis=True), True),
+    # (starter, needs_redis, driver): a scenario with its own driver (bench/batching.py)
+    "uncached_upstream_batching_off": (batching.starter(False), False, batching.drive),
+    "uncached_upstream_batching_on": (batching.starter(True), False, batching.drive),
+    "uncached_local_batching_off": (batching.starter(False, upstream=False), False, batching.drive),
+    "uncached_local_batching_on": (batching.starter(True, upstream=False), False, batching.drive),
 }
 
 
@@ -63,7 +69,7 @@ def run(names: list[str], duration: float, connections: int) -> dict:
     results = {}
     try:
         for name in names:
-            starter, needs_redis = SCENARIOS[name]
+            starter, needs_redis = SCENARIOS[name][:2]
             if needs_redis and redis is None:
                 print(f"skip {name}: redis-server not installed")
                 continue
@@ -71,6 +77,9 @@ def run(names: list[str], duration: float, connections: int) -> dict:
                 redis.flush()
             proc = starter(state, redis)
             try:
+                if len(SCENARIOS[name]) > 2:
+                    results[name] = SCENARIOS[name][2](proc, duration, connections)
+                    continue
                 url = f"{proc.url}/v1/text/summarize"
                 sample = _post(url, BODY)  # warm: fills the cache
                 if name == "summarize_cached_memory":

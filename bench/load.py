@@ -34,7 +34,8 @@ def _wrk(url: str, body: bytes, headers: dict, duration: float, connections: int
             "requests": stats["requests"], "errors": stats["non2xx"] + stats["errors"], "tool": "wrk"}
 
 
-async def _bundled(url: str, body: bytes, headers: dict, duration: float, connections: int) -> dict:
+async def _bundled(url: str, body, headers: dict, duration: float, connections: int) -> dict:
+    """body: bytes, or a callable returning the next body (unique bodies defeat the cache)."""
     import aiohttp
 
     lat: list[float] = []
@@ -45,7 +46,7 @@ async def _bundled(url: str, body: bytes, headers: dict, duration: float, connec
         nonlocal errors
         while time.perf_counter() < stop_at:
             t = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as r:
+            async with session.post(url, data=body() if callable(body) else body, headers=headers) as r:
                 await r.read()
                 if r.status >= 300:
                     errors += 1
