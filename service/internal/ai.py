@@ -23,6 +23,7 @@ BATCH_FIELDS = ("enable_batching", "batch_size", "batch_timeout_ms", "max_concur
 
 
 async def optimize_performance(request: web.Request) -> web.Response:
+    """Set AI deadline, retries, batching switch and connection pooling."""
     ctx = request.app["ctx"]
     body = await read_object(request, allow_empty=False)
     _only(body, AI_FIELDS)
@@ -35,6 +36,7 @@ async def optimize_performance(request: web.Request) -> web.Response:
 
 
 async def configure_batching(request: web.Request) -> web.Response:
+    """Switch micro-batching and set batch size, wait and concurrent batches."""
     ctx = request.app["ctx"]
     body = await read_object(request, allow_empty=False)
     _only(body, BATCH_FIELDS)
@@ -119,6 +121,7 @@ def _kpi(ctx, p95_ms: float | None) -> dict:
 
 
 async def get_ai_performance(request: web.Request) -> web.Response:
+    """Measured AI service performance: latency quantiles, errors, tokens, KPI status."""
     return json_response(ai_performance(request.app["ctx"]))
 
 

@@ -52,6 +52,7 @@ def current_config(res) -> dict:
 
 # ---- config ----------------------------------------------------------------------------
 async def apply_preset(request: web.Request) -> web.Response:
+    """Switch the resilience preset (operation -> strategy) live."""
     res = _res(request)
     body = await read_object(request, allow_empty=False)
     _only(body, ("preset",))
@@ -64,10 +65,12 @@ async def apply_preset(request: web.Request) -> web.Response:
 
 
 async def get_current(request: web.Request) -> web.Response:
+    """Effective resilience config per operation (strategy, retries, deadline, breaker)."""
     return json_response(current_config(_res(request)))
 
 
 async def optimize_config(request: web.Request) -> web.Response:
+    """Tune for speed: performance mode, deadline ceiling, breaker threshold."""
     res = _res(request)
     body = await read_object(request, allow_empty=False)
     _only(body, ("prioritize_speed", "max_timeout_seconds", "circuit_breaker_threshold"))
@@ -106,6 +109,7 @@ def _validate_named(res, ch: dict[str, dict], names: dict[str, str]) -> None:
 
 # ---- circuit breakers ----------------------------------------------------------------------
 async def configure_breakers(request: web.Request) -> web.Response:
+    """Set breaker failure threshold, recovery timeout, half-open probes, performance mode."""
     res = _res(request)
     body = await read_object(request, allow_empty=False)
     fields = ("failure_threshold", "recovery_timeout", "half_open_max_calls", "performance_mode")
@@ -118,6 +122,7 @@ async def configure_breakers(request: web.Request) -> web.Response:
 
 
 async def list_breakers(request: web.Request) -> web.Response:
+    """Every circuit breaker with its state, counts and effective settings."""
     res = _res(request)
     views = [res.breaker_view(b) for b in res.breakers.values()]
     counts = {"closed": 0, "open": 0, "half-open": 0}
@@ -129,6 +134,7 @@ async def list_breakers(request: web.Request) -> web.Response:
 
 
 async def reset_breaker(request: web.Request) -> web.Response:
+    """Close a circuit breaker (or 'all') and clear its failure count."""
     res = _res(request)
     name = request.match_info["name"]
     if name != "all" and name not in res.breakers:
@@ -139,18 +145,22 @@ async def reset_breaker(request: web.Request) -> web.Response:
 
 # ---- analysis ------------------------------------------------------------------------------
 async def performance_metrics(request: web.Request) -> web.Response:
+    """Measured AI-call outcomes, retries, rejections and latency per operation."""
     return json_response(analysis.performance_metrics(_res(request)))
 
 
 async def performance_impact(request: web.Request) -> web.Response:
+    """Latency added by retries and breaker decisions, and time saved by failing fast (measured)."""
     return json_response(analysis.performance_impact(_res(request)))
 
 
 async def config_analysis(request: web.Request) -> web.Response:
+    """The effective config against measured latency and errors, with recommendations."""
     return json_response(analysis.config_analysis(_res(request)))
 
 
 async def apply_optimizations(request: web.Request) -> web.Response:
+    """Apply the measured recommendations (or dry_run) and record what changed."""
     res = _res(request)
     body = await read_object(request, allow_empty=True)
     _only(body, ("dry_run",))
@@ -178,6 +188,7 @@ async def apply_optimizations(request: web.Request) -> web.Response:
 
 # ---- benchmark -------------------------------------------------------------------------------
 async def start_benchmark(request: web.Request) -> web.Response:
+    """Start a bounded background load through the resilience layer; returns the job."""
     res = _res(request)
     body = await read_object(request, allow_empty=True)
     duration, conc, ops = validate_request(body)
@@ -187,6 +198,7 @@ async def start_benchmark(request: web.Request) -> web.Response:
 
 
 async def get_benchmark(request: web.Request) -> web.Response:
+    """A benchmark job's status, progress and results (the latest without an id)."""
     res = _res(request)
     job_id = request.match_info.get("id")
     job = res.benchmarks.get(job_id) if job_id else res.benchmarks.latest()
@@ -197,12 +209,14 @@ async def get_benchmark(request: web.Request) -> web.Response:
 
 
 async def list_benchmarks(request: web.Request) -> web.Response:
+    """Recent benchmark jobs."""
     b = _res(request).benchmarks
     return json_response({"benchmarks": [b.get(i) for i in reversed(b.order)],
                           "running": (b.running() or {}).get("id")})
 
 
 async def cancel_benchmark(request: web.Request) -> web.Response:
+    """Stop a running benchmark job."""
     job = _res(request).benchmarks.cancel(request.match_info["id"])
     return json_response({"id": job["id"], "status": job["status"], "cancel_requested": job["status"] == "running"})
 
