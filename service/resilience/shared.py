@@ -16,9 +16,12 @@ import json
 import logging
 import uuid
 
+from service.providers.base import OPERATIONS
+
 log = logging.getLogger("service.resilience")
 
 CHANNEL = "{llmapi}:resilience:breakers"   # hash tag: cluster-safe
+PROVIDERS = ("local", "openai")
 
 
 class SharedBreakers:
@@ -65,8 +68,10 @@ class SharedBreakers:
         name, state = msg.get("breaker"), msg.get("state")
         if not isinstance(name, str) or "." not in name or state not in ("open", "closed"):
             return
-        self.received += 1
         provider, op = name.split(".", 1)
+        if provider not in PROVIDERS or op not in OPERATIONS:  # bounded breaker names and metric labels
+            return
+        self.received += 1
         b = self.res.breaker(provider, op)
         if b.state == state:
             return

@@ -80,3 +80,19 @@ async def test_without_redis_breakers_are_per_process():
         await ctx.resilience.close()
         await ctx.providers.close()
         await up.stop()
+
+
+def test_unknown_breaker_names_from_redis_are_ignored():
+    from service.resilience.shared import SharedBreakers
+
+    class R:
+        breakers = {}
+        ctx = Context(settings=None, store=None)
+
+        def breaker(self, provider, op):
+            raise AssertionError("must not create a breaker")
+
+    sb = SharedBreakers(R())
+    for name in ("evil.summarize", "openai.drop_tables", "nodot", 5):
+        sb.apply({"origin": "other", "breaker": name, "state": "open"})
+    assert sb.received == 0
