@@ -305,7 +305,9 @@ async def get_baseline(request: web.Request) -> web.Response:
 
 
 async def compare_baseline(request: web.Request) -> web.Response:
-    return json_response(await _mon(request).benchmarks.compare(request.query.get("id")))
+    threshold = query_number(request, "threshold_percent", None, 1, 1000) if "threshold_percent" in request.query \
+        else None
+    return json_response(await _mon(request).benchmarks.compare(request.query.get("id"), threshold))
 
 
 # ---- reports -------------------------------------------------------------------

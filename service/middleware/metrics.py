@@ -6,11 +6,14 @@ a few additions per request, see service/monitoring/analytics.py.
 """
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
 
 from exporter.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from service.config.schema import ConfigValidationError
+from service.errors import ApiError
 from service.monitoring.analytics import RequestAnalytics
 
 
@@ -41,8 +44,14 @@ def make(ctx):
             if isinstance(resp, web.Response):
                 resp_bytes = resp.content_length
             return resp
-        except web.HTTPException as e:
+        except (web.HTTPException, ApiError) as e:  # rendered by the errors middleware, outside
             status = e.status
+            raise
+        except ConfigValidationError:
+            status = 422
+            raise
+        except json.JSONDecodeError:
+            status = 400
             raise
         finally:
             HTTP_IN_FLIGHT.dec()

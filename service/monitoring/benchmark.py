@@ -349,10 +349,11 @@ class Benchmarks:
         await self.monitor.history.add_event("baseline_saved", {"job_id": job["id"]})
         return baseline
 
-    async def compare(self, job_id: str | None) -> dict:
+    async def compare(self, job_id: str | None, threshold: float | None = None) -> dict:
         baseline = await self.load_baseline()
         current = await self._load_job(job_id) if job_id else await self._latest_completed()
-        threshold = self.monitor.cfg["regression_threshold_percent"]
+        if threshold is None:
+            threshold = self.monitor.cfg["regression_threshold_percent"]
         base = {"baseline": baseline and {k: baseline[k] for k in ("job_id", "saved_at", "config")},
                 "current": current and {k: current[k] for k in ("id", "status", "finished_at", "config")},
                 "running": self.running, "threshold_percent": threshold}

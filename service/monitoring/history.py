@@ -128,7 +128,7 @@ class History:
         now = time.time()
         since = now - seconds
         oldest = self.minutes[0][0] if self.minutes else now
-        if since >= oldest - self.cfg["snapshot_interval_seconds"] or not self.hours:
+        if since >= oldest - self.cfg["snapshot_interval_seconds"] or not self._minutes_pruned(since, now):
             snaps = self.snapshots(since)
             resolution = "minute"
         else:
@@ -139,6 +139,18 @@ class History:
             resolution = "hour"
         parts = snaps + ([live] if live and live.get("seconds") else [])
         return S.merge(parts), snaps, resolution
+
+    def _minutes_pruned(self, since: float, now: float) -> bool:
+        """Do the hourly roll-ups hold snapshots of the window that the minute history no longer has?"""
+        hours = [h for h in self.hours if h + 3600 > since]
+        if not hours:
+            return False
+        first = min(hours)
+        rolled = sum(self.hours[h].get("count", 1) for h in hours)
+        if self.open_hour is not None:
+            rolled += self.open_hour[1].get("count", 1)
+        kept = sum(1 for ts, _ in self.minutes if ts > first)
+        return kept < rolled
 
     def stats(self) -> dict:
         mem_bytes = sum(len(b) if isinstance(b, bytes) else len(json.dumps(b)) for _, b in self.minutes)

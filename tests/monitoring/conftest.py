@@ -1,0 +1,62 @@
+"""In-process apps with test-only routes (slow, span-recording, allocating)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from service import spans
+from tests.helpers import API_KEY
+
+KEEP: list = []  # allocations the memory tests hold on purpose
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("s", "0.2")))
+    return web.json_response({"slow": True})
+
+
+async def fast(request: web.Request) -> web.Response:
+    return web.json_response({"fast": True})
+
+
+async def spanned(request: web.Request) -> web.Response:
+    """Simulates a request whose time goes mostly to the AI service."""
+    await asyncio.sleep(0.05)
+    spans.record("ai.call", 0.05)
+    spans.record("cache.lookup", 0.001)
+    return web.json_response({"ok": True})
+
+
+async def allocate(request: web.Request) -> web.Response:
+    KEEP.append(bytearray(int(request.query.get("bytes", str(4 * 2 ** 20)))))
+    return web.json_response({"held": len(KEEP)})
+
+
+TEST_ROUTES = (("GET", "/test/slow", slow), ("GET", "/test/fast", fast), ("GET", "/test/spanned", spanned),
+               ("POST", "/test/allocate", allocate))
+
+
+@pytest.fixture
+async def mon_client(aiohttp_client, tmp_path):
+    """mon_client(**env) -> test client of the real app plus TEST_ROUTES, API key preset."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    async def make(**env):
+        env = {"API_KEY": API_KEY, "STATE_DIR": str(tmp_path / "state"), "LOG_LEVEL": "WARNING",
+               "MONITORING_SNAPSHOT_INTERVAL": "3600", **{k: str(v) for k, v in env.items()}}
+        app = create_app(Settings.from_env(env), env=env)
+        for method, path, handler in TEST_ROUTES:
+            app.router.add_route(method, path, handler)
+        client = await aiohttp_client(app)
+        client.session.headers.update({"X-API-Key": API_KEY})
+        return client
+
+    yield make
+    KEEP.clear()
+
+
+def ctx_of(client):
+    return client.server.app["ctx"]

@@ -1,0 +1,101 @@
+"""memory-analysis, memory-hotspots (tracemalloc on demand), memory-trends, gc."""
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+
+from service.monitoring import process
+from tests.monitoring.conftest import ctx_of
+from tests.monitoring.test_analytics import _snap
+
+M = "/internal/monitoring"
+
+
+async def test_memory_analysis_reports_process_gc_and_subsystems(mon_client):
+    c = await mon_client()
+    for i in range(5):
+        await c.post("/v1/text/summarize", json={"text": f"Some text to cache, number {i}. It has two sentences."})
+    d = await (await c.get(f"{M}/memory-analysis")).json()
+    assert d["process"]["rss_bytes"] > 10 * 2 ** 20 and d["process"]["limit_bytes"] > d["process"]["rss_bytes"]
+    assert d["gc"]["tracked_objects"] > 1000 and len(d["gc"]["generations"]) == 3
+    assert d["tracemalloc"] == {"enabled": False}
+    subs = d["subsystems"]
+    assert "cache" in subs and "monitoring_history" in subs and "config_history" in subs
+    assert "rate_limit" in subs
+    assert d["largest_subsystem"]["name"] in subs
+
+
+async def test_hotspots_off_by_default_then_on_demand(mon_client):
+    c = await mon_client()
+    try:
+        d = await (await c.get(f"{M}/memory-hotspots")).json()
+        assert d["tracing"] is False and d["hotspots"] == [] and not tracemalloc.is_tracing()
+        r = await c.post(f"{M}/memory-hotspots", json={"enabled": True, "frames": 2})
+        assert (await r.json())["tracing"] is True and tracemalloc.is_tracing()
+        assert tracemalloc.get_traceback_limit() == 2
+        assert (await c.post("/test/allocate?bytes=6000000")).status == 200
+        d = await (await c.get(f"{M}/memory-hotspots?limit=5")).json()
+        top = d["hotspots"][0]
+        assert top["file"].endswith("tests/monitoring/conftest.py") and top["size_bytes"] >= 6_000_000
+        assert (await c.post("/test/allocate?bytes=3000000")).status == 200
+        d = await (await c.get(f"{M}/memory-hotspots?limit=5")).json()
+        growth = d["growth"][0]
+        assert growth["file"].endswith("tests/monitoring/conftest.py") and growth["size_diff_bytes"] >= 3_000_000
+        a = await (await c.get(f"{M}/memory-analysis")).json()
+        assert a["tracemalloc"]["enabled"] is True and a["tracemalloc"]["current_bytes"] >= 9_000_000
+        r = await c.post(f"{M}/memory-hotspots", json={"enabled": "sure"})
+        assert r.status == 422 and (await r.json())["details"]["field"] == "memory_tracing"
+        d = await (await c.get(f"{M}/memory-hotspots?enable=false")).json()
+        assert d["tracing"] is False and not tracemalloc.is_tracing()
+        d = await (await c.get(f"{M}/memory-hotspots?enable=true")).json()
+        assert d["tracing"] is True
+    finally:
+        await ctx_of(c).store.update("monitoring", {"memory_tracing": False})
+    assert not tracemalloc.is_tracing()
+
+
+async def test_gc_reports_objects_freed(mon_client):
+    c = await mon_client()
+    gc.disable()
+    try:
+        for _ in range(20000):
+            a: list = []
+            a.append(a)
+        del a
+        r = await c.post(f"{M}/gc")
+        d = await r.json()
+    finally:
+        gc.enable()
+    assert r.status == 200
+    assert d["unreachable_found"] >= 20000 and d["objects_freed"] >= 19000
+    assert d["objects_after"] < d["objects_before"] and d["rss_before_bytes"] > 0 and d["rss_after_bytes"] > 0
+    r = await c.post(f"{M}/gc", json={"generation": 5})
+    assert r.status == 422 and (await r.json())["details"]["field"] == "generation"
+    ev = await (await c.get(f"{M}/events?kind=gc")).json()
+    assert ev["total"] == 1
+
+
+async def test_memory_trends_detect_steady_growth(mon_client):
+    c = await mon_client()
+    h = ctx_of(c).monitoring.history
+    now = time.time()
+    cur = process.rss()
+    for i in range(60):  # one hour of minutes growing 0.5 MB a minute up to the live RSS
+        await h.add(_snap(now - 3600 + i * 60, 60, 1, cur - (59 - i) * 2 ** 19))
+    d = await (await c.get(f"{M}/memory-trends?hours=2")).json()
+    assert d["samples"] >= 60 and d["leak_suspected"] is True, d["trend"]
+    assert d["trend"]["direction"] == "growing" and 25 < d["trend"]["slope_mb_per_hour"] < 35
+    assert d["growth_mb"] > 25
+
+
+async def test_memory_trends_flat_is_no_leak(mon_client):
+    c = await mon_client()
+    h = ctx_of(c).monitoring.history
+    now = time.time()
+    cur = process.rss()
+    for i in range(60):
+        await h.add(_snap(now - 3600 + i * 60, 60, 1, cur + (i % 3) * 2 ** 16))
+    d = await (await c.get(f"{M}/memory-trends?hours=0.5")).json()
+    assert d["leak_suspected"] is False and d["trend"]["direction"] == "stable"
+    assert 29 <= d["samples"] <= 32
