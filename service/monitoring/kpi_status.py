@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from exporter import kpis
 from exporter.metrics import (AI_BUCKETS, AI_DURATION, CACHE_HITS, CACHE_MISSES, CPU_LIMIT, HTTP_BUCKETS,
@@ -62,30 +62,28 @@ class Counters:
     cpu_limit: float = 1.0
     memory_limit: float = 1.0
 
+    def _zip(self, other: "Counters", fn) -> dict:
+        """fn applied field by field (lists element-wise) to the counted fields."""
+        out = {}
+        for f in fields(Counters):
+            if f.name in _NOT_COUNTED:
+                continue
+            x, y = getattr(self, f.name), getattr(other, f.name)
+            out[f.name] = [fn(a, b) for a, b in zip(x, y)] if isinstance(x, list) else fn(x, y)
+        return out
+
     def minus(self, old: "Counters") -> "Counters":
-        d = lambda a, b: max(0.0, a - b)  # noqa: E731 (a worker restart never makes a negative delta)
-        return Counters(
-            t=self.t - old.t, wall=self.wall,
-            http_buckets=[d(a, b) for a, b in zip(self.http_buckets, old.http_buckets)],
-            http_count=d(self.http_count, old.http_count), http_sum=d(self.http_sum, old.http_sum),
-            http_5xx=d(self.http_5xx, old.http_5xx), http_4xx=d(self.http_4xx, old.http_4xx),
-            ai_buckets=[d(a, b) for a, b in zip(self.ai_buckets, old.ai_buckets)],
-            ai_count=d(self.ai_count, old.ai_count), ai_sum=d(self.ai_sum, old.ai_sum),
-            cache_hits=d(self.cache_hits, old.cache_hits), cache_misses=d(self.cache_misses, old.cache_misses),
-            cpu_seconds=d(self.cpu_seconds, old.cpu_seconds),
-            rss=self.rss, cpu_limit=self.cpu_limit, memory_limit=self.memory_limit)
+        """The difference since `old` (never negative: a restarted worker only loses counts)."""
+        return Counters(t=self.t - old.t, wall=self.wall, rss=self.rss, cpu_limit=self.cpu_limit,
+                        memory_limit=self.memory_limit, **self._zip(old, lambda a, b: max(0.0, a - b)))
 
     def plus(self, o: "Counters") -> "Counters":
-        return Counters(
-            t=self.t + o.t, wall=max(self.wall, o.wall),
-            http_buckets=[a + b for a, b in zip(self.http_buckets, o.http_buckets)],
-            http_count=self.http_count + o.http_count, http_sum=self.http_sum + o.http_sum,
-            http_5xx=self.http_5xx + o.http_5xx, http_4xx=self.http_4xx + o.http_4xx,
-            ai_buckets=[a + b for a, b in zip(self.ai_buckets, o.ai_buckets)],
-            ai_count=self.ai_count + o.ai_count, ai_sum=self.ai_sum + o.ai_sum,
-            cache_hits=self.cache_hits + o.cache_hits, cache_misses=self.cache_misses + o.cache_misses,
-            cpu_seconds=self.cpu_seconds + o.cpu_seconds,
-            rss=max(self.rss, o.rss), cpu_limit=o.cpu_limit, memory_limit=o.memory_limit)
+        return Counters(t=self.t + o.t, wall=max(self.wall, o.wall), rss=max(self.rss, o.rss),
+                        cpu_limit=o.cpu_limit, memory_limit=o.memory_limit,
+                        **self._zip(o, lambda a, b: a + b))
+
+
+_NOT_COUNTED = frozenset(("t", "wall", "rss", "cpu_limit", "memory_limit"))
 
 
 def bucket_quantile(q: float, les: tuple, cumulative: list) -> float | None:

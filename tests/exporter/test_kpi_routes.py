@@ -102,3 +102,15 @@ async def test_metrics_window(kpi_client):
 async def test_routes_need_a_key(kpi_client, method, path):
     r = await kpi_client.request(method, path, headers={"X-API-Key": "wrong"}, json=SPEC_BODY)
     assert r.status == 401
+
+
+def test_service_app_registers_the_kpi_routes(tmp_path):
+    """service/app.py must list service.internal.kpi in ROUTE_MODULES (the tests above add it if missing)."""
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.exporter.conftest import has_route
+    env = {"API_KEY": "k", "STATE_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    app = create_app(Settings.from_env(env), env=env)
+    for path in ("/internal/monitoring/performance", "/internal/monitoring/metrics", "/internal/monitoring/alerts",
+                 "/internal/monitoring/configure-alerts"):
+        assert has_route(app, path), f"{path}: add 'service.internal.kpi' to ROUTE_MODULES in service/app.py"

@@ -1,0 +1,328 @@
+"""End to end with the real binaries: redis-server, the service, the fake upstream,
+Prometheus (/usr/bin/prometheus) and Alertmanager (/usr/bin/prometheus-alertmanager)
+on free loopback ports, configured from the shipped deploy/ files.
+
+Test overrides (and only these): Prometheus scrapes and evaluates every second,
+the KPI rate window is 15s and every `for:` 1s (alerts.generate.rules(window, for_)),
+Alertmanager groups with 1s waits, and targets point at the loopback ports.
+
+Scenario: good traffic -> upstream errors injected (POST /_control) -> the
+critical error-rate alert reaches the webhook sink through Alertmanager, with
+the warning of the same KPI inhibited -> errors stop -> the resolved
+notification arrives.  Then every dashboard panel query must be valid PromQL
+and return data from that Prometheus.
+
+Select with `-m e2e`; it runs in `make test` too.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import aiohttp
+import pytest
+import yaml
+
+from alerts import generate
+from dashboards.generate import OVERVIEW_PATH, panel_queries
+from tests.helpers import API_KEY, ROOT, PYTHON, Proc, RedisServer, free_port, start_fake_upstream, start_service
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY = os.path.join(ROOT, "deploy")
+JOB = generate.JOB
+WINDOW = "15s"           # KPI rate window for the test (shipped: 5m)
+FOR = "1s"               # every alert's for: in the test (shipped: minutes)
+RATE_INTERVAL = "30s"    # what Grafana's $__rate_interval becomes here
+CRITICAL = "LlmapiErrorRateNeedsAttention"
+WARNING = "LlmapiErrorRateTargetMissed"
+
+SERVICE_CONFIG = {
+    "ai": {"max_retries": 1, "timeout_seconds": 5.0},
+    "resilience": {"recovery_timeout": 1.0, "failure_threshold": 3},
+    "cache": {"max_entries": 20},
+    "rate_limit": {"enabled": True, "requests_per_minute": 1_000_000, "burst_size": 100_000},
+    "request_size": {"max_json_size": 65536},
+}
+
+
+def _prometheus_config(svc_port: int, prom_port: int, am_port: int) -> dict:
+    cfg = yaml.safe_load(open(os.path.join(DEPLOY, "prometheus.yml")))
+    cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    cfg["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
+    targets = {JOB: svc_port, "prometheus": prom_port, "alertmanager": am_port}
+    for sc in cfg["scrape_configs"]:
+        sc["static_configs"] = [{"targets": [f"127.0.0.1:{targets[sc['job_name']]}"]}]
+        sc["scrape_interval"] = "1s"
+        sc["scrape_timeout"] = "1s"
+    return cfg
+
+
+def _alertmanager_config() -> dict:
+    cfg = yaml.safe_load(open(os.path.join(DEPLOY, "alertmanager.yml")))
+    for route in [cfg["route"], *cfg["route"].get("routes", [])]:
+        route.update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    return cfg
+
+
+class Stack:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs: list = []
+        self.redis = None
+
+    def start(self) -> "Stack":
+        tmp = self.tmp
+        self.redis = RedisServer().start()
+        self.upstream = self._keep(start_fake_upstream("--error-rate", "0"))
+        cfg_file = tmp / "service.yml"
+        cfg_file.write_text(yaml.safe_dump(SERVICE_CONFIG))
+        self.svc = self._keep(start_service(str(tmp / "state"), REDIS_URL=self.redis.url, AI_PROVIDER="openai",
+                                            OPENAI_BASE_URL=f"{self.upstream.url}/v1", CONFIG_FILE=str(cfg_file)))
+        # the webhook sink compose also runs
+        sink_port = free_port()
+        self.sink = self._keep(Proc([PYTHON, "-m", "alerts.webhook_sink", "--port", str(sink_port)], dict(os.environ),
+                                    sink_port, "/alerts"))
+        # Alertmanager through the shipped entrypoint (renders ALERT_WEBHOOK_URL into the config)
+        am_port, prom_port = free_port(), free_port()
+        am_src = tmp / "alertmanager.yml"
+        am_src.write_text(yaml.safe_dump(_alertmanager_config(), sort_keys=False))
+        am_env = dict(os.environ, ALERT_WEBHOOK_URL=f"{self.sink.url}/alerts", ALERTMANAGER_CONFIG=str(am_src),
+                      ALERTMANAGER_RENDERED=str(tmp / "alertmanager.rendered.yml"),
+                      ALERTMANAGER_BIN="/usr/bin/prometheus-alertmanager")
+        self.am = self._keep(Proc(["sh", os.path.join(DEPLOY, "alertmanager-entrypoint.sh"),
+                                   f"--web.listen-address=127.0.0.1:{am_port}", f"--storage.path={tmp / 'am-data'}",
+                                   "--cluster.listen-address=", "--log.level=warn"], am_env, am_port, "/-/ready"))
+        # Prometheus with the shipped config and the generated rules (short window and for:)
+        (tmp / "rules").mkdir()
+        (tmp / "rules" / "llmapi.rules.yml").write_text(generate.dump(generate.rules(window=WINDOW, for_=FOR)))
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(self.svc.port, prom_port, am_port),
+                                                           sort_keys=False))
+        self.prom = self._keep(Proc(["/usr/bin/prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+                                     f"--storage.tsdb.path={tmp / 'prom-data'}",
+                                     f"--web.listen-address=127.0.0.1:{prom_port}",
+                                     "--rules.alert.resend-delay=1s", "--log.level=warn"],
+                                    dict(os.environ), prom_port, "/-/ready"))
+        return self
+
+    def _keep(self, p):
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        if self.redis is not None:
+            self.redis.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("e2e"))
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+# ---- helpers -----------------------------------------------------------------------------
+async def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await pred()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def prom_query(session, stack, q: str) -> dict:
+    async with session.get(f"{stack.prom.url}/api/v1/query", params={"query": q}) as r:
+        return await r.json()
+
+
+async def sink_alerts(session, stack, name: str, status: str) -> list:
+    async with session.get(f"{stack.sink.url}/alerts") as r:
+        notes = (await r.json())["notifications"]
+    return [{**a, "receiver": n["receiver"]} for n in notes for a in n["alerts"]
+            if a["labels"].get("alertname") == name and a["status"] == status]
+
+
+class Traffic:
+    """Background API traffic: a few workers, unique texts (cache misses reach the upstream)
+    or repeated ones (cache hits)."""
+
+    def __init__(self, session, url: str, workers: int = 3, pause: float = 0.05):
+        self.session, self.url, self.workers, self.pause = session, url, workers, pause
+        self.n = 0
+        self.statuses: dict[int, int] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.repeat_share = 0.5
+
+    def start(self):
+        self.tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+
+    async def stop(self):
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _worker(self, i: int):
+        while True:
+            self.n += 1
+            n = self.n
+            repeat = (n % 100) < self.repeat_share * 100
+            text = (f"Prometheus scrapes metrics from instrumented jobs. Sample {n % 5 if repeat else n} "
+                    "is stored locally and rules turn it into alerts for the operators.")
+            op = "sentiment" if n % 4 == 0 else "summarize"
+            try:
+                async with self.session.post(f"{self.url}/v1/text/{op}", json={"text": text},
+                                             headers={"X-API-Key": API_KEY}) as r:
+                    await r.read()
+                    self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(self.pause)
+
+
+async def side_requests(session, url: str) -> None:
+    """One of each: 401, 422, 404 (unmatched), 413, a gzip-compressed response, a versioned request."""
+    h = {"X-API-Key": API_KEY}
+    body = {"text": "Prometheus scrapes metrics from instrumented jobs every second."}
+    checks = [
+        ("POST", "/v1/text/summarize", {"X-API-Key": "wrong"}, body, 401),
+        ("POST", "/v1/text/summarize", h, {"text": "short"}, 422),
+        ("GET", "/no/such/route", h, None, 404),
+        ("POST", "/v1/text/summarize", h, {"text": "x" * 100_000}, 413),
+        ("GET", "/openapi.json", {**h, "Accept-Encoding": "gzip"}, None, 200),
+        ("POST", "/v1/text/summarize", {**h, "X-API-Version": "v1"}, body, 200),
+    ]
+    for method, path, headers, payload, want in checks:
+        async with session.request(method, url + path, headers=headers, json=payload) as r:
+            await r.read()
+            assert r.status == want, (path, r.status)
+
+
+async def admission_burst(session, stack) -> int:
+    """Load shedding once: one slot, no queue, a slow upstream, eight requests at once."""
+    h = {"X-API-Key": API_KEY}
+
+    async def post(path, body, url=None):
+        async with session.post((url or stack.svc.url) + path, json=body, headers=h) as r:
+            await r.read()
+            return r.status
+
+    assert await post("/internal/config/monitoring", {"max_concurrent_requests": 1, "queue_size": 0}) == 200
+    assert await post("/_control", {"latency_ms": 300}, stack.upstream.url) == 200
+    statuses = await asyncio.gather(*[post("/v1/text/summarize", {"text": f"Admission burst item {i}: "
+                                                                          "metrics, alerts and dashboards."})
+                                      for i in range(8)])
+    assert await post("/_control", {"latency_ms": 0}, stack.upstream.url) == 200
+    assert await post("/internal/config/monitoring", {"max_concurrent_requests": 0, "queue_size": 100}) == 200
+    return sum(1 for s in statuses if s == 503)
+
+
+# ---- the scenario ----------------------------------------------------------------------------
+async def test_error_alert_reaches_sink_resolves_and_dashboards_have_data(stack):
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        traffic = Traffic(session, stack.svc.url)
+        traffic.start()
+        try:
+            await side_requests(session, stack.svc.url)
+            # Prometheus scrapes the service and evaluates the generated rules
+            await wait_for(lambda: _has_value(session, stack, f"llmapi:kpi_error_rate:ratio{{job=\"{JOB}\"}}"),
+                           30, "the error-rate recording rule")
+
+            # errors: the upstream fails every call -> 503s -> critical error-rate alert at the sink
+            await _control(session, stack, error_rate=1.0)
+            traffic.repeat_share = 0.0
+            fired = await wait_for(lambda: sink_alerts(session, stack, CRITICAL, "firing"), 60,
+                                   "the critical error-rate alert at the webhook sink")
+            assert fired[0]["labels"]["severity"] == "critical" and fired[0]["labels"]["kpi"] == "error_rate"
+            assert fired[0]["annotations"]["runbook_url"].endswith("#error-rate")
+            assert fired[0]["receiver"] == "critical"
+            # the warning of the same KPI is firing in Prometheus but inhibited in Alertmanager
+            inhibited = await wait_for(lambda: _am_inhibited(session, stack, WARNING), 20,
+                                       "the warning inhibited by the critical")
+            assert inhibited
+            # the service's own view agrees
+            async with session.get(f"{stack.svc.url}/internal/monitoring/alerts",
+                                   headers={"X-API-Key": API_KEY}) as r:
+                assert r.status == 200
+                own = {a["kpi"]: a for a in (await r.json())["alerts"]}
+            assert own["error_rate"]["severity"] == "critical"
+
+            # errors stop: the alert resolves and the sink hears it
+            await _control(session, stack, error_rate=0.0)
+            traffic.repeat_share = 0.5
+            await wait_for(lambda: sink_alerts(session, stack, CRITICAL, "resolved"), 90,
+                           "the resolved notification at the webhook sink")
+            assert traffic.statuses.get(503, 0) > 0 and traffic.statuses.get(200, 0) > 0
+
+            shed = await admission_burst(session, stack)
+            assert shed > 0
+            await asyncio.sleep(3)  # a few scrapes after the last events
+
+            # every dashboard panel query: valid PromQL with data
+            doc = json.load(open(OVERVIEW_PATH))
+            problems = []
+            queries = panel_queries(doc)
+            assert len(queries) >= 50
+            for title, expr in queries:
+                q = (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$job", JOB)
+                     .replace("$instance", ".+"))
+                res = await prom_query(session, stack, q)
+                if res.get("status") != "success":
+                    problems.append(f"{title}: invalid: {res.get('error')} :: {q}")
+                elif not res["data"]["result"]:
+                    problems.append(f"{title}: no data :: {q}")
+            assert not problems, "\n".join(problems)
+
+            # scrape cost, for the record
+            series = await prom_query(session, stack, f'scrape_samples_scraped{{job="{JOB}"}}')
+            duration = await prom_query(session, stack, f'scrape_duration_seconds{{job="{JOB}"}}')
+            print(f"\n[e2e] {len(queries)} dashboard queries answered; "
+                  f"scrape of the service: {series['data']['result'][0]['value'][1]} series in "
+                  f"{float(duration['data']['result'][0]['value'][1]) * 1000:.1f} ms; "
+                  f"traffic {traffic.statuses}; scenario {time.monotonic() - t0:.0f}s")
+        finally:
+            await traffic.stop()
+
+
+async def test_configure_alerts_moves_the_threshold_prometheus_sees(stack):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        q = 'llmapi_kpi_threshold{kpi="error_rate",level="critical"}'
+        try:
+            async with session.post(f"{stack.svc.url}/internal/monitoring/configure-alerts",
+                                    json={"error_rate_critical": 0.5}, headers={"X-API-Key": API_KEY}) as r:
+                assert r.status == 200, await r.text()
+
+            async def moved():
+                res = await prom_query(session, stack, q)
+                return [v for v in res["data"]["result"] if v["value"][1] == "0.5"]
+            await wait_for(moved, 15, "the moved threshold in Prometheus")
+        finally:
+            async with session.post(f"{stack.svc.url}/internal/monitoring/configure-alerts",
+                                    json={"error_rate_critical": 0.02}, headers={"X-API-Key": API_KEY}) as r:
+                assert r.status == 200
+
+
+async def _has_value(session, stack, q: str):
+    res = await prom_query(session, stack, q)
+    return res.get("status") == "success" and res["data"]["result"]
+
+
+async def _control(session, stack, **settings) -> None:
+    async with session.post(f"{stack.upstream.url}/_control", json=settings) as r:
+        assert r.status == 200
+
+
+async def _am_inhibited(session, stack, name: str):
+    async with session.get(f"{stack.am.url}/api/v2/alerts", params={"filter": f'alertname="{name}"'}) as r:
+        alerts = await r.json()
+    return [a for a in alerts if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]]
