@@ -43,6 +43,11 @@ def _only(body: dict, *allowed: str) -> None:
             raise validation_error(k, f"unknown field; known: {list(allowed)}")
 
 
+def _sample_every(store) -> int:
+    """1 in how many requests the middleware stack's timing samples (middleware section, when present)."""
+    return store.get("middleware").get("sample_every", 1) if "middleware" in store.sections else 1
+
+
 def _bool_query(request: web.Request, name: str) -> bool | None:
     raw = request.query.get(name)
     if raw is None:
@@ -82,7 +87,7 @@ async def request_patterns(request: web.Request) -> web.Response:
 
 async def bottlenecks(request: web.Request) -> web.Response:
     hours, agg, _, res, mon = _window(request, 1)
-    out = report.bottlenecks(agg, report.thresholds(mon.store))
+    out = report.bottlenecks(agg, report.thresholds(mon.store), _sample_every(mon.store))
     return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res), **out})
 
 
@@ -325,8 +330,9 @@ async def performance_report(request: web.Request) -> web.Response:
         "days": days, "generated_at": report.now_iso(), "coverage": report.coverage(agg, seconds, res),
         "summary": S.totals(agg), "kpis": report.kpi_summary(agg, th),
         "performance_trends": report.performance_trends(trend_src, days),
-        "bottlenecks": report.bottlenecks(agg, th),
-        "optimization_opportunities": report.opportunities(agg, th, mon.store, mem, mon.history.stats()),
+        "bottlenecks": report.bottlenecks(agg, th, _sample_every(mon.store)),
+        "optimization_opportunities": report.opportunities(agg, th, mon.store, mem, mon.history.stats(),
+                                                           _sample_every(mon.store)),
         "slow_endpoints": report.slow_endpoints(agg, th, 5, "api", 1)["endpoints"],
         "memory_trend": {k: mem[k] for k in ("trend", "leak_suspected", "growth_mb", "verdict")},
         "events": events[-100:]})

@@ -228,7 +228,8 @@ class History:
         if open_hour:
             self.open_hour = (int(open_hour["start"] // 3600 * 3600), open_hour)
         self.events = deque(events)
-        self.prune()
+        # no pruning here: the persisted retention may still be loading (config store starts after us);
+        # the next snapshot prunes with the live values
 
     def save_file(self) -> None:
         if not self.state_path or self.redis is not None:

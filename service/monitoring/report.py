@@ -23,6 +23,12 @@ CATEGORIES = {"middleware": "middleware", "ratelimit": "middleware", "compressio
               "provider": "ai_service", "resilience": "resilience", "breaker": "resilience",
               "serialization": "serialization", "json": "serialization", "render": "serialization",
               "validation": "validation", "admission": "queueing"}
+# a composite span is the sum of the spans inside it plus a remainder: counted through them
+COMPOSITE = {"cache.compute": ("ai.call",)}  # the miss path: AI call + rendering the answer
+# a part is measured inside a parent span that is counted itself
+PARTS = {"cache.l2_get": "cache.lookup"}
+BACKGROUND = frozenset({"cache.warm"})  # not part of any request's time
+SAMPLED = frozenset({"middleware.stack"})  # recorded for 1 request in middleware.sample_every
 
 
 def thresholds(store) -> dict:
@@ -144,22 +150,50 @@ def _category(name: str) -> str:
     return CATEGORIES.get(head, head)
 
 
-def bottlenecks(agg: dict, th: dict, process: dict | None = None) -> dict:
+def _span_rows(agg: dict, sample_every: int) -> list[dict]:
+    """One row per span: measured, sampled spans scaled up, nested ones marked, serialization derived."""
+    rows = {}
+    for name, (count, total, mx) in agg["spans"].items():
+        row = {"span": name, "category": _category(name), "calls": count, "total_s": total,
+               "avg_ms": round(total / count * 1000, 4) if count else 0.0, "max_ms": round(mx * 1000, 3)}
+        if name in SAMPLED and sample_every > 1:
+            row.update(total_s=total * sample_every, sampled_1_in=sample_every, estimated=True)
+        if name in BACKGROUND:
+            row["background"] = True
+        if PARTS.get(name) in agg["spans"]:
+            row["inside"] = PARTS[name]
+        inner = [c for c in COMPOSITE.get(name, ()) if c in agg["spans"]]
+        if inner:
+            row["contains"] = inner
+        rows[name] = row
+    comp, ai = agg["spans"].get("cache.compute"), agg["spans"].get("ai.call")
+    if comp and ai and comp[1] >= ai[1]:
+        # the miss path is the AI call plus rendering the answer: what is left is serialization
+        rows["serialization"] = {"span": "serialization", "category": "serialization", "calls": comp[0],
+                                 "total_s": comp[1] - ai[1], "avg_ms": round((comp[1] - ai[1]) / comp[0] * 1000, 4),
+                                 "max_ms": None, "derived": "cache.compute - ai.call"}
+        rows["cache.compute"]["contains"] = ["ai.call", "serialization"]
+    return list(rows.values())
+
+
+def bottlenecks(agg: dict, th: dict, sample_every: int = 1) -> dict:
     api = {k: r for k, r in agg["routes"].items() if is_api(split_key(k)[1])}
     api_n = sum(r["n"] for r in api.values())
     api_time = sum(r["sum"] for r in api.values())
     components = []
     cats: dict[str, dict] = {}
-    for name, (count, total, mx) in agg["spans"].items():
-        cat = _category(name)
-        components.append({"span": name, "category": cat, "calls": count, "total_ms": round(total * 1000, 3),
-                           "avg_ms": round(total / count * 1000, 4) if count else 0.0, "max_ms": round(mx * 1000, 3),
-                           "share_of_request_time": round(total / api_time, 6) if api_time else None,
-                           "per_request_ms": round(total / api_n * 1000, 4) if api_n else None})
-        c = cats.setdefault(cat, {"category": cat, "total_ms": 0.0, "calls": 0, "spans": []})
+    for row in _span_rows(agg, sample_every):
+        total = row.pop("total_s")
+        row.update(total_ms=round(total * 1000, 3),
+                   share_of_request_time=round(total / api_time, 6) if api_time else None,
+                   per_request_ms=round(total / api_n * 1000, 4) if api_n else None)
+        components.append(row)
+        if row.get("background") or row.get("contains") or row.get("inside"):
+            continue  # not request time, or counted through the spans it contains / the span it is part of
+        c = cats.setdefault(row["category"], {"category": row["category"], "total_ms": 0.0, "calls": 0, "spans": []})
         c["total_ms"] += total * 1000
-        c["calls"] += count
-        c["spans"].append(name)
+        c["calls"] += row["calls"]
+        c["spans"].append(row["span"])
     components.sort(key=lambda x: -x["total_ms"])
     categories = sorted(cats.values(), key=lambda c: -c["total_ms"])
     for c in categories:
@@ -198,7 +232,8 @@ def bottlenecks(agg: dict, th: dict, process: dict | None = None) -> dict:
             "unattributed_ms": round(max(0.0, api_time * 1000 - sum(c["total_ms"] for c in categories)), 3)
             if categories else None,
             "slowest_endpoints": slow, "signals": signals, "findings": findings,
-            "note": "spans are measured by the subsystems (service/spans.py); nested spans may overlap"}
+            "note": "spans are measured by the subsystems (service/spans.py); a span that contains others "
+                    "(cache.compute) counts through them, sampled ones (middleware.stack) are scaled up"}
 
 
 # ---- trends ------------------------------------------------------------------
@@ -299,7 +334,8 @@ def performance_trends(snaps: list[dict], days: float) -> dict:
 
 
 # ---- opportunities -----------------------------------------------------------
-def opportunities(agg: dict, th: dict, store, mem_trend: dict | None, history_stats: dict | None) -> list[dict]:
+def opportunities(agg: dict, th: dict, store, mem_trend: dict | None, history_stats: dict | None,
+                  sample_every: int = 1) -> list[dict]:
     t = S.totals(agg)
     cfg = store.get("monitoring")
     out = []
@@ -340,7 +376,7 @@ def opportunities(agg: dict, th: dict, store, mem_trend: dict | None, history_st
             "batch concurrent provider calls and tighten the timeout",
             {"ai_p95_ms": ai_p95, "ai_calls": t["ai_calls"]},
             {"method": "POST", "path": "/internal/ai/configure-batching", "body": {"enable_batching": True}})
-    b = bottlenecks(agg, th)
+    b = bottlenecks(agg, th, sample_every)
     for c in b["categories"][:1]:
         if c["share_of_request_time"] and c["share_of_request_time"] >= 0.5:
             add(f"dominant:{c['category']}", "bottleneck", "info",

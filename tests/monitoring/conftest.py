@@ -22,10 +22,13 @@ async def fast(request: web.Request) -> web.Response:
 
 
 async def spanned(request: web.Request) -> web.Response:
-    """Simulates a request whose time goes mostly to the AI service."""
-    await asyncio.sleep(0.05)
-    spans.record("ai.call", 0.05)
+    """Simulates a cache miss whose time goes mostly to the AI service (spans shaped like the real ones)."""
+    await asyncio.sleep(0.06)
+    spans.record("cache.l2_get", 0.0005)   # inside cache.lookup
     spans.record("cache.lookup", 0.001)
+    spans.record("ai.call", 0.05)          # inside cache.compute, with 2 ms of rendering
+    spans.record("cache.compute", 0.052)
+    spans.record("cache.warm", 0.5)        # background: no request's time
     return web.json_response({"ok": True})
 
 

@@ -83,8 +83,15 @@ async def test_bottlenecks_from_measured_spans(mon_client):
     assert d["top_bottleneck"] == "ai_service"
     cats = {x["category"]: x for x in d["categories"]}
     assert cats["ai_service"]["calls"] == 5 and abs(cats["ai_service"]["total_ms"] - 250) < 1
-    assert cats["cache"]["calls"] == 5
-    assert d["api_requests"] == 5 and d["api_request_time_ms"] >= 250
+    # counted once: lookup (with its L2 part inside), compute through AI + derived serialization, no warming
+    assert cats["cache"]["spans"] == ["cache.lookup"] and abs(cats["cache"]["total_ms"] - 5) < 0.01
+    assert abs(cats["serialization"]["total_ms"] - 10) < 0.01
+    assert set(cats) == {"ai_service", "cache", "serialization"}
+    comp = {x["span"]: x for x in d["components"]}
+    assert comp["cache.compute"]["contains"] == ["ai.call", "serialization"]
+    assert comp["cache.l2_get"]["inside"] == "cache.lookup" and comp["cache.warm"]["background"] is True
+    assert d["api_requests"] == 5 and d["api_request_time_ms"] >= 300
+    assert abs(d["unattributed_ms"] - (d["api_request_time_ms"] - 265)) < 0.01
     assert 0.5 < cats["ai_service"]["share_of_request_time"] <= 1.0
     assert any(f["kind"] == "time_share" and f["category"] == "ai_service" for f in d["findings"])
 
@@ -180,3 +187,24 @@ async def test_history_events_and_snapshot_interval(mon_client):
     assert (await get(c, f"{M}/history"))["stats"]["snapshots"] <= 11
     ev = await get(c, f"{M}/events?kind=configure")
     assert ev["events"][0]["details"]["changes"] == {"max_events": 10}
+
+
+async def test_optimize_enable_caching_changes_live_behaviour(mon_client):
+    c = await mon_client()
+    if "cache" not in ctx_of(c).store.sections:
+        import pytest
+        pytest.skip("the response cache (service/cache) is not in this tree")
+    body = {"text": "Caching can be switched off and on at run time. Repeats then hit or miss."}
+
+    async def hit():
+        r = await c.post("/v1/text/summarize", json=body)
+        assert r.status == 200
+        return (await r.json())["cache_hit"]
+
+    await hit()
+    assert await hit() is True
+    assert (await c.post(f"{M}/optimize", json={"enable_caching": False})).status == 200
+    assert await hit() is False and await hit() is False
+    assert (await c.post(f"{M}/optimize", json={"enable_caching": True})).status == 200
+    await hit()
+    assert await hit() is True
