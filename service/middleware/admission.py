@@ -20,7 +20,7 @@ from collections import deque
 
 from aiohttp import web
 
-from exporter.metrics import ADMISSION_ACTIVE, ADMISSION_QUEUE_DEPTH, ADMISSION_SHED, ADMISSION_WAIT
+from exporter.metrics import ADMISSION_QUEUE_DEPTH, ADMISSION_SHED, ADMISSION_WAIT
 from service import spans
 from service.errors import ApiError
 
@@ -107,14 +107,12 @@ class Admission:
                 ADMISSION_WAIT.observe(waited)
                 spans.record("admission.wait", waited)
         self.admitted += 1
-        ADMISSION_ACTIVE.inc()
         if self.active > self.max_active:
             self.max_active = self.active
 
     def release(self, held: float | None) -> None:
         if held is not None:
             self.service_ewma += 0.1 * (held - self.service_ewma)
-            ADMISSION_ACTIVE.dec()
         limit = self._limit()
         # hand the slot straight to the next live waiter
         while self.waiters:
@@ -154,7 +152,17 @@ def make(ctx):
     async def admission_middleware(request: web.Request, handler):
         if request.path.startswith(EXEMPT):
             return await handler(request)
-        await adm.acquire(store.get("monitoring"))
+        cfg = store.get("monitoring")
+        if cfg["max_concurrent_requests"] <= 0 and not adm.queued:  # no limit: count only
+            adm.active += 1
+            adm.admitted += 1
+            if adm.active > adm.max_active:
+                adm.max_active = adm.active
+            try:
+                return await handler(request)
+            finally:
+                adm.release(None)
+        await adm.acquire(cfg)
         start = time.perf_counter()
         try:
             return await handler(request)

@@ -15,7 +15,7 @@ import time
 import tracemalloc
 from collections import deque
 
-from exporter.metrics import EMERGENCY_MODE, MONITORING_SNAPSHOTS
+from exporter.metrics import ADMISSION_ACTIVE, EMERGENCY_MODE, MONITORING_SNAPSHOTS
 from service.monitoring import snapshot as S
 from service.monitoring.analytics import RequestAnalytics
 from service.monitoring.benchmark import Benchmarks
@@ -143,6 +143,7 @@ class Monitor:
             await asyncio.sleep(LAG_INTERVAL)
             lag = max(0.0, loop.time() - t - LAG_INTERVAL)
             self.lag_last = lag
+            ADMISSION_ACTIVE.set(self.admission.active)
             if lag > self.lag_max:
                 self.lag_max = lag
             n += 1
