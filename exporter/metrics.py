@@ -95,11 +95,37 @@ ADMISSION_WAIT = _h("admission_wait_seconds", "Time queued requests waited for a
                     (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 BACKGROUND_TASKS = _c("background_tasks", "Background tasks by kind and result", ("kind", "result"))
 BACKGROUND_QUEUE_DEPTH = _g("background_queue_depth", "Background tasks waiting for a worker", mode="livesum")
-MONITORING_SNAPSHOTS = _g("monitoring_history_snapshots", "Minute snapshots held in the monitoring history", mode="max")
-EMERGENCY_MODE = _g("emergency_mode", "1 while emergency mode is on", mode="max")
+MONITORING_SNAPSHOTS = _g("monitoring_history_snapshots", "Minute snapshots held in the monitoring history", mode="livemax")
+EMERGENCY_MODE = _g("emergency_mode", "1 while emergency mode is on", mode="livemax")
+
+# ---- cache (service/cache): L2 availability, warming, pressure, single-flight
+CACHE_L2_UP = _g("cache_l2_up", "1 while the cache uses Redis as L2, 0 during an outage or without Redis",
+                 mode="livemin")
+CACHE_L2_TRANSITIONS = _c("cache_l2_transitions", "Cache L2 availability changes: down = outage, up = recovery",
+                          ("state",))
+CACHE_L2_ERRORS = _c("cache_l2_errors", "Failed cache L2 (Redis) commands", ("command",))
+CACHE_MAX_MEMORY = _g("cache_max_memory_bytes", "Memory cap of the in-memory cache tier", mode="livesum")
+CACHE_WARMING = _c("cache_warming_refreshes", "Background cache warming refreshes by result", ("result",))
+CACHE_PRESSURE = _c("cache_pressure_events", "Cache memory-pressure responses by level and response",
+                    ("level", "response"))
+CACHE_SINGLE_FLIGHT = _c("cache_single_flight_joins", "Cache misses that waited on an identical miss in flight")
+CACHE_STALE_SERVED = _c("cache_stale_served", "Expired cache answers served as fallbacks, by tier", ("tier",))
 
 # ---- resilience: breaker rejections, micro-batching (service/resilience) ----
 BREAKER_REJECTIONS = _c("circuit_breaker_rejections", "Calls failed fast by an open (or full half-open) breaker",
                         ("breaker",))
 AI_BATCHES = _c("ai_batches", "Micro-batches sent to the AI provider")
 AI_BATCH_SIZE = _h("ai_batch_size", "Requests per micro-batch", (), (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 256))
+
+# ---- middleware stack (service/middleware, service/ratelimit; issue 6) -------
+COMPRESSION_SECONDS = _c("compression_seconds", "Time spent compressing responses", ("algorithm",))
+DECOMPRESSION_REJECTIONS = _c("decompression_rejections", "Compressed request bodies stopped at the decoded-size cap",
+                              ("encoding",))
+RATE_LIMIT_LEASES = _c("rate_limit_leases", "Token leases asked of Redis by result (granted, partial, empty, error)",
+                       ("result",))
+RATE_LIMIT_FALLBACK = _g("rate_limit_fallback_active", "1 while rate limiting is local because Redis failed",
+                         mode="livemax")
+MIDDLEWARE_OVERHEAD = _h("middleware_overhead_seconds", "Own time of each middleware (or group) in sampled requests",
+                         ("middleware",), (0.000002, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                           0.001, 0.0025, 0.01))
+# ---- end of middleware stack metrics (issue 6) ------------------------------
