@@ -24,8 +24,17 @@ OPERATION_INFO = {
 
 async def _run(request: web.Request, operation: str | None) -> web.Response:
     ctx = request.app["ctx"]
-    body = await read_json(request)
-    req = parse_text_request(body, operation, ctx.store.get("text"))
+    memo = ctx.text.memo
+    req = None
+    if memo.enabled:
+        raw = await request.read()
+        req = memo.get((operation, request.content_type), raw)
+    if req is None:
+        body = await read_json(request)
+        req = parse_text_request(body, operation, ctx.store.get("text"))
+        if memo.enabled:
+            memo.put((operation, request.content_type), raw, req)
+    request["operation"] = req.operation
     out = await ctx.text.process(req, request["request_id"])
     return web.Response(body=out, content_type=JSON)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from service.errors import ApiError
 from service.providers.base import ProviderError, ProviderResult, TextRequest
 from service.resilience import AIUnavailable
+from service.text.memo import ValidationMemo
 
 
 def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
@@ -38,6 +39,7 @@ def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bo
 class TextService:
     def __init__(self, ctx):
         self.ctx = ctx
+        self.memo = ValidationMemo(ctx.store)
 
     async def _compute(self, req: TextRequest) -> bytes:
         result = await self.ctx.resilience.call(req)

@@ -1,4 +1,6 @@
 """The text API over real HTTP: every operation, and bad input for every field."""
+import json
+
 import pytest
 
 TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally and runs rules "
@@ -167,3 +169,23 @@ async def test_health_degraded_when_redis_unreachable(make_client):
     body = await r.json()
     assert body["status"] == "degraded"
     assert body["checks"]["cache"]["status"] == "degraded"
+
+
+async def test_fast_validation_mode_reuses_validated_bodies_and_respects_new_limits(make_client):
+    client = await make_client()
+    memo = client.server.app["ctx"].text.memo
+    body = {"text": TEXT}
+    await client.post("/v1/text/summarize", json=body)
+    assert memo.hits == 0  # strict: no memo
+    r = await client.post("/internal/monitoring/optimize", json={"validation_mode": "fast"})
+    assert r.status == 200
+    for _ in range(3):
+        assert (await client.post("/v1/text/summarize", json=body)).status == 200
+    assert memo.hits == 2 and memo.misses == 1
+    # same bytes, wrong content type: not served from the memo
+    r = await client.post("/v1/text/summarize", data=json.dumps(body), headers={"Content-Type": "text/csv"})
+    assert r.status == 415
+    # a tightened limit applies at once, even to a body validated before
+    assert (await client.post("/internal/config/text", json={"max_text_length": 50})).status == 200
+    r = await client.post("/v1/text/summarize", json=body)
+    assert r.status == 422
