@@ -31,6 +31,7 @@ ROUTE_MODULES = (
     "service.text.handlers",
     "service.openapi",
     "service.internal.config",
+    "service.internal.cache",
     "service.internal.resilience",
     "service.internal.ai",
     "service.internal.monitoring",

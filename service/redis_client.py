@@ -1,22 +1,79 @@
-"""The process's shared Redis client (redis.asyncio), pooled from env."""
+"""The process's shared Redis client (redis.asyncio), pooled from env.
+
+REDIS_MAX_CONNECTIONS caps the pool; a command that finds every connection
+busy waits for one (up to REDIS_SOCKET_TIMEOUT) instead of failing.
+REDIS_POOL_SIZE connections are opened at start (`warm_pool`), so the first
+requests do not pay for connects.  REDIS_SOCKET_TIMEOUT bounds every socket
+operation.  A failed command is retried once at once (a pooled connection
+that died with a restarted server reconnects); no backoff sleeps are spent
+in a request: the cache's L2 tier backs off instead (service/cache/redis_tier.py).
+"""
 from __future__ import annotations
 
+import asyncio
 import os
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+
+def _num(env, name: str, default: str, cast, lo: float):
+    raw = env.get(name, default)
+    try:
+        v = cast(raw)
+    except ValueError:
+        raise SystemExit(f"env {name} must be a number, got {raw!r}")
+    if v < lo:
+        raise SystemExit(f"env {name} must be >= {lo}, got {raw!r}")
+    return v
 
 
 def pool_settings(env=None) -> dict:
     env = os.environ if env is None else env
+    max_conn = _num(env, "REDIS_MAX_CONNECTIONS", "20", int, 1)
+    timeout = _num(env, "REDIS_SOCKET_TIMEOUT", "5", float, 0.01)
     return {
-        "max_connections": int(env.get("REDIS_MAX_CONNECTIONS", "20")),
-        "socket_timeout": float(env.get("REDIS_SOCKET_TIMEOUT", "5")),
-        "socket_connect_timeout": float(env.get("REDIS_CONNECT_TIMEOUT", env.get("REDIS_SOCKET_TIMEOUT", "5"))),
+        "max_connections": max_conn,
+        "pool_size": min(max_conn, _num(env, "REDIS_POOL_SIZE", "10", int, 0)),
+        "socket_timeout": timeout,
+        "socket_connect_timeout": _num(env, "REDIS_CONNECT_TIMEOUT", str(timeout), float, 0.01),
     }
 
 
 def make_redis(url: str, env=None) -> aioredis.Redis:
     s = pool_settings(env)
-    return aioredis.Redis.from_url(url, max_connections=s["max_connections"], socket_timeout=s["socket_timeout"],
-                                   socket_connect_timeout=s["socket_connect_timeout"], decode_responses=False,
-                                   health_check_interval=0)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=s["max_connections"], timeout=s["socket_timeout"],
+        socket_timeout=s["socket_timeout"], socket_connect_timeout=s["socket_connect_timeout"],
+        decode_responses=False, health_check_interval=0, retry=Retry(NoBackoff(), 1))
+    client = aioredis.Redis(connection_pool=pool)
+    client.pool_size = s["pool_size"]  # read by warm_pool
+    return client
+
+
+async def warm_pool(client: aioredis.Redis, size: int | None = None) -> int:
+    """Open `size` (default REDIS_POOL_SIZE) connections now; returns how many connected."""
+    n = getattr(client, "pool_size", 0) if size is None else size
+    pool = client.connection_pool
+    conns = []
+    try:
+        for _ in range(max(0, n)):
+            conns.append(await pool.get_connection())  # connects (and handshakes) the connection
+    except Exception:
+        pass
+    finally:
+        for c in conns:
+            await pool.release(c)
+    return len(conns)
+
+
+def pool_stats(client) -> dict:
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return {}
+    in_use = len(getattr(pool, "_in_use_connections", ()) or ())
+    made = in_use + len(getattr(pool, "_available_connections", ()) or ())
+    return {"max_connections": pool.max_connections, "pool_size": getattr(client, "pool_size", None),
+            "connections_open": made, "connections_in_use": in_use}

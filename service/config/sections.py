@@ -112,6 +112,61 @@ section(
     max_concurrent_batches=F(int, 3, 1, 256, env="AI_MAX_CONCURRENT_BATCHES", help="batches in flight at once"),
 )
 
+# The two-tier response cache (service/cache).  Field names are the bodies of
+# the /internal/cache POST commands, so a bad value is reported by its name.
+_CACHE_RESPONSES = ("none", "clear_expired", "evict_old", "evict_lfu", "evict_policy", "clear_all")
+_DAY = 86_400
+
+section(
+    "cache", "Two-tier response cache: memory L1 + Redis L2 (on/off is monitoring.enable_caching)",
+    use_redis=F(bool, True, env="CACHE_USE_REDIS", help="use Redis as L2 when REDIS_URL is set"),
+    # keys (POST /internal/cache/optimize-keys)
+    enable_normalization=F(bool, True, env="CACHE_KEY_NORMALIZATION", help="normalize text before hashing it into a key"),
+    normalize_whitespace=F(bool, True, help="with normalization: collapse runs of whitespace, strip the ends"),
+    normalize_case=F(bool, False, help="with normalization: case-fold the text (answers may then be shared across case)"),
+    normalize_unicode=F(bool, True, help="with normalization: Unicode NFC"),
+    use_content_hash=F(bool, True, help="compact 128-bit BLAKE2b content digest (false: full SHA-256); never raw text"),
+    include_metadata=F(bool, False, help="key includes AI provider and model (a model switch misses the cache)"),
+    # TTL (POST /internal/cache/configure-ttl)
+    base_ttl_seconds=F(int, 3600, 1, 30 * _DAY, env="CACHE_DEFAULT_TTL", help="TTL of operations not in ttl_by_operation"),
+    ttl_by_operation=F(dict, {"sentiment": _DAY, "qa": 1800}, 1, 30 * _DAY, item_type=int,
+                       help="TTL seconds per operation (overrides base_ttl_seconds)"),
+    adaptive_ttl=F(bool, True, env="CACHE_ADAPTIVE_TTL", help="popular keys live longer"),
+    max_ttl_seconds=F(int, 7200, 1, 30 * _DAY, env="CACHE_MAX_TTL", help="ceiling of adaptive TTLs"),
+    popularity_factor=F(float, 1.5, 1.0, 100.0, help="popular key TTL = operation TTL x factor, up to max_ttl_seconds"),
+    popularity_threshold=F(int, 3, 1, 1_000_000, help="hits that make a key popular (adaptive TTL, warming)"),
+    stale_ttl_seconds=F(int, 3600, 0, 30 * _DAY, help="expired answers kept this long for fallbacks"),
+    # size (POST /internal/cache/configure-size)
+    max_entries=F(int, 10_000, 1, 10_000_000, env="CACHE_MAX_ENTRIES", help="most entries in memory"),
+    max_memory_mb=F(float, 100.0, 0.01, 1_000_000, env="CACHE_MAX_MEMORY_MB", help="most MB held in memory"),
+    eviction_policy=F(str, "lru", choices=("lru", "lfu", "ttl"), env="CACHE_EVICTION_POLICY",
+                      help="lru, lfu (sampled over the least recent), ttl (soonest expiry first); expired go first"),
+    size_check_interval=F(float, 300.0, 0.1, _DAY, help="seconds between background size and pressure checks"),
+    # memory pressure (POST /internal/cache/configure-pressure)
+    pressure_threshold=F(float, 0.8, 0.05, 1.0, help="fraction of max_memory_mb that triggers pressure_response"),
+    pressure_response=F(str, "evict_old", choices=_CACHE_RESPONSES),
+    emergency_threshold=F(float, 0.95, 0.05, 1.0, help="fraction of max_memory_mb that triggers emergency_response"),
+    emergency_response=F(str, "clear_expired", choices=_CACHE_RESPONSES),
+    emergency_cleanup_target=F(float, 0.5, 0.0, 1.0, help="emergency-cleanup evicts down to this fraction of max memory"),
+    # memory (POST /internal/cache/optimize-memory, enable-auto-cleanup)
+    compression_threshold_mb=F(float, 0.001, 0.0, 1024.0, env="CACHE_COMPRESSION_THRESHOLD_MB",
+                               help="values at least this large are zlib-compressed (both tiers)"),
+    compression_level=F(int, 6, 1, 9, help="zlib level"),
+    cleanup_interval_minutes=F(float, 30.0, 0.01, 1440.0, help="minutes between automatic cleanups"),
+    auto_cleanup=F(bool, False, env="CACHE_AUTO_CLEANUP", help="background cleanup of expired entries"),
+    # warming (POST /internal/cache/enable-warming)
+    enable_background_warming=F(bool, False, env="CACHE_WARMING", help="recompute popular keys before they expire"),
+    warming_threshold=F(float, 0.1, 0.01, 0.99, help="fraction of TTL left that triggers a refresh"),
+    max_warming_operations=F(int, 5, 1, 1000, help="refreshes at once; none while as many user misses are in flight"),
+    warming_interval_seconds=F(float, 1.0, 0.05, 3600.0, help="seconds between warming scans"),
+    # Redis L2
+    redis_timeout_seconds=F(float, 1.0, 0.01, 60.0, help="longest L2 command; slower counts as an outage"),
+    redis_retry_max_seconds=F(float, 30.0, 0.1, 3600.0, help="longest backoff between reconnect probes"),
+    # analysis
+    text_size_tiers=F(dict, {"small": 500, "medium": 5000, "large": 50_000}, 1, 10 ** 9, item_type=int,
+                      help="upper bounds (characters) of the text-size tiers in hit-miss-analysis; above: xlarge"),
+)
+
 # ---- middleware stack (service/middleware, issue 6) ------------------------
 # One section per middleware; each has `enabled` (live: a disabled middleware
 # passes requests straight through).  Field names are the bodies of the

@@ -1,0 +1,167 @@
+"""Size checks, memory-pressure responses, cleanup (auto and emergency).
+
+Pressure is the memory tier's bytes over max_memory_mb.  Checked after each
+insert and every size_check_interval seconds:
+  >= emergency_threshold -> emergency_response
+  >= pressure_threshold  -> pressure_response
+Responses: none, clear_expired (drop every expired entry), evict_old (least
+recently used first), evict_lfu, evict_policy (the eviction_policy) - the
+evicting ones go down to 90 % of pressure_threshold - and clear_all.
+
+With auto_cleanup on, a background pass every cleanup_interval_minutes drops
+entries that expired more than stale_ttl_seconds ago (older than any
+fallback may use).  emergency-cleanup drops every expired entry and evicts
+down to emergency_cleanup_target of max memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from exporter.metrics import CACHE_ENTRIES, CACHE_PRESSURE
+from service.cache.analytics import MB
+
+log = logging.getLogger("service.cache")
+
+HYSTERESIS = 0.9        # evicting responses go down to this fraction of pressure_threshold
+SCAN_MIN_INTERVAL = 1.0  # an O(n) response (clear_expired) runs at most this often per level
+L2_COUNT_INTERVAL = 60.0
+
+
+class Maintenance:
+    def __init__(self, cache):
+        self.cache = cache
+        self.task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self.checks = 0
+        self.last_check: float | None = None
+        self.last_cleanup = 0.0
+        self._last_scan: dict[str, float] = {}
+        self._l2_counted = 0.0
+        self.l2_entries: int | None = None
+
+    # ---- background loop ---------------------------------------------------------
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._loop(), name="cache:maintenance")
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _interval(self, cfg: dict, now: float) -> float:
+        interval = cfg["size_check_interval"]
+        if cfg["auto_cleanup"]:
+            interval = min(interval, max(0.0, self.last_cleanup + cfg["cleanup_interval_minutes"] * 60 - now))
+        return interval
+
+    async def _loop(self) -> None:
+        while True:
+            cfg = self.cache.store.get("cache")
+            try:  # (asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation)
+                async with asyncio.timeout(self._interval(cfg, time.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cache maintenance failed")
+
+    async def tick(self) -> None:
+        cache = self.cache
+        cfg = cache.store.get("cache")
+        now = time.time()
+        self.checks += 1
+        self.last_check = now
+        cache.l1.enforce(cfg["max_entries"], int(cfg["max_memory_mb"] * MB), cfg["eviction_policy"], now, "capacity")
+        self.check_pressure(cfg, now)
+        if cfg["auto_cleanup"] and now - self.last_cleanup >= cfg["cleanup_interval_minutes"] * 60:
+            self.cleanup(cfg, now)
+        if cache.l2.usable and now - self._l2_counted >= L2_COUNT_INTERVAL:
+            self._l2_counted = now
+            n = await cache.l2.count()
+            if n is not None:
+                self.l2_entries = n
+                CACHE_ENTRIES.labels("redis").set(n)
+        cache._gauges()
+
+    # ---- pressure ------------------------------------------------------------------
+    def check_pressure(self, cfg: dict, now: float) -> dict | None:
+        max_bytes = cfg["max_memory_mb"] * MB
+        frac = self.cache.l1.bytes / max_bytes
+        if frac >= cfg["emergency_threshold"]:
+            return self.respond("emergency", cfg["emergency_response"], cfg, now, frac)
+        if frac >= cfg["pressure_threshold"]:
+            return self.respond("pressure", cfg["pressure_response"], cfg, now, frac)
+        return None
+
+    def respond(self, level: str, response: str, cfg: dict, now: float, frac: float) -> dict | None:
+        l1 = self.cache.l1
+        if response in ("none", "clear_expired"):
+            if now - self._last_scan.get(level, 0.0) < SCAN_MIN_INTERVAL:
+                return None
+            self._last_scan[level] = now
+        if response == "clear_expired":
+            n, freed = l1.clear_expired(now)
+        elif response in ("evict_old", "evict_lfu", "evict_policy"):
+            policy = {"evict_old": "lru", "evict_lfu": "lfu"}.get(response, cfg["eviction_policy"])
+            target = cfg["pressure_threshold"] * HYSTERESIS * cfg["max_memory_mb"] * MB
+            n, freed = l1.evict_while(lambda: l1.bytes > target, policy, now, level)
+        elif response == "clear_all":
+            n, freed = l1.clear(level)
+        else:
+            n = freed = 0
+        CACHE_PRESSURE.labels(level, response).inc()
+        rec = self.cache.stats.pressure.setdefault(level, {"events": 0, "entries_freed": 0, "bytes_freed": 0})
+        rec["events"] += 1
+        rec["entries_freed"] += n
+        rec["bytes_freed"] += freed
+        rec["last"] = {"time": now, "response": response, "utilization": round(frac, 4), "entries_freed": n,
+                       "bytes_freed": freed}
+        return rec["last"]
+
+    # ---- cleanup ----------------------------------------------------------------------
+    def cleanup(self, cfg: dict, now: float) -> dict:
+        n, freed = self.cache.l1.clear_expired(now, grace=cfg["stale_ttl_seconds"])
+        self.last_cleanup = now
+        c = self.cache.stats.cleanups
+        c["runs"] += 1
+        c["last_run"] = now
+        c["last_removed"] = n
+        c["removed_total"] += n
+        self.cache._gauges()
+        return {"entries_removed": n, "bytes_freed": freed}
+
+    def emergency_cleanup(self) -> dict:
+        cache = self.cache
+        cfg = cache.store.get("cache")
+        now = time.time()
+        l1 = cache.l1
+        before = {"entries": len(l1), "memory_bytes": l1.bytes}
+        n1, b1 = l1.clear_expired(now)
+        target = cfg["emergency_cleanup_target"] * cfg["max_memory_mb"] * MB
+        n2, b2 = l1.evict_while(lambda: l1.bytes > target, cfg["eviction_policy"], now, "emergency")
+        cache._gauges()
+        return {"before": before, "after": {"entries": len(l1), "memory_bytes": l1.bytes},
+                "expired_removed": n1, "evicted": n2, "bytes_freed": b1 + b2,
+                "target_bytes": int(target)}
+
+    def status(self) -> dict:
+        cfg = self.cache.store.get("cache")
+        return {"auto_cleanup": {"enabled": cfg["auto_cleanup"], "running": self.task is not None and not self.task.done(),
+                                 "interval_minutes": cfg["cleanup_interval_minutes"], **self.cache.stats.cleanups},
+                "size_checks": {"interval_seconds": cfg["size_check_interval"], "runs": self.checks,
+                                "last_run": self.last_check}}
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass

@@ -1,0 +1,251 @@
+"""L2: Redis through the shared redis.asyncio client, with outage backoff.
+
+Every command is bounded by cache.redis_timeout_seconds.  The first failure
+marks L2 down: requests then skip Redis entirely (no latency per request, no
+error to the client; L1 keeps answering) while one background probe pings
+with exponential backoff up to cache.redis_retry_max_seconds.  The first
+answered ping marks it up again.  Both transitions move llmapi_redis_up,
+llmapi_cache_l2_up and llmapi_cache_l2_transitions_total{state}.
+
+Keys are REDIS_PREFIX + cache key ("{llmapi}:cache:<op>:<digest>");
+invalidation walks them with SCAN (never KEYS) and UNLINKs in batches.
+Invalidations are published on "{llmapi}:cache:events" so every process
+drops its L1 copies too.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Callable
+
+from exporter.metrics import CACHE_L2_ERRORS, CACHE_L2_TRANSITIONS, CACHE_L2_UP, REDIS_LATENCY, REDIS_UP
+from service.cache.keys import REDIS_PREFIX
+
+log = logging.getLogger("service.cache")
+
+EVENTS_CHANNEL = "{llmapi}:cache:events"
+SCAN_COUNT = 500
+FIRST_RETRY = 0.25
+
+
+class RedisTier:
+    def __init__(self, redis, store, on_event: Callable[[dict], None] | None = None):
+        self.r = redis
+        self.store = store
+        self.on_event = on_event
+        self.up = redis is not None
+        self.origin = uuid.uuid4().hex
+        self.outages = 0
+        self.recoveries = 0
+        self.down_since: float | None = None
+        self.last_outage: dict | None = None
+        self.last_error: str | None = None
+        self.gets = self.get_hits = self.sets = self.errors = 0
+        self.latency = {"get": [0, 0.0], "set": [0, 0.0]}
+        self._probe: asyncio.Task | None = None
+        self._listener: asyncio.Task | None = None
+        self._lat = {"get": REDIS_LATENCY.labels("cache_get"), "set": REDIS_LATENCY.labels("cache_set")}
+        CACHE_L2_UP.set(1 if self.up else 0)
+
+    @property
+    def configured(self) -> bool:
+        return self.r is not None
+
+    @property
+    def usable(self) -> bool:
+        return self.up and self.store.get("cache")["use_redis"]
+
+    def _timeout(self) -> float:
+        return self.store.get("cache")["redis_timeout_seconds"]
+
+    # ---- commands (never raise) -------------------------------------------
+    async def _timed(self, name: str, coro):
+        """Run one command within the timeout; (True, result) or (False, None) after marking the failure."""
+        t = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout()):
+                res = await coro
+        except Exception as e:
+            self.failed(name, e)
+            return False, None
+        dt = time.perf_counter() - t
+        self._lat[name].observe(dt)
+        lat = self.latency[name]
+        lat[0] += 1
+        lat[1] += dt
+        return True, res
+
+    async def get(self, key: str) -> bytes | None:
+        ok, raw = await self._timed("get", self.r.get(REDIS_PREFIX + key))
+        if ok:
+            self.gets += 1
+            self.get_hits += raw is not None
+        return raw
+
+    async def set(self, key: str, blob: bytes, ttl_seconds: float) -> bool:
+        ok, _ = await self._timed("set", self.r.set(REDIS_PREFIX + key, blob, px=max(1, int(ttl_seconds * 1000))))
+        self.sets += ok
+        return ok
+
+    async def delete_matching(self, match: str) -> int:
+        """UNLINK every key matching REDIS_PREFIX + match (a Redis glob); -1 when Redis is unusable."""
+        if not self.usable:
+            return -1
+        n = 0
+        try:
+            async with asyncio.timeout(max(5.0, self._timeout() * 10)):
+                batch = []
+                async for k in self.r.scan_iter(match=REDIS_PREFIX + match, count=SCAN_COUNT):
+                    batch.append(k)
+                    if len(batch) >= SCAN_COUNT:
+                        n += await self.r.unlink(*batch)
+                        batch = []
+                if batch:
+                    n += await self.r.unlink(*batch)
+        except Exception as e:
+            self.failed("scan", e)
+            return -1 if n == 0 else n
+        return n
+
+    async def count(self, limit: int = 1_000_000) -> int | None:
+        """Cache keys in Redis (SCAN, bounded); None when Redis is unusable."""
+        if not self.usable:
+            return None
+        n = 0
+        try:
+            async with asyncio.timeout(max(5.0, self._timeout() * 10)):
+                async for _ in self.r.scan_iter(match=REDIS_PREFIX + "*", count=SCAN_COUNT * 2):
+                    n += 1
+                    if n >= limit:
+                        break
+        except Exception as e:
+            self.failed("scan", e)
+            return None
+        return n
+
+    async def ping(self) -> float:
+        """Round trip in seconds; raises when Redis does not answer."""
+        t = time.perf_counter()
+        async with asyncio.timeout(self._timeout()):
+            await self.r.ping()
+        return time.perf_counter() - t
+
+    async def publish(self, event: dict) -> None:
+        if not self.usable:
+            return
+        try:
+            async with asyncio.timeout(self._timeout()):
+                await self.r.publish(EVENTS_CHANNEL, json.dumps({**event, "origin": self.origin}))
+        except Exception as e:
+            self.failed("publish", e)
+
+    # ---- outage handling ---------------------------------------------------
+    def failed(self, command: str, exc: BaseException) -> None:
+        self.errors += 1
+        CACHE_L2_ERRORS.labels(command).inc()
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        if not self.up:
+            return
+        self.up = False
+        self.outages += 1
+        self.down_since = time.time()
+        REDIS_UP.set(0)
+        CACHE_L2_UP.set(0)
+        CACHE_L2_TRANSITIONS.labels("down").inc()
+        log.warning("cache: Redis L2 unavailable, serving from memory", extra={"command": command,
+                                                                              "error": self.last_error})
+        try:
+            self._probe = asyncio.get_running_loop().create_task(self._probe_loop(), name="cache:l2-probe")
+        except RuntimeError:
+            pass
+
+    def _recovered(self) -> None:
+        down_for = time.time() - (self.down_since or time.time())
+        self.up = True
+        self.recoveries += 1
+        self.last_outage = {"started": self.down_since, "duration_seconds": round(down_for, 3)}
+        self.down_since = None
+        REDIS_UP.set(1)
+        CACHE_L2_UP.set(1)
+        CACHE_L2_TRANSITIONS.labels("up").inc()
+        log.warning("cache: Redis L2 back after %.1fs", down_for)
+
+    async def _probe_loop(self) -> None:
+        delay = FIRST_RETRY
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.last_error = f"{type(e).__name__}: {e}"[:200]
+                delay = min(delay * 2, self.store.get("cache")["redis_retry_max_seconds"])
+                continue
+            self._recovered()
+            return
+
+    def status(self) -> dict:
+        if not self.configured:
+            return {"configured": False, "state": "absent"}
+        avg = {k: round(v[1] / v[0] * 1000, 4) if v[0] else None for k, v in self.latency.items()}
+        out = {"configured": True, "enabled": self.store.get("cache")["use_redis"], "state": "up" if self.up else "down",
+               "outages": self.outages, "recoveries": self.recoveries, "errors": self.errors,
+               "last_error": self.last_error, "gets": self.gets, "get_hits": self.get_hits, "sets": self.sets,
+               "avg_get_ms": avg["get"], "avg_set_ms": avg["set"], "last_outage": self.last_outage}
+        if self.down_since is not None:
+            out["down_for_seconds"] = round(time.time() - self.down_since, 3)
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        if not self.configured:
+            CACHE_L2_UP.set(0)
+            return
+        try:
+            await self.ping()
+            REDIS_UP.set(1)
+        except Exception as e:
+            self.failed("ping", e)
+        if self.on_event is not None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="cache:l2-events")
+
+    async def _listen(self) -> None:
+        delay = FIRST_RETRY
+        while True:
+            pubsub = None
+            try:
+                pubsub = self.r.pubsub()
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                delay = FIRST_RETRY
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    try:
+                        event = json.loads(msg["data"])
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict) and event.get("origin") != self.origin:
+                        self.on_event(event)
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    try:
+                        await pubsub.aclose()
+                    except Exception:
+                        pass
+                raise
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.store.get("cache")["redis_retry_max_seconds"])
+
+    async def close(self) -> None:
+        for t in (self._probe, self._listener):
+            if t is not None:
+                t.cancel()
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass

@@ -1,0 +1,200 @@
+"""The read side of /internal/cache: every answer computed from measurements."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from exporter.kpis import BY_KEY
+from service import spans
+from service.cache import ttl as ttlmod
+from service.cache.analytics import MB, recommendations
+from service.providers.base import OPERATIONS
+
+HIT_KPI = BY_KEY["cache_hit_ratio"]
+
+
+def _r(x: float, n: int = 6) -> float:
+    return round(x, n)
+
+
+def _kpi(ratio: float, lookups: int, store) -> dict:
+    alerts = store.values.get("alerts", {})
+    target = alerts.get("cache_hit_ratio_threshold", HIT_KPI.target)
+    critical = alerts.get("cache_hit_ratio_critical", HIT_KPI.critical)
+    return {"value": ratio, "target": target, "good": HIT_KPI.good, "critical": critical,
+            "status": HIT_KPI.status(ratio, target, critical) if lookups else None}
+
+
+def _memory(cache) -> dict:
+    cfg = cache.store.get("cache")
+    l1 = cache.l1
+    max_bytes = cfg["max_memory_mb"] * MB
+    st = cache.stats
+    return {"entries": len(l1), "memory_bytes": l1.bytes, "memory_mb": _r(l1.bytes / MB, 4),
+            "max_entries": cfg["max_entries"], "max_memory_mb": cfg["max_memory_mb"],
+            "memory_utilization": _r(l1.bytes / max_bytes, 4), "entry_utilization": _r(len(l1) / cfg["max_entries"], 4),
+            "avg_entry_bytes": round(l1.bytes / len(l1)) if len(l1) else 0,
+            "expired_entries": sum(1 for e in l1.entries() if e.expires_at <= time.time()),
+            "popular_entries": len(cache.hot),
+            "compression_ratio": _r(st.stored_bytes / st.set_bytes, 4) if st.set_bytes else None,
+            "compressed_values": st.compressed_sets}
+
+
+async def stats(cache) -> dict:
+    st = cache.stats
+    tot = st.totals()
+    redis = cache.l2.status()
+    if cache.maint.l2_entries is not None:
+        redis["entries"] = cache.maint.l2_entries
+    return {
+        "hit_ratio": tot["hit_ratio"], "hit_ratio_percent": _r(tot["hit_ratio"] * 100, 2),
+        "hits": tot["hits"], "misses": tot["misses"], "lookups": tot["lookups"],
+        "hits_by_tier": {"memory": tot["memory_hits"], "redis": tot["redis_hits"]},
+        "enabled": cache._enabled, "backend": "memory+redis" if cache.l2.configured else "memory",
+        **_memory(cache),
+        "sets": st.sets, "evictions": dict(st.evictions), "single_flight_joins": st.single_flight_joins,
+        "stale_served": dict(st.stale_served), "in_flight": len(cache._flights),
+        "redis": redis, "warming": cache.warmer.status(), **cache.maint.status(),
+        "pressure": st.pressure, "key_strategy": cache.keys.strategy,
+        "uptime_seconds": round(time.time() - st.started, 1),
+    }
+
+
+async def performance_analysis(cache) -> dict:
+    st = cache.stats
+    tot = st.totals()
+    sp = spans.snapshot()
+    avg_compute = st.avg_compute_seconds()
+    by_op = st.breakdown(0)
+    saved = sum(g["hits"] * avg_compute.get(op, 0.0) for op, g in by_op.items())
+    return {
+        "hit_ratio": tot["hit_ratio"], "lookups": tot["lookups"], "hits": tot["hits"], "misses": tot["misses"],
+        "kpi": _kpi(tot["hit_ratio"], tot["lookups"], cache.store),
+        "latency_ms": {name.split(".", 1)[1]: sp[name] for name in
+                       ("cache.lookup", "cache.l2_get", "cache.compute", "cache.warm") if name in sp},
+        "compute_avg_seconds_by_operation": avg_compute,
+        "estimated_compute_seconds_saved": _r(saved, 3),
+        "memory": _memory(cache),
+        "redis": cache.l2.status(),
+        "evictions": dict(st.evictions),
+        "miss_causes": {"expired": st.expired_misses, "popular_expired": st.popular_expired_misses,
+                        "evicted_for_room": st.capacity_misses, "normalization": st.normalization_misses,
+                        "first_seen": max(0, tot["misses"] - st.expired_misses - st.capacity_misses)},
+        "single_flight_joins": st.single_flight_joins,
+        "by_operation": by_op,
+    }
+
+
+async def usage_patterns(cache, minutes: int = 60) -> dict:
+    st = cache.stats
+    tot = st.totals()
+    entries = list(cache.l1.entries())
+    hits = sorted((e.hits for e in entries), reverse=True)
+    total_hits = sum(hits)
+    top = sorted(entries, key=lambda e: e.hits, reverse=True)[:10]
+    buckets = {"0": 0, "1": 0, "2-4": 0, "5-9": 0, "10-99": 0, "100+": 0}
+    for h in hits:
+        k = "0" if h == 0 else "1" if h == 1 else "2-4" if h < 5 else "5-9" if h < 10 else "10-99" if h < 100 else "100+"
+        buckets[k] += 1
+    top10 = max(1, len(hits) // 10)
+    ops = {op: g["lookups"] for op, g in st.breakdown(0).items()}
+    n_ops = sum(ops.values())
+    return {
+        "lookups": tot["lookups"], "hit_ratio": tot["hit_ratio"],
+        "per_minute": st.series(minutes), "by_hour_utc": st.hourly(),
+        "operation_mix": {op: {"lookups": n, "share": _r(n / n_ops, 4) if n_ops else 0.0} for op, n in ops.items()},
+        "popularity": {"entries": len(entries), "hits_per_entry": buckets,
+                       "top_10_percent_hit_share": _r(sum(hits[:top10]) / total_hits, 4) if total_hits else None,
+                       "popular_entries": len(cache.hot), "popularity_threshold": cache._pop_thr},
+        "top_keys": [{"key": e.key, "operation": e.op, "hits": e.hits, "age_seconds": round(time.time() - e.stored_at, 1),
+                      "ttl_left_seconds": round(e.expires_at - time.time(), 1)} for e in top if e.hits],
+        "repeat_rate": _r(tot["hits"] / tot["lookups"], 4) if tot["lookups"] else 0.0,
+    }
+
+
+async def hit_miss_analysis(cache) -> dict:
+    st = cache.stats
+    tot = st.totals()
+    cfg = cache.store.get("cache")
+    by_size = st.breakdown(1)
+    return {
+        "overall": tot,
+        "by_operation": st.breakdown(0),
+        "by_text_size": by_size,
+        "text_size_tiers": {**{k: f"< {v} chars" for k, v in sorted(cfg["text_size_tiers"].items(), key=lambda kv: kv[1])},
+                            "xlarge": f">= {max(cfg['text_size_tiers'].values())} chars"},
+        "by_tier": {"memory": tot["memory_hits"], "redis": tot["redis_hits"], "miss": tot["misses"]},
+        "miss_causes": {"expired": st.expired_misses, "popular_expired": st.popular_expired_misses,
+                        "evicted_for_room": st.capacity_misses, "normalization": st.normalization_misses},
+        "recent": st.series(15),
+    }
+
+
+async def key_analysis(cache) -> dict:
+    entries = list(cache.l1.entries())
+    sizes = [len(e.key) for e in entries]
+    redis_sizes = [len(e.key) + len("{llmapi}:cache:") for e in entries]
+    dup = cache.duplicate_entries()
+    dist: dict[str, int] = {}
+    for s in redis_sizes:
+        b = f"{(s // 16) * 16}-{(s // 16) * 16 + 15}"
+        dist[b] = dist.get(b, 0) + 1
+    by_op: dict[str, int] = {}
+    for e in entries:
+        by_op[e.op] = by_op.get(e.op, 0) + 1
+    st = cache.stats
+    return {
+        "keys": len(entries),
+        "key_format": "{llmapi}:cache:<operation>:<digest> (no raw text)",
+        "strategy": cache.keys.strategy,
+        "key_size_bytes": {"min": min(redis_sizes, default=0), "max": max(redis_sizes, default=0),
+                           "avg": _r(statistics.fmean(redis_sizes), 2) if redis_sizes else 0,
+                           "memory_key_avg": _r(statistics.fmean(sizes), 2) if sizes else 0,
+                           "distribution": dist},
+        "keys_by_operation": by_op,
+        "duplication": {"duplicate_entries": dup, "duplicate_ratio": _r(dup / len(entries), 4) if entries else 0.0,
+                        "removable_by": "whitespace, case and Unicode NFC normalization",
+                        "bytes_removable": sum(e.size for e in _duplicates(entries)),
+                        "misses_normalization_would_hit": st.normalization_misses},
+    }
+
+
+def _duplicates(entries: list) -> list:
+    seen: set[bytes] = set()
+    out = []
+    for e in entries:
+        if e.fp in seen:
+            out.append(e)
+        else:
+            seen.add(e.fp)
+    return out
+
+
+async def optimization_recommendations(cache) -> dict:
+    recs = recommendations(cache)
+    tot = cache.stats.totals()
+    return {"recommendations": recs, "count": len(recs), "generated_at": time.time(),
+            "based_on": {"lookups": tot["lookups"], "hit_ratio": tot["hit_ratio"],
+                         "window_seconds": round(time.time() - cache.stats.started, 1)}}
+
+
+def snapshot(cache) -> dict:
+    """The measured state an optimization run compares against."""
+    tot = cache.stats.totals()
+    return {"time": time.time(), "hits": tot["hits"], "misses": tot["misses"], "hit_ratio": tot["hit_ratio"],
+            "entries": len(cache.l1), "memory_bytes": cache.l1.bytes,
+            "evictions": sum(cache.stats.evictions.values())}
+
+
+async def optimization_results(cache) -> dict:
+    now = snapshot(cache)
+    runs = []
+    for run in reversed(cache.optimizations):
+        b = run["before"]["measured"]
+        hits, misses = now["hits"] - b["hits"], now["misses"] - b["misses"]
+        since = {"lookups": hits + misses, "hit_ratio": _r(hits / (hits + misses)) if hits + misses else None}
+        if since["hit_ratio"] is not None:
+            since["hit_ratio_change"] = _r(since["hit_ratio"] - b["hit_ratio"])
+        runs.append({**run, "since": since})
+    return {"runs": runs, "count": len(runs), "last_run": runs[0]["time"] if runs else None, "current": now,
+            "ttl_table": ttlmod.table(cache.store.get("cache"), OPERATIONS, cache._mon())}
