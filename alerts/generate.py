@@ -4,7 +4,8 @@
     python -m alerts.generate --check    exit 1 when a committed file differs from a regeneration
 
 Outputs (committed):
-    deploy/rules/llmapi.rules.yml        recording + alerting rules (Prometheus loads them)
+    alerts/rules/llmapi.rules.yml        recording + alerting rules (compose mounts alerts/rules at
+                                         /etc/llmapi/rules, where deploy/prometheus.yml loads them)
     alerts/tests/llmapi.rules.test.yml   `promtool test rules` cases: firing and quiet, threshold edges
     alerts/RUNBOOK.md                    the runbook every alert's runbook_url points into
 
@@ -29,7 +30,7 @@ from exporter.kpis import KPIS, LOWER, KPI
 from exporter.metrics import AI_BUCKETS, HTTP_BUCKETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RULES_PATH = os.path.join(ROOT, "deploy", "rules", "llmapi.rules.yml")
+RULES_PATH = os.path.join(ROOT, "alerts", "rules", "llmapi.rules.yml")
 TESTS_PATH = os.path.join(ROOT, "alerts", "tests", "llmapi.rules.test.yml")
 RUNBOOK_PATH = os.path.join(ROOT, "alerts", "RUNBOOK.md")
 JOB = "llmapi"                       # the scrape job name in deploy/prometheus.yml

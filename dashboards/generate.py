@@ -1,7 +1,10 @@
 """Generate the Grafana dashboard JSON from the KPI catalog with grafanalib.
 
-    python -m dashboards.generate           write deploy/grafana/dashboards/*.json
+    python -m dashboards.generate           write dashboards/json/*.json
     python -m dashboards.generate --check   exit 1 when the committed JSON is stale
+
+Compose mounts dashboards/json at /etc/llmapi/grafana/dashboards, where the
+provisioning file deploy/grafana/provisioning/dashboards/llmapi.yml points Grafana.
 
 One overview dashboard: the six KPI stat panels coloured at the catalog's
 thresholds, the KPI trends with threshold lines, then a row each for HTTP
@@ -24,7 +27,7 @@ from exporter import genfiles, kpis
 from exporter.kpis import API_ROUTE_MATCHER, KPIS, LOWER, KPI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT_DIR = os.path.join(ROOT, "deploy", "grafana", "dashboards")
+OUT_DIR = os.path.join(ROOT, "dashboards", "json")
 OVERVIEW_PATH = os.path.join(OUT_DIR, "llmapi-overview.json")
 SCHEMA_VERSION = 39      # Grafana 10.3+ / 11 native schema: no migration on load
 UID = "llmapi-overview"

@@ -1,10 +1,15 @@
 """End to end with the real binaries: redis-server, the service, the fake upstream,
 Prometheus (/usr/bin/prometheus) and Alertmanager (/usr/bin/prometheus-alertmanager)
-on free loopback ports, configured from the shipped deploy/ files.
+on free loopback ports, configured from the files docker-compose.yml mounts:
+each binary runs on the /etc/llmapi tree of its compose service, rebuilt in a
+temp dir from the service's volume lines (tests/e2e/layout.py), so
+deploy/prometheus.yml finds the rules under rules/ as in the container and
+the dashboards come from where Grafana's provisioning file points.
 
 Test overrides (and only these): Prometheus scrapes and evaluates every second,
-the KPI rate window is 15s and every `for:` 1s (alerts.generate.rules(window, for_)),
-Alertmanager groups with 1s waits, and targets point at the loopback ports.
+the KPI rate window is 15s and every `for:` 1s (alerts.generate.rules(window, for_),
+written over the mounted rules file), Alertmanager groups with 1s waits, and
+targets point at the loopback ports.
 
 Scenario: good traffic -> upstream errors injected (POST /_control) -> the
 critical error-rate alert reaches the webhook sink through Alertmanager, with
@@ -26,12 +31,13 @@ import pytest
 import yaml
 
 from alerts import generate
-from dashboards.generate import OVERVIEW_PATH, panel_queries
-from tests.helpers import API_KEY, ROOT, PYTHON, Proc, RedisServer, free_port, start_fake_upstream, start_service
+from dashboards.generate import panel_queries
+from tests.e2e.layout import CONTAINER_ROOT, Tree
+from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, start_fake_upstream, start_service
 
 pytestmark = pytest.mark.e2e
 
-DEPLOY = os.path.join(ROOT, "deploy")
+ETC = CONTAINER_ROOT     # /etc/llmapi, as in the containers
 JOB = generate.JOB
 WINDOW = "15s"           # KPI rate window for the test (shipped: 5m)
 FOR = "1s"               # every alert's for: in the test (shipped: minutes)
@@ -48,8 +54,13 @@ SERVICE_CONFIG = {
 }
 
 
-def _prometheus_config(svc_port: int, prom_port: int, am_port: int) -> dict:
-    cfg = yaml.safe_load(open(os.path.join(DEPLOY, "prometheus.yml")))
+def _load(path: str) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _prometheus_config(tree: Tree, svc_port: int, prom_port: int, am_port: int) -> dict:
+    cfg = _load(tree.host(f"{ETC}/prometheus.yml"))
     cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
     cfg["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
     targets = {JOB: svc_port, "prometheus": prom_port, "alertmanager": am_port}
@@ -60,8 +71,8 @@ def _prometheus_config(svc_port: int, prom_port: int, am_port: int) -> dict:
     return cfg
 
 
-def _alertmanager_config() -> dict:
-    cfg = yaml.safe_load(open(os.path.join(DEPLOY, "alertmanager.yml")))
+def _alertmanager_config(tree: Tree) -> dict:
+    cfg = _load(tree.host(f"{ETC}/alertmanager.yml"))
     for route in [cfg["route"], *cfg["route"].get("routes", [])]:
         route.update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     return cfg
@@ -85,22 +96,27 @@ class Stack:
         sink_port = free_port()
         self.sink = self._keep(Proc([PYTHON, "-m", "alerts.webhook_sink", "--port", str(sink_port)], dict(os.environ),
                                     sink_port, "/alerts"))
+        # each container's /etc/llmapi, from the compose volume lines
+        self.am_tree = Tree(tmp / "alertmanager", "alertmanager")
+        self.prom_tree = Tree(tmp / "prometheus", "prometheus")
+        self.grafana_tree = Tree(tmp / "grafana", "grafana")
         # Alertmanager through the shipped entrypoint (renders ALERT_WEBHOOK_URL into the config)
         am_port, prom_port = free_port(), free_port()
-        am_src = tmp / "alertmanager.yml"
-        am_src.write_text(yaml.safe_dump(_alertmanager_config(), sort_keys=False))
-        am_env = dict(os.environ, ALERT_WEBHOOK_URL=f"{self.sink.url}/alerts", ALERTMANAGER_CONFIG=str(am_src),
+        am_src = self.am_tree.write(f"{ETC}/alertmanager.yml",
+                                    yaml.safe_dump(_alertmanager_config(self.am_tree), sort_keys=False))
+        am_env = dict(os.environ, ALERT_WEBHOOK_URL=f"{self.sink.url}/alerts", ALERTMANAGER_CONFIG=am_src,
                       ALERTMANAGER_RENDERED=str(tmp / "alertmanager.rendered.yml"),
                       ALERTMANAGER_BIN="/usr/bin/prometheus-alertmanager")
-        self.am = self._keep(Proc(["sh", os.path.join(DEPLOY, "alertmanager-entrypoint.sh"),
+        self.am = self._keep(Proc(["sh", self.am_tree.host(f"{ETC}/alertmanager-entrypoint.sh"),
                                    f"--web.listen-address=127.0.0.1:{am_port}", f"--storage.path={tmp / 'am-data'}",
                                    "--cluster.listen-address=", "--log.level=warn"], am_env, am_port, "/-/ready"))
-        # Prometheus with the shipped config and the generated rules (short window and for:)
-        (tmp / "rules").mkdir()
-        (tmp / "rules" / "llmapi.rules.yml").write_text(generate.dump(generate.rules(window=WINDOW, for_=FOR)))
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(self.svc.port, prom_port, am_port),
-                                                           sort_keys=False))
-        self.prom = self._keep(Proc(["/usr/bin/prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+        # Prometheus with the shipped config and the generated rules (short window and for:), written
+        # over the mounted rules file: prometheus.yml's `rules/*.yml` finds it as in the container
+        self.prom_tree.write(os.path.join(ETC, "rules", os.path.basename(generate.RULES_PATH)),
+                             generate.HEADER + generate.dump(generate.rules(window=WINDOW, for_=FOR)))
+        prom_cfg = self.prom_tree.write(f"{ETC}/prometheus.yml", yaml.safe_dump(
+            _prometheus_config(self.prom_tree, self.svc.port, prom_port, am_port), sort_keys=False))
+        self.prom = self._keep(Proc(["/usr/bin/prometheus", f"--config.file={prom_cfg}",
                                      f"--storage.tsdb.path={tmp / 'prom-data'}",
                                      f"--web.listen-address=127.0.0.1:{prom_port}",
                                      "--rules.alert.resend-delay=1s", "--log.level=warn"],
@@ -263,9 +279,8 @@ async def test_error_alert_reaches_sink_resolves_and_dashboards_have_data(stack)
             await asyncio.sleep(3)  # a few scrapes after the last events
 
             # every dashboard panel query: valid PromQL with data
-            doc = json.load(open(OVERVIEW_PATH))
             problems = []
-            queries = panel_queries(doc)
+            queries = provisioned_queries(stack.grafana_tree)
             assert len(queries) >= 50
             for title, expr in queries:
                 q = (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$job", JOB)
@@ -313,6 +328,18 @@ async def test_configure_alerts_moves_the_threshold_prometheus_sees(stack):
             async with session.post(f"{stack.svc.url}/internal/monitoring/configure-alerts",
                                     json={"error_rate_critical": 0.02}, headers={"X-API-Key": API_KEY}) as r:
                 assert r.status == 200
+
+
+def provisioned_queries(tree: Tree) -> list[tuple[str, str]]:
+    """(title, PromQL) of every panel of every dashboard Grafana's provisioning loads, as the container sees them."""
+    provider = _load(tree.host(f"{ETC}/grafana/provisioning/dashboards/llmapi.yml"))["providers"][0]
+    folder = tree.host(provider["options"]["path"])
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as fh:
+                out += [(f"{name}: {title}", expr) for title, expr in panel_queries(json.load(fh))]
+    return out
 
 
 async def _has_value(session, stack, q: str):
