@@ -44,6 +44,7 @@ class Maintenance:
     # ---- background loop ---------------------------------------------------------
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._wake.set()  # a first check (and L2 count) right away
         self.task = asyncio.get_running_loop().create_task(self._loop(), name="cache:maintenance")
 
     def wake(self) -> None:

@@ -45,7 +45,7 @@ def _check_ttl(new: dict, body: dict) -> None:
 
 def _check_pressure(new: dict, body: dict) -> None:
     if new["pressure_threshold"] > new["emergency_threshold"]:
-        field = "pressure_threshold" if "pressure_threshold" in body else "emergency_threshold"
+        field = "emergency_threshold" if "emergency_threshold" in body else "pressure_threshold"
         raise ConfigValidationError("cache", field, "pressure_threshold must be <= emergency_threshold")
 
 
@@ -84,7 +84,7 @@ def _command(name: str, spec: dict):
         unknown = sorted(set(body) - set(fields))
         if unknown:
             raise validation_error(unknown[0], f"unknown field for {name}; accepted: {list(fields)}")
-        body = {**body, **spec.get("fixed", {})}
+        body = {**spec.get("fixed", {}), **body}
         new = ctx.store.validate("cache", body)
         if "check" in spec:
             spec["check"](new, body)
