@@ -28,6 +28,7 @@ log = logging.getLogger("service.cache")
 
 EVENTS_CHANNEL = "{llmapi}:cache:events"
 SCAN_COUNT = 500
+MAX_PENDING = 100       # invalidations kept during an outage; beyond: everything is dropped at recovery
 FIRST_RETRY = 0.25
 
 
@@ -45,6 +46,7 @@ class RedisTier:
         self.last_error: str | None = None
         self.gets = self.get_hits = self.sets = self.errors = 0
         self.latency = {"get": [0, 0.0], "set": [0, 0.0]}
+        self.pending: list[str] = []  # invalidation matches to apply once Redis is back
         self._probe: asyncio.Task | None = None
         self._listener: asyncio.Task | None = None
         self._lat = {"get": REDIS_LATENCY.labels("cache_get"), "set": REDIS_LATENCY.labels("cache_set")}
@@ -91,23 +93,38 @@ class RedisTier:
         return ok
 
     async def delete_matching(self, match: str) -> int:
-        """UNLINK every key matching REDIS_PREFIX + match (a Redis glob); -1 when Redis is unusable."""
-        if not self.usable:
+        """UNLINK every key matching REDIS_PREFIX + match (a Redis glob).
+
+        -1 when Redis is unusable: the match is then kept and applied before
+        L2 is used again, so an invalidation is never undone by a recovery."""
+        if not self.up:
+            self._defer(match)
             return -1
-        n = 0
         try:
-            async with asyncio.timeout(max(5.0, self._timeout() * 10)):
-                batch = []
-                async for k in self.r.scan_iter(match=REDIS_PREFIX + match, count=SCAN_COUNT):
-                    batch.append(k)
-                    if len(batch) >= SCAN_COUNT:
-                        n += await self.r.unlink(*batch)
-                        batch = []
-                if batch:
-                    n += await self.r.unlink(*batch)
+            return await self._scan_delete(match)
         except Exception as e:
             self.failed("scan", e)
-            return -1 if n == 0 else n
+            self._defer(match)
+            return -1
+
+    def _defer(self, match: str) -> None:
+        if not self.configured or match in self.pending:
+            return
+        self.pending.append(match)
+        if len(self.pending) > MAX_PENDING:
+            self.pending[:] = ["*"]
+
+    async def _scan_delete(self, match: str) -> int:
+        n = 0
+        async with asyncio.timeout(max(5.0, self._timeout() * 10)):
+            batch = []
+            async for k in self.r.scan_iter(match=REDIS_PREFIX + match, count=SCAN_COUNT):
+                batch.append(k)
+                if len(batch) >= SCAN_COUNT:
+                    n += await self.r.unlink(*batch)
+                    batch = []
+            if batch:
+                n += await self.r.unlink(*batch)
         return n
 
     async def count(self, limit: int = 1_000_000) -> int | None:
@@ -179,6 +196,9 @@ class RedisTier:
             await asyncio.sleep(delay)
             try:
                 await self.ping()
+                while self.pending:  # invalidations made during the outage, before L2 serves again
+                    await self._scan_delete(self.pending[0])
+                    self.pending.pop(0)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -195,7 +215,8 @@ class RedisTier:
         out = {"configured": True, "enabled": self.store.get("cache")["use_redis"], "state": "up" if self.up else "down",
                "outages": self.outages, "recoveries": self.recoveries, "errors": self.errors,
                "last_error": self.last_error, "gets": self.gets, "get_hits": self.get_hits, "sets": self.sets,
-               "avg_get_ms": avg["get"], "avg_set_ms": avg["set"], "last_outage": self.last_outage}
+               "avg_get_ms": avg["get"], "avg_set_ms": avg["set"], "last_outage": self.last_outage,
+               "pending_invalidations": list(self.pending)}
         if self.down_since is not None:
             out["down_for_seconds"] = round(time.time() - self.down_since, 3)
         return out

@@ -136,3 +136,25 @@ async def test_redis_down_at_start_is_not_fatal(make_cache, fresh_redis):
     assert (await cache.get_or_compute(req(), p))[1] is True
     fresh_redis.start()
     assert await wait_until(lambda: cache.l2.up, 20)
+
+
+async def test_invalidation_during_an_outage_is_applied_before_l2_serves_again(make_cache, fresh_redis):
+    cache = await make_cache(fresh_redis.url, redis_retry_max_seconds=0.5)
+    p = Provider()
+    await cache.get_or_compute(req(), p)
+    r = redis.Redis(port=fresh_redis.port)
+    dump = r.dump("{llmapi}:cache:" + cache.key_for(req()))
+    fresh_redis.stop()
+    res = await cache.invalidate("summarize:*")
+    assert res["memory_removed"] == 1 and res["redis_removed"] is None
+    assert cache.l2.pending == ["summarize:*"]
+    cache.l2._probe.cancel()  # hold the probe while the old copy is put back (no persistence here,
+    fresh_redis.start()       # as a surviving replica would still have it)
+    r = redis.Redis(port=fresh_redis.port)
+    r.restore("{llmapi}:cache:" + cache.key_for(req()), 0, dump)
+    cache.l2._probe = asyncio.ensure_future(cache.l2._probe_loop())
+    assert await wait_until(lambda: cache.l2.up, 20)
+    assert cache.l2.pending == []
+    assert r.exists("{llmapi}:cache:" + cache.key_for(req())) == 0
+    r.close()
+    assert (await cache.get_or_compute(req(), p))[1] is False
