@@ -83,13 +83,19 @@ class Maintenance:
         self.check_pressure(cfg, now)
         if cfg["auto_cleanup"] and now - self.last_cleanup >= cfg["cleanup_interval_minutes"] * 60:
             self.cleanup(cfg, now)
-        if cache.l2.usable and now - self._l2_counted >= L2_COUNT_INTERVAL:
+        await self.count_l2(L2_COUNT_INTERVAL)
+        cache._gauges()
+
+    async def count_l2(self, max_age: float) -> int | None:
+        """Cache keys in Redis, counted (SCAN) at most once per max_age seconds."""
+        now = time.time()
+        if self.cache.l2.usable and now - self._l2_counted >= max_age:
             self._l2_counted = now
-            n = await cache.l2.count()
+            n = await self.cache.l2.count()
             if n is not None:
                 self.l2_entries = n
                 CACHE_ENTRIES.labels("redis").set(n)
-        cache._gauges()
+        return self.l2_entries
 
     # ---- pressure ------------------------------------------------------------------
     def check_pressure(self, cfg: dict, now: float) -> dict | None:

@@ -44,8 +44,8 @@ async def stats(cache) -> dict:
     st = cache.stats
     tot = st.totals()
     redis = cache.l2.status()
-    if cache.maint.l2_entries is not None:
-        redis["entries"] = cache.maint.l2_entries
+    if cache.l2.configured:
+        redis["entries"] = await cache.maint.count_l2(5.0)
     return {
         "hit_ratio": tot["hit_ratio"], "hit_ratio_percent": _r(tot["hit_ratio"] * 100, 2),
         "hits": tot["hits"], "misses": tot["misses"], "lookups": tot["lookups"],
