@@ -189,6 +189,21 @@ def availability_alerts(for_: str | None = None) -> list[dict]:
     ]
 
 
+def ratio_alert(a: kpis.RatioAlert, window: str = kpis.WINDOW, for_: str | None = None) -> dict:
+    return {
+        "alert": a.alert,
+        "expr": a.expr(window),
+        "for": for_ or a.for_,
+        "labels": {"severity": a.severity},
+        "annotations": {
+            "summary": a.summary,
+            "description": f"{{{{ $labels.job }}}}: {{{{ $value | humanizePercentage }}}} of {a.events} over the "
+                           f"last {window}, above {humanize_percentage(a.threshold)}.",
+            "runbook_url": a.runbook_url,
+        },
+    }
+
+
 def rules(window: str = kpis.WINDOW, for_: str | None = None) -> dict:
     """The rule groups.  `window` and `for_` override the KPI rate window and every
     `for:` (the end-to-end test uses short ones); the defaults are what ships."""
@@ -202,6 +217,7 @@ def rules(window: str = kpis.WINDOW, for_: str | None = None) -> dict:
         {"name": "llmapi-kpi-alerts", "rules": kpi_alerts},
         {"name": "llmapi-slo-burn-rate", "rules": burn_alerts(for_)},
         {"name": "llmapi-availability", "rules": availability_alerts(for_)},
+        {"name": "llmapi-load", "rules": [ratio_alert(a, window, for_) for a in kpis.RATIO_ALERTS]},
     ]}
 
 
@@ -510,9 +526,59 @@ def availability_tests() -> list[dict]:
     ]
 
 
+def ratio_inputs(a: kpis.RatioAlert, v: float) -> list[dict]:
+    """Raw series making alert a's ratio exactly v (plus series its selectors must leave out)."""
+    events, total = _exact_error_rates(v)  # per second
+    api = {**LABELS, "route": "/v1/text/summarize", "method": "POST"}
+    if a.alert == "LlmapiLoadShedding":
+        out = [_series("llmapi_http_requests_total", {**api, "status": "200"}, (total - events) * 60),
+               _series("llmapi_http_requests_total", {**LABELS, "route": "/metrics", "method": "GET",
+                                                      "status": "200"}, 5000 * 60)]
+        if events:
+            out += [_series("llmapi_http_requests_total", {**api, "status": "503"}, events * 60),
+                    _series("llmapi_admission_shed_total", {**LABELS, "reason": "queue_full"}, events * 60)]
+        return out
+    if a.alert == "LlmapiRateLimitRejections":
+        out = [_series("llmapi_rate_limit_decisions_total", {**LABELS, "decision": "allowed", "tier": "default"},
+                       (total - events) * 60)]
+        if events:
+            out.append(_series("llmapi_rate_limit_decisions_total",
+                               {**LABELS, "decision": "denied", "tier": "default"}, events * 60))
+        return out
+    raise KeyError(a.alert)
+
+
+RATIO_STEP = 0.001       # "one step past the threshold" of the ratio alerts' tests
+
+
+def ratio_tests() -> list[dict]:
+    out = []
+    for a in kpis.RATIO_ALERTS:
+        r = ratio_alert(a)
+        past = round(a.threshold + RATIO_STEP, 6)
+        cases = [("well above: fires", round(a.threshold * 5, 6), True),
+                 ("one step past the threshold: fires", past, True),
+                 ("at the threshold: quiet", a.threshold, False),
+                 ("below: quiet", round(a.threshold / 2, 6), False),
+                 ("none: quiet", 0.0, False)]
+        for name, v, fires in cases:
+            exp = []
+            if fires:
+                exp.append({"exp_labels": {**r["labels"], "job": JOB},
+                            "exp_annotations": {**r["annotations"], "description": r["annotations"]["description"]
+                                                .replace("{{ $labels.job }}", JOB)
+                                                .replace("{{ $value | humanizePercentage }}",
+                                                         humanize_percentage(v))}})
+            out.append({"name": f"{a.alert}: {name} ({humanize_percentage(v)})", "interval": "1m",
+                        "input_series": ratio_inputs(a, v),
+                        "alert_rule_test": [{"eval_time": EVAL, "alertname": a.alert, "exp_alerts": exp}]})
+    return out
+
+
 def unit_tests() -> dict:
     rules_rel = os.path.relpath(RULES_PATH, os.path.dirname(TESTS_PATH))
-    groups = [g for k in KPIS for g in kpi_tests(k)] + burn_tests() + availability_tests()
+    groups = ([g for k in KPIS for g in kpi_tests(k)] + burn_tests() + availability_tests()
+              + ratio_tests())
     return {"rule_files": [rules_rel], "evaluation_interval": "1m", "tests": groups}
 
 
@@ -538,8 +604,21 @@ def runbook_md() -> str:
                   f"- Config fields (section `alerts`): `{k.config_field}` (warning), "
                   f"`{k.config_critical_field}` (critical), in {k.config_unit}", "",
                   k.runbook.rstrip(), ""]
+    alerts_at: dict[str, list[str]] = {}
+    for g in rules()["groups"]:
+        for r in g["rules"]:
+            if "alert" in r:
+                entry = f"`{r['alert']}` ({r['labels']['severity']}, for {r['for']})"
+                anchor = r["annotations"]["runbook_url"].rsplit("#", 1)[1]
+                if entry not in alerts_at.setdefault(anchor, []):
+                    alerts_at[anchor].append(entry)
+    exprs = {a.key: a.expr() for a in kpis.RATIO_ALERTS}
     for key, (title, text) in kpis.OTHER_RUNBOOKS.items():
-        lines += [f"## {key.replace('_', '-')}", "", f"**{title}**", "", text.rstrip(), ""]
+        anchor = key.replace("_", "-")
+        lines += [f"## {anchor}", "", f"**{title}**", "", f"- Alerts: {', '.join(alerts_at.get(anchor, []))}"]
+        if key in exprs:
+            lines.append(f"- PromQL: `{exprs[key]}`")
+        lines += ["", text.rstrip(), ""]
     return "\n".join(lines)
 
 

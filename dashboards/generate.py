@@ -7,11 +7,18 @@ Compose mounts dashboards/json at /etc/llmapi/grafana/dashboards, where the
 provisioning file deploy/grafana/provisioning/dashboards/llmapi.yml points Grafana.
 
 One overview dashboard: the six KPI stat panels coloured at the catalog's
-thresholds, the KPI trends with threshold lines, then a row each for HTTP
-(RED), the AI service, cache, resilience, middleware, process/runtime and
-Redis.  Template variables: datasource, job, instance.  Every rate uses
-$__rate_interval except the KPI stat panels, which show the alerting value
-(the rules' 5m window).
+thresholds, the KPI trends with threshold lines (the catalog's, drawn, and
+the live llmapi_kpi_threshold series that configure-alerts moves), then a row
+each for HTTP (RED), the AI service, cache, resilience, middleware,
+monitoring (admission, background tasks, emergency mode), process/runtime
+and Redis.  Every metric of exporter/metrics.py appears in some panel
+(tests/dashboards checks it).  Template variables: datasource, job,
+instance.  Every rate uses $__rate_interval except the KPI stat panels,
+which show the alerting value (the rules' 5m window).
+
+Rare-event counters (outages, rejections, pressure responses) have no series
+until the first event; their panels add `or on() vector(0)` so they read 0,
+not "No data", on a healthy service.
 """
 from __future__ import annotations
 
@@ -41,6 +48,25 @@ GREEN, YELLOW, ORANGE, RED = "green", "#EAB839", "orange", "red"
 
 def _s(*matchers: str) -> str:
     return kpis.sel(SEL, *matchers)
+
+
+def rate(metric: str, by: str = "", *matchers: str, agg: str = "sum") -> str:
+    """`sum by (by) (rate(metric{job,instance,matchers}[$__rate_interval]))`."""
+    grouping = f" by ({by}) " if by else ""
+    return f"{agg}{grouping}(rate({metric}{_s(*matchers)}[{RI}]))"
+
+
+def p95(metric: str, by: str = "", *matchers: str) -> str:
+    """P95 of a histogram over $__rate_interval, per `by`."""
+    return f"histogram_quantile(0.95, {rate(metric + '_bucket', ', '.join([*filter(None, [by]), 'le']), *matchers)})"
+
+
+ZERO_FALLBACK = " or on() vector(0)"
+
+
+def or_zero(expr: str) -> str:
+    """A rare-event series: 0 until the first event instead of no data."""
+    return expr + ZERO_FALLBACK
 
 
 def steps(k: KPI) -> list[dict]:
@@ -118,8 +144,13 @@ def kpi_stat(k: KPI) -> Stat:
 
 def kpi_trend(k: KPI) -> TimeSeries:
     legend = "{{job}} {{instance}}" if "instance" in k.by else "{{job}}"
-    return ts(f"{k.title} (lines: good / target / needs attention)", [(k.expr(RI, SEL, k.by), legend)],
-              k.grafana_unit, k.description, k=k)
+    matchers = _s(f'kpi="{k.key}"', 'level=~"target|critical"')
+    live = f"max by (level) (llmapi_kpi_threshold{matchers})"
+    return ts(f"{k.title} (lines: good / target / needs attention)",
+              [(k.expr(RI, SEL, k.by), legend), (live, "alerting at ({{level}})")],
+              k.grafana_unit, f"{k.description}. Coloured lines: the catalog's thresholds; 'alerting at' series: "
+                              "the live thresholds the alert rules use (moved by POST "
+                              "/internal/monitoring/configure-alerts).", k=k)
 
 
 def kpi(key: str) -> KPI:
@@ -154,16 +185,22 @@ def ai_row(L: Layout) -> None:
     h = "llmapi_ai_request_duration_seconds"
     L.add(ts("AI calls by operation", [
         (f"sum by (operation, provider) (rate({h}_count{_s()}[{RI}]))", "{{provider}} {{operation}}")],
-        "reqps", "AI provider calls per second."), 6, 8)
+        "reqps", "AI provider calls per second."), 8, 8)
     L.add(ts("AI P95 by operation", [
         (f"histogram_quantile(0.95, sum by (operation, le) (rate({h}_bucket{_s()}[{RI}])))", "{{operation}}")],
-        "s", "95th percentile AI call duration per operation.", k=kpi("ai_response_time_p95")), 6, 8)
+        "s", "95th percentile AI call duration per operation.", k=kpi("ai_response_time_p95")), 8, 8)
     L.add(ts("Tokens per second", [
         (f"sum by (provider, type) (rate(llmapi_ai_tokens_total{_s()}[{RI}]))", "{{provider}} {{type}}")],
-        "short", "Tokens used by the AI provider, by type (prompt, completion)."), 6, 8)
+        "short", "Tokens used by the AI provider, by type (prompt, completion)."), 8, 8)
     L.add(ts("AI errors by kind", [
         (f"sum by (provider, kind) (rate(llmapi_ai_errors_total{_s()}[{RI}]))", "{{provider}} {{kind}}")],
-        "reqps", "AI provider errors per second by kind."), 6, 8)
+        "reqps", "AI provider errors per second by kind."), 8, 8)
+    L.add(ts("Micro-batches per second", [(rate("llmapi_ai_batches_total"), "batches")],
+             "ops", "Batches sent to the AI provider per second (0 while micro-batching is off)."), 8, 8)
+    L.add(ts("Requests per micro-batch (mean, P95)", [
+        (f"{rate('llmapi_ai_batch_size_sum')} / {rate('llmapi_ai_batch_size_count')}", "mean"),
+        (p95("llmapi_ai_batch_size"), "p95")],
+        "short", "How many requests share one provider call."), 8, 8)
 
 
 def cache_row(L: Layout) -> None:
@@ -177,8 +214,24 @@ def cache_row(L: Layout) -> None:
         "ops", "Entries evicted per second by reason."), 6, 8)
     L.add(ts("Entries by tier", [(f"sum by (tier) (llmapi_cache_entries{_s()})", "{{tier}}")],
              "short", "Entries held in each cache tier."), 6, 8)
-    L.add(ts("Memory tier bytes", [(f"sum by (instance) (llmapi_cache_memory_bytes{_s()})", "{{instance}}")],
-             "bytes", "Bytes held by the in-memory cache tier."), 6, 8)
+    L.add(ts("Memory tier bytes and cap", [
+        (f"sum by (instance) (llmapi_cache_memory_bytes{_s()})", "held {{instance}}"),
+        (f"sum by (instance) (llmapi_cache_max_memory_bytes{_s()})", "cap {{instance}}")],
+        "bytes", "Bytes held by the in-memory cache tier, and its memory cap (all workers)."), 6, 8)
+    L.add(ts("L2 (Redis) outages and failed commands", [
+        (or_zero(rate("llmapi_cache_l2_transitions_total", "state")), "went {{state}}"),
+        (or_zero(rate("llmapi_cache_l2_errors_total", "command")), "failed {{command}}")],
+        "ops", "Cache L2 availability changes (down: outage, up: recovery) and failed Redis commands per second. "
+               "The Redis row shows whether L2 is in use."), 6, 8)
+    L.add(ts("Warming, single-flight, stale answers", [
+        (or_zero(rate("llmapi_cache_warming_refreshes_total", "result")), "warming {{result}}"),
+        (rate("llmapi_cache_single_flight_joins_total"), "single-flight joins"),
+        (or_zero(rate("llmapi_cache_stale_served_total", "tier")), "stale served {{tier}}")],
+        "ops", "Background warming refreshes by result; misses that waited on an identical miss in flight; "
+               "expired answers served as fallbacks."), 6, 8)
+    L.add(ts("Memory-pressure responses", [
+        (or_zero(rate("llmapi_cache_pressure_events_total", "level, response")), "{{level}}: {{response}}")],
+        "ops", "How the cache responded to memory pressure (per second), by pressure level."), 6, 8)
 
 
 def resilience_row(L: Layout) -> None:
@@ -190,19 +243,32 @@ def resilience_row(L: Layout) -> None:
     L.add(ts("Breaker transitions", [
         (f"sum by (breaker, state) (rate(llmapi_circuit_breaker_transitions_total{_s()}[{RI}]))",
          "{{breaker}} -> {{state}}")], "ops", "Breaker state changes per second."), 6, 8)
+    L.add(ts("Breaker rejections (failed fast)", [
+        (or_zero(rate("llmapi_circuit_breaker_rejections_total", "breaker")), "{{breaker}}")],
+        "ops", "Calls an open (or full half-open) breaker refused without calling the provider, per second."), 6, 8)
     L.add(ts("Retries by operation", [
         (f"sum by (operation) (rate(llmapi_resilience_retries_total{_s()}[{RI}]))", "{{operation}}")],
-        "ops", "Retried AI calls per second."), 6, 8)
+        "ops", "Retried AI calls per second."), 9, 8)
     L.add(ts("Fallbacks by kind", [
         (f"sum by (operation, kind) (rate(llmapi_resilience_fallbacks_total{_s()}[{RI}]))",
-         "{{operation}} {{kind}}")], "ops", "Fallback answers per second."), 6, 8)
+         "{{operation}} {{kind}}")], "ops", "Fallback answers per second."), 9, 8)
 
 
 def middleware_row(L: Layout) -> None:
     L.row("Middleware")
     L.add(ts("Rate-limit decisions", [
         (f"sum by (decision, tier) (rate(llmapi_rate_limit_decisions_total{_s()}[{RI}]))", "{{tier}} {{decision}}")],
-        "ops", "Rate-limit decisions per second."), 8, 8)
+        "ops", "Rate-limit decisions per second.",
+        links=[runbook_link("Rate-limit rejections", "rate_limit_rejections")]), 8, 8)
+    L.add(ts("Rate-limit token leases from Redis", [
+        (or_zero(rate("llmapi_rate_limit_leases_total", "result")), "{{result}}")],
+        "ops", "Token leases asked of Redis per second by result (granted, partial, empty, error). "
+               "The Redis row shows when limits fall back to local counters."), 8, 8)
+    L.add(ts("Size rejections (413)", [
+        (or_zero(f"sum by (content_type) (rate(llmapi_request_size_rejections_total{_s()}[{RI}]))"),
+         "body {{content_type}}"),
+        (or_zero(rate("llmapi_decompression_rejections_total", "encoding")), "decoded {{encoding}}")],
+        "reqps", "Requests rejected for their size, and compressed bodies stopped at the decoded-size cap."), 8, 8)
     L.add(ts("Compression ratio (out / in)", [
         (f"sum by (algorithm) (rate(llmapi_compression_output_bytes_total{_s()}[{RI}])) / "
          f"sum by (algorithm) (rate(llmapi_compression_input_bytes_total{_s()}[{RI}]))", "{{algorithm}}")],
@@ -211,17 +277,36 @@ def middleware_row(L: Layout) -> None:
         (f"sum(rate(llmapi_compression_input_bytes_total{_s()}[{RI}]))", "in"),
         (f"sum(rate(llmapi_compression_output_bytes_total{_s()}[{RI}]))", "out")],
         "Bps", "Bytes per second before and after response compression."), 8, 8)
-    L.add(ts("Request-size rejections", [
-        (f"sum by (content_type) (rate(llmapi_request_size_rejections_total{_s()}[{RI}]))", "{{content_type}}")],
-        "reqps", "Requests rejected for their size (413)."), 8, 8)
+    L.add(ts("Compression CPU (cores busy)", [(rate("llmapi_compression_seconds_total", "algorithm"), "{{algorithm}}")],
+             "short", "Seconds spent compressing per second: the share of a core compression costs."), 8, 8)
     L.add(ts("API version use", [
         (f"sum by (version, source) (rate(llmapi_api_version_requests_total{_s()}[{RI}]))",
-         "{{version}} ({{source}})")], "reqps", "Requests by detected API version and where it was found."), 8, 8)
+         "{{version}} ({{source}})")], "reqps", "Requests by detected API version and where it was found."), 12, 8)
+    L.add(ts("Middleware own time P95 (sampled requests)", [
+        (p95("llmapi_middleware_overhead_seconds", "middleware"), "{{middleware}}")],
+        "s", "95th percentile of each middleware's own time, in the requests the stack profiler samples."), 12, 8)
+
+
+def monitoring_row(L: Layout) -> None:
+    L.row("Monitoring: admission, background tasks, emergency mode")
     L.add(ts("Admission: shed, active, queued", [
-        (f"sum by (reason) (rate(llmapi_admission_shed_total{_s()}[{RI}]))", "shed {{reason}}"),
+        (or_zero(f"sum by (reason) (rate(llmapi_admission_shed_total{_s()}[{RI}]))"), "shed {{reason}}"),
         (f"sum(llmapi_admission_active_requests{_s()})", "active"),
         (f"sum(llmapi_admission_queue_depth{_s()})", "queued")],
-        "short", "Load shedding per second (503) and admission slots in use."), 8, 8)
+        "short", "Load shedding per second (503) and admission slots in use.",
+        links=[runbook_link("Load shedding", "load_shedding")]), 8, 8)
+    L.add(ts("Admission queue wait P95", [(p95("llmapi_admission_wait_seconds"), "p95")],
+             "s", "95th percentile of the time queued requests waited for an admission slot."), 8, 8)
+    L.add(ts("Emergency mode (1 = on)", [(f"max by (instance) (llmapi_emergency_mode{_s()})", "{{instance}}")],
+             "short", "1 while emergency mode sheds optional work (POST /internal/monitoring/emergency-mode)."), 8, 8)
+    L.add(ts("Background tasks by result", [
+        (or_zero(rate("llmapi_background_tasks_total", "kind, result")), "{{kind}} {{result}}")],
+        "ops", "Background tasks finished per second by kind and result."), 8, 8)
+    L.add(ts("Background queue depth", [(f"sum by (instance) (llmapi_background_queue_depth{_s()})", "{{instance}}")],
+             "short", "Background tasks waiting for a worker."), 8, 8)
+    L.add(ts("Monitoring history snapshots", [
+        (f"max by (instance) (llmapi_monitoring_history_snapshots{_s()})", "{{instance}}")],
+        "short", "Minute snapshots held in the monitoring history (bounded by its retention)."), 8, 8)
 
 
 def process_row(L: Layout) -> None:
@@ -263,6 +348,11 @@ def redis_row(L: Layout) -> None:
     L.add(ts("Redis commands per second", [
         (f"sum by (command) (rate(llmapi_redis_command_duration_seconds_count{_s()}[{RI}]))", "{{command}}")],
         "ops", "Redis commands per second by command."), 8, 8)
+    L.add(ts("Running without Redis: cache L2, rate limits", [
+        (f"min by (instance) (llmapi_cache_l2_up{_s()})", "cache L2 in use {{instance}}"),
+        (f"max by (instance) (llmapi_rate_limit_fallback_active{_s()})", "rate limits local {{instance}}")],
+        "short", "1 = cache uses Redis as its L2 tier (0: outage, or no Redis); 1 = rate limits fell back to "
+                 "per-process counters because Redis failed.", links=[runbook_link("Redis down", "redis_down")]), 24, 6)
 
 
 def overview() -> Dashboard:
@@ -273,7 +363,7 @@ def overview() -> Dashboard:
     L.row("KPI trends")
     for k in KPIS:
         L.add(kpi_trend(k), 8, 8)
-    for build in (http_row, ai_row, cache_row, resilience_row, middleware_row, process_row, redis_row):
+    for build in (http_row, ai_row, cache_row, resilience_row, middleware_row, monitoring_row, process_row, redis_row):
         build(L)
     templating = Templating(list=[
         Template(name="datasource", label="Data source", query="prometheus", type="datasource",
@@ -288,7 +378,7 @@ def overview() -> Dashboard:
     return Dashboard(
         title="LLM API overview", uid=UID, tags=["llmapi", "generated"],
         description="KPIs at the spec's thresholds and the service's RED, AI, cache, resilience, middleware, "
-                    "process and Redis metrics. Generated by dashboards/generate.py from exporter/kpis.py.",
+                    "monitoring, process and Redis metrics. Generated by dashboards/generate.py from exporter/kpis.py.",
         panels=L.panels, templating=templating, time=Time("now-1h", "now"), refresh="30s",
         schemaVersion=SCHEMA_VERSION, timezone="browser", graphTooltip=1,
         links=[{"title": "Runbook", "type": "link", "url": kpis.runbook_base_url(), "targetBlank": True,

@@ -348,6 +348,53 @@ def error_ratio_record(window: str) -> str:
     return f"llmapi:http_error_ratio:rate{window}"
 
 
+# ---- load alerts: shares of requests turned away (not KPIs of the spec table) ----
+@dataclass(frozen=True)
+class RatioAlert:
+    """A warning when events make up more than `threshold` of their whole, sustained for `for_`.
+
+    `numerator` and `denominator` are metric selectors summed by job:
+    sum by (job) (rate(<numerator>[w])) / sum by (job) (rate(<denominator>[w])).
+    """
+    alert: str          # alert name
+    key: str            # runbook anchor (OTHER_RUNBOOKS key)
+    summary: str
+    events: str         # description wording: "<value> of <events> ..."
+    numerator: str
+    denominator: str
+    threshold: float    # ratio; a value exactly at it is quiet
+    for_: str = "10m"
+    severity: str = "warning"
+
+    def expr(self, window: str = WINDOW) -> str:
+        num = f"sum by (job) (rate({self.numerator}[{window}]))"
+        den = f"sum by (job) (rate({self.denominator}[{window}]))"
+        return f"{num} / {den} > {self.threshold!r}"
+
+    @property
+    def runbook_url(self) -> str:
+        return runbook_url(self.key)
+
+
+RATIO_ALERTS: tuple[RatioAlert, ...] = (
+    RatioAlert(
+        alert="LlmapiLoadShedding", key="load_shedding", summary="Admission control is shedding requests",
+        events="API requests were shed by admission control (503)",
+        numerator="llmapi_admission_shed_total",
+        denominator=f"llmapi_http_requests_total{sel(API_ROUTE_MATCHER)}",
+        threshold=0.01,
+    ),
+    RatioAlert(
+        alert="LlmapiRateLimitRejections", key="rate_limit_rejections",
+        summary="Many requests are rate limited",
+        events="rate-limit decisions denied the request (429)",
+        numerator='llmapi_rate_limit_decisions_total{decision="denied"}',
+        denominator="llmapi_rate_limit_decisions_total",
+        threshold=0.10,
+    ),
+)
+
+
 # ---- the other alerts: their runbooks ----------------------------------
 OTHER_RUNBOOKS: dict[str, tuple[str, str]] = {
     "error_budget_burn": ("Error budget burn", """\
@@ -372,6 +419,26 @@ in-memory tier, rate limits to per-process counters, config changes stop propaga
 
 **Act.** Fix or switch the provider (`POST /internal/config/ai`). The breaker half-opens on its own after its
 recovery timeout; `/internal/resilience` shows and tunes it.
+"""),
+    "load_shedding": ("Load shedding", """\
+**Meaning.** Admission control answers more than 1 % of API requests with 503 (shed): the in-flight limit and
+its queue are full, or queued requests waited past the queue timeout. Shed requests also count as 5xx errors.
+
+**Check.** Monitoring row: shed by reason, active and queued requests, queue wait P95. Process row: CPU and
+event-loop lag (saturated, or a slow upstream holding slots?). `GET /internal/monitoring/system-load`.
+
+**Act.** Add capacity (`WORKERS`, replicas), or raise `monitoring.max_concurrent_requests` / `queue_size`
+(`POST /internal/config/monitoring`) if the process has headroom; speed up the upstream or lower
+`ai.timeout_seconds` so slots free sooner.
+"""),
+    "rate_limit_rejections": ("Rate-limit rejections", """\
+**Meaning.** More than 10 % of rate-limit decisions deny the request (429): clients exceed their limits.
+
+**Check.** Middleware row: decisions by tier and outcome, Redis token leases. Is it one client (a retry loop,
+a batch job) or everyone (a limit set too low after a config change: `GET /internal/config/history`)?
+
+**Act.** Contact or block the abusive client; raise `rate_limit.requests_per_minute` / `burst_size` or the
+client's tier if the traffic is legitimate (`POST /internal/config/rate_limit`).
 """),
     "service_down": ("Service down", """\
 **Meaning.** Prometheus cannot scrape the service (`up == 0`), or no target of the job exists at all.

@@ -46,19 +46,42 @@ def test_promtool_unit_tests_pass():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("moved", ["0.0199", "0.0211"])
-def test_unit_tests_fail_when_a_threshold_moves(tmp_path, moved):
-    """The unit tests pin the edges: a default lowered by a hair fires the at-the-edge case,
-    one raised past the next step silences the just-past case."""
-    rules = open(generate.RULES_PATH).read().replace("vector(0.02)", f"vector({moved})")
+def unit_tests_on(tmp_path, rules: str, only: str) -> subprocess.CompletedProcess:
+    """The committed promtool unit tests whose group name starts with `only`, run against other rules."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "llmapi.rules.yml").write_text(rules)
     tests = load(generate.TESTS_PATH)
     tests["rule_files"] = ["rules/llmapi.rules.yml"]
+    tests["tests"] = [g for g in tests["tests"] if g["name"].startswith(only)]
+    assert tests["tests"]
     (tmp_path / "t.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
-    r = run("promtool", "test", "rules", str(tmp_path / "t.yml"))
+    return run("promtool", "test", "rules", str(tmp_path / "t.yml"))
+
+
+@pytest.mark.parametrize("moved", ["0.0199", "0.0211"])
+def test_unit_tests_fail_when_a_threshold_moves(tmp_path, moved):
+    """The unit tests pin the edges: a default lowered by a hair fires the at-the-edge case,
+    one raised past the next step silences the just-past case."""
+    r = unit_tests_on(tmp_path, open(generate.RULES_PATH).read().replace("vector(0.02)", f"vector({moved})"),
+                      only="error_rate:")
     assert r.returncode != 0
     assert "LlmapiErrorRateNeedsAttention" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("a", kpis.RATIO_ALERTS, ids=lambda a: a.alert)
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_ratio_alerts_come_from_the_catalog_and_their_edges_are_pinned(tmp_path, a, direction):
+    """Load-shedding and rate-limit alerts: expression, for and severity from exporter/kpis.py; a threshold
+    moved a hair down fires the at-the-threshold case, one moved past the next step silences the just-past one."""
+    r = next(r for r in all_rules() if r.get("alert") == a.alert)
+    assert (r["expr"], r["for"], r["labels"]["severity"]) == (a.expr(), a.for_, a.severity)
+    assert r["annotations"]["runbook_url"] == a.runbook_url
+    th = a.threshold * 0.99 if direction == "down" else round(a.threshold + generate.RATIO_STEP * 1.5, 6)
+    moved = a.expr().replace(f"> {a.threshold!r}", f"> {th!r}")
+    assert moved != a.expr()
+    res = unit_tests_on(tmp_path, open(generate.RULES_PATH).read().replace(a.expr(), moved), only=f"{a.alert}:")
+    assert res.returncode != 0
+    assert a.alert in res.stdout + res.stderr
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case():

@@ -56,6 +56,7 @@ def test_rows(doc):
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
     for want in ("HTTP (RED)", "AI service", "Cache", "Resilience", "Middleware", "Process / runtime", "Redis"):
         assert want in rows
+    assert any(r.startswith("Monitoring") for r in rows)
 
 
 def test_template_variables(doc):
@@ -110,3 +111,66 @@ def test_grid_has_no_overlaps(doc):
 def test_panel_queries_lists_every_target(doc):
     n = sum(len(p["targets"]) for p in leaf_panels(doc))
     assert len(generate.panel_queries(doc)) == n
+
+
+# ---- every metric on a panel, every panel metric real ---------------------------------
+# Metric families of exporter/metrics.py deliberately on no panel (none today; name each with its reason).
+NOT_ON_A_PANEL: dict[str, str] = {}
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum", ""),
+            "gauge": ("",), "info": ("_info",), "stateset": ("",), "unknown": ("",)}
+
+
+def exposed_names() -> dict[str, set[str]]:
+    """Family name -> the sample names it is exposed (and queried) under."""
+    from exporter.metrics import REGISTRY
+    return {m.name: {m.name + s for s in SUFFIXES[m.type]} for m in REGISTRY.collect()}
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"(?<![\w:])(llmapi_[a-z0-9_]+)", expr))
+
+
+def recording_rules() -> set[str]:
+    from alerts import generate as alerts_generate
+    return {r["record"] for g in alerts_generate.rules()["groups"] for r in g["rules"] if "record" in r}
+
+
+def test_every_metric_family_appears_on_a_panel(doc):
+    used = set()
+    for _, expr in generate.panel_queries(doc):
+        used |= metric_names(expr)
+    for t in doc["templating"]["list"]:
+        if t["type"] == "query":
+            used |= metric_names(t["query"])
+    families = exposed_names()
+    assert families, "exporter.metrics.REGISTRY is empty"
+    missing = sorted(f for f, names in families.items() if not names & used and f not in NOT_ON_A_PANEL)
+    assert not missing, f"metrics on no dashboard panel (add a panel in dashboards/generate.py): {missing}"
+    assert set(NOT_ON_A_PANEL) <= set(families), "an exception names a metric that no longer exists"
+
+
+def test_every_metric_a_panel_queries_exists(doc):
+    """A misspelt name would only show as an empty panel: every llmapi_ name a query uses is exported."""
+    known = set().union(*exposed_names().values())
+    for title, expr in generate.panel_queries(doc):
+        unknown = metric_names(expr) - known
+        assert not unknown, (title, unknown)
+    for title, expr in generate.panel_queries(doc):
+        for rec in re.findall(r"(?<![\w:])(llmapi:[\w:]+)", expr):
+            assert rec in recording_rules(), (title, rec)
+
+
+def test_rare_event_panels_read_zero_without_events(doc):
+    """Panels of counters that have no series before the first event fall back to 0, and only as a suffix
+    (the end-to-end test strips it to check the metric itself)."""
+    for title, expr in generate.panel_queries(doc):
+        if generate.ZERO_FALLBACK in expr:
+            assert expr.endswith(generate.ZERO_FALLBACK) and expr.count(generate.ZERO_FALLBACK) == 1, title
+
+
+def test_kpi_trends_show_the_live_thresholds(doc):
+    for k in kpis.KPIS:
+        p = next(p for p in doc["panels"] if p["type"] == "timeseries" and p["title"].startswith(k.title))
+        assert any(f'llmapi_kpi_threshold{{job=~"$job",instance=~"$instance",kpi="{k.key}"' in t["expr"]
+                   for t in p["targets"]), k.key
