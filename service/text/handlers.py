@@ -34,7 +34,8 @@ async def _run(request: web.Request, operation: str | None) -> web.Response:
         req = parse_text_request(body, operation, ctx.store.get("text"))
         if memo.enabled:
             memo.put((operation, request.content_type), raw, req)
-    request["operation"] = req.operation
+    if operation is None:  # /process: analytics learns the operation here (other routes name it)
+        request["operation"] = req.operation
     out = await ctx.text.process(req, request["request_id"])
     return web.Response(body=out, content_type=JSON)
 
