@@ -35,6 +35,7 @@ ROUTE_MODULES = (
     "service.internal.resilience",
     "service.internal.ai",
     "service.internal.monitoring",
+    "service.internal.middleware",
 )
 
 

@@ -5,10 +5,11 @@ logged with its traceback and answered 500 with only the request id.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import time
-import uuid
 
 from aiohttp import web
 
@@ -24,11 +25,17 @@ _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "
                422: "VALIDATION_ERROR", 429: "RATE_LIMITED", 503: "SERVICE_UNAVAILABLE"}
 
 
+# 32 hex digits like uuid4().hex, unique without the 2 us uuid4 costs: a random
+# per-process prefix and a counter
+_RID_PREFIX = os.urandom(8).hex()
+_rid_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
 def _request_id(request: web.Request) -> str:
     rid = request.headers.get("X-Request-ID")
     if rid and len(rid) <= 128 and rid.isprintable():
         return rid
-    return uuid.uuid4().hex
+    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def make(ctx):
@@ -62,7 +69,7 @@ def make(ctx):
                 resp = error_response(request, 500, "INTERNAL_ERROR",
                                       "internal error; quote the request_id when reporting it")
             resp.headers["X-Request-ID"] = rid
-            if ctx.store.get("logging")["access_log"]:
+            if access.isEnabledFor(logging.INFO) and ctx.store.get("logging")["access_log"]:
                 access.info("%s %s %s", request.method, request.path, resp.status,
                             extra={"status": resp.status, "method": request.method, "path": request.path,
                                    "duration_ms": round((time.perf_counter() - start) * 1000, 3)})

@@ -1,0 +1,89 @@
+"""Rate limiting per client (API key, by its hash) and the global throttle.
+
+Innermost, after auth, so the client is known.  Only paths under
+`rate_limit.paths` are limited (/v1/text by default): health, metrics and
+the /internal operator routes stay reachable while clients are throttled.
+The decision is made by service/ratelimit (GCRA in Redis with local token
+leases; local GCRA without Redis).  A refusal is 429 with Retry-After and
+RateLimit-Limit / -Remaining / -Reset / -Policy; allowed answers carry the
+same RateLimit-* headers unless `headers` is off.
+"""
+from __future__ import annotations
+
+import math
+from time import perf_counter
+
+from aiohttp import web
+
+from service.errors import ApiError
+from service.middleware.stackperf import SAMPLE, timed_inner
+from service.ratelimit import GLOBAL, RateLimiter
+
+NAME = "rate_limit"
+PROBED = True
+
+
+def _refuse(rl: RateLimiter, decision, limit: int, burst: int, scope: str, tier: str | None, cid: str | None):
+    retry = max(1, math.ceil(decision[3]))
+    headers = {"Retry-After": str(retry), "RateLimit-Limit": str(limit), "RateLimit-Remaining": "0",
+               "RateLimit-Reset": str(max(retry, math.ceil(decision[2]))), "RateLimit-Policy": rl.policy(limit, burst)}
+    details = {"scope": scope, "limit_per_minute": limit, "burst_size": burst, "retry_after_seconds": retry}
+    if tier is not None:
+        details["tier"] = tier
+    if cid is not None:
+        details["client_id"] = cid
+    what = "the service-wide throttle" if scope == "global" else "your rate limit"
+    return ApiError(429, "RATE_LIMITED", f"{what} of {limit} requests per minute is used up; retry in {retry}s",
+                    details, headers=headers)
+
+
+def make(ctx):
+    rl = ctx.ratelimiter
+    if rl is None:
+        rl = ctx.ratelimiter = RateLimiter(ctx.store, ctx.settings.redis_url)
+    get = ctx.store.get
+
+    @web.middleware
+    async def rate_limit_middleware(request: web.Request, handler):
+        rec = SAMPLE.get()
+        if rec is not None:
+            rec.append(perf_counter())
+        cfg = get("rate_limit")
+        glimit = cfg["global_limit_per_minute"]
+        enabled = cfg["enabled"]
+        if (enabled or glimit is not None) and request.path.startswith(rl.prefixes):
+            burst = cfg["burst_size"]
+            if glimit is not None:
+                d = rl.check(GLOBAL, glimit, burst)
+                if d is None:
+                    d = await rl.acquire(GLOBAL, glimit, burst)
+                if not d[0]:
+                    rl.count(False, "global")
+                    raise _refuse(rl, d, glimit, burst, "global", None, None)
+            if enabled:
+                secret = request.get("client_key") or f"ip:{request.remote}"
+                cid = rl.client_of(secret)
+                limit, tier = rl.limit_for(cid, cfg)
+                d = rl.check(cid, limit, burst)
+                if d is None:
+                    d = await rl.acquire(cid, limit, burst)
+                rl.count(d[0], tier)
+                if not d[0]:
+                    raise _refuse(rl, d, limit, burst, "client", tier, cid)
+            else:
+                rl.count(True, "global")
+                limit = glimit
+            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
+            if cfg["headers"]:
+                h = resp.headers
+                h["RateLimit-Limit"] = str(limit)
+                h["RateLimit-Remaining"] = str(d[1])
+                h["RateLimit-Reset"] = str(math.ceil(d[2]) if d[2] > 0 else 0)
+                h["RateLimit-Policy"] = rl.policy(limit, burst)
+        else:
+            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
+        if rec is not None:
+            rec.append(perf_counter())
+        return resp
+
+    return rate_limit_middleware
