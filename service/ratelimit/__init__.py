@@ -286,7 +286,15 @@ class RateLimiter:
         b.expires = now + self.lease_ttl
         b.remaining = int(remaining)
         b.reset_at = now + int(reset_us) / 1e6
-        b.denied_until = now + int(wait_us) / 1e6 if granted == 0 else 0.0
+        if granted == 0:
+            # the bucket is empty: refuse locally until a token is due, and at least for a while (half the
+            # lease window, at most half the bucket's refill time) so a saturated client costs no Redis call
+            # per request; the tokens that come due meanwhile wait in Redis for the next lease
+            interval = 60.0 / limit
+            hold = min(self.lease_window / 2, (cap - 1) * interval / 2)
+            b.denied_until = now + max(int(wait_us) / 1e6, hold)
+        else:
+            b.denied_until = 0.0
         b.leased_at = now
         b.used = 0
         self.tokens_leased += granted
