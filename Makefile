@@ -7,7 +7,7 @@ SYSTEM_BINS := redis-server prometheus promtool prometheus-alertmanager amtool j
 SYSTEM_PKGS := redis-server prometheus prometheus-alertmanager jq bc curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test system-deps bench dashboards alerts generate clean
+.PHONY: install run test system-deps bench dashboards alerts docs generate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ dashboards: install
 alerts: install
 	$(BIN)/python -m alerts.generate
 
-generate: dashboards alerts
+docs: install
+	$(BIN)/python -m service.docgen --write README.md
+
+generate: dashboards alerts docs
 
 clean:
 	rm -rf $(VENV) .state

@@ -6,9 +6,9 @@ from tests.helpers import ROOT
 
 
 def test_readme_env_table_is_generated_from_config_sections():
-    r = subprocess.run([sys.executable, "-m", "service.config.envdoc", "--check", os.path.join(ROOT, "README.md")],
+    r = subprocess.run([sys.executable, "-m", "service.docgen", "--check", os.path.join(ROOT, "README.md")],
                        cwd=ROOT)
-    assert r.returncode == 0, "README env table is stale: run python -m service.config.envdoc --write README.md"
+    assert r.returncode == 0, "README env table or route list is stale: run python -m service.docgen --write README.md"
 
 
 def test_ci_runs_make_test():

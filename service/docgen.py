@@ -1,7 +1,8 @@
-"""Print the README's env-var table from the config sections (one source of truth).
+"""Generate the README's env-var table (from the config sections) and route
+list (from the live route table): one source of truth for both.
 
-`python -m service.config.envdoc` writes the table; `--check README.md` exits 1
-when the README's table is stale.
+`python -m service.docgen --write README.md` rewrites both blocks;
+`--check README.md` exits 1 when either is stale (a test runs it).
 """
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import sys
 
 from service.config.sections import SECTIONS
 
-BEGIN = "<!-- envdoc:begin -->"
-END = "<!-- envdoc:end -->"
+BLOCKS = ("envdoc", "routes")
 
 PROCESS_ENV = [
     ("HOST", "127.0.0.1", "bind address; without API keys only loopback is allowed"),
@@ -45,10 +45,43 @@ def table() -> str:
     return "\n".join(rows)
 
 
+AREAS = {"/v1": "text API and health", "/internal/config": "runtime config store",
+         "/internal/cache": "response cache", "/internal/resilience": "AI-service resilience",
+         "/internal/ai": "AI provider tuning", "/internal/middleware": "middleware stack",
+         "/internal/monitoring": "monitoring, KPIs and operations", "/metrics": "Prometheus", "/openapi.json": "API document"}
+
+
+def routes() -> str:
+    import tempfile
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {"API_KEY": "docgen", "STATE_DIR": tempfile.gettempdir(), "LOG_LEVEL": "ERROR"}
+    app = create_app(Settings.from_env(env), env=env)
+    seen: dict[str, list[str]] = {}
+    for r in app.router.routes():
+        if r.method == "HEAD" or r.resource is None:
+            continue
+        path = r.resource.canonical
+        seen.setdefault(path, []).append(r.method)
+    rows = ["| area | route | methods |", "|---|---|---|"]
+    for path in sorted(seen):
+        area = next((v for k, v in sorted(AREAS.items(), key=lambda kv: -len(kv[0])) if path.startswith(k)), "")
+        rows.append(f"| {area} | `{path}` | {', '.join(sorted(seen[path]))} |")
+    return "\n".join(rows)
+
+
 def render(readme: str) -> str:
-    head, _, rest = readme.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    out = readme
+    for name, fn in (("envdoc", table), ("routes", routes)):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in out:
+            continue
+        head, _, rest = out.partition(begin)
+        _, _, tail = rest.partition(end)
+        out = f"{head}{begin}\n{fn()}\n{end}{tail}"
+    return out
 
 
 def main() -> int:
