@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 from bench import batching
+from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
 
@@ -60,6 +61,10 @@ SCENARIOS = {
     "uncached_upstream_batching_on": (batching.starter(True), False, batching.drive),
     "uncached_local_batching_off": (batching.starter(False, upstream=False), False, batching.drive),
     "uncached_local_batching_on": (batching.starter(True, upstream=False), False, batching.drive),
+    # the middleware stack on and off in one process and run, alternating (bench/middleware.py)
+    "middleware_stack_default": (middleware_bench.starter(), False, middleware_bench.run),
+    "middleware_stack_full": (middleware_bench.starter(full=True), False, middleware_bench.run),
+    "middleware_stack_redis": (middleware_bench.starter(full=True, redis=True), True, middleware_bench.run),
 }
 
 

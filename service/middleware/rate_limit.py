@@ -5,8 +5,8 @@ Innermost, after auth, so the client is known.  Only paths under
 the /internal operator routes stay reachable while clients are throttled.
 The decision is made by service/ratelimit (GCRA in Redis with local token
 leases; local GCRA without Redis).  A refusal is 429 with Retry-After and
-RateLimit-Limit / -Remaining / -Reset / -Policy; allowed answers carry the
-same RateLimit-* headers unless `headers` is off.
+RateLimit-Limit / -Remaining / -Reset / -Policy; allowed answers carry
+RateLimit-Limit / -Remaining / -Reset unless `headers` is off.
 """
 from __future__ import annotations
 
@@ -79,7 +79,6 @@ def make(ctx):
                 h["RateLimit-Limit"] = str(limit)
                 h["RateLimit-Remaining"] = str(d[1])
                 h["RateLimit-Reset"] = str(math.ceil(d[2]) if d[2] > 0 else 0)
-                h["RateLimit-Policy"] = rl.policy(limit, burst)
         else:
             resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
         if rec is not None:

@@ -65,23 +65,27 @@ class LocalGCRA:
         if now is None:
             now = monotonic()
         interval = 60.0 / limit_per_minute
-        cap = burst + 1
-        tat = self.tat.pop(key, now)
-        if tat < now:
+        window = (burst + 1) * interval
+        table = self.tat
+        tat = table.get(key)
+        if tat is None or tat < now:
             tat = now
-        if tat + interval - now <= cap * interval + 1e-9:
+        if tat + interval - now <= window + 1e-9:
             tat += interval
             allowed = True
             retry = 0.0
         else:
             allowed = False
-            retry = tat + interval - now - cap * interval
-        self.tat[key] = tat
-        if len(self.tat) > self.max_keys:
-            self.tat.pop(next(iter(self.tat)))
-            self.evictions += 1
-        remaining = max(0, int((now + cap * interval - tat) / interval + 1e-9))
-        return allowed, remaining, tat - now, retry
+            retry = tat + interval - now - window
+        if len(table) < self.max_keys:
+            table[key] = tat
+        else:  # full: keep the recently used keys, drop the least recently used
+            table.pop(key, None)
+            table[key] = tat
+            while len(table) > self.max_keys:
+                table.pop(next(iter(table)))
+                self.evictions += 1
+        return allowed, int((now + window - tat) / interval + 1e-9), tat - now, retry
 
     def __len__(self) -> int:
         return len(self.tat)
