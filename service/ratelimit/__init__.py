@@ -40,6 +40,13 @@ GLOBAL = "global"
 MIN_LEASE_TTL = 0.05
 
 
+async def _close_quietly(client) -> None:
+    try:
+        await client.aclose()
+    except Exception:
+        pass
+
+
 def client_id(secret: str) -> str:
     """A stable, non-reversible id of an API key (or client address), safe for logs, labels and Redis keys."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
@@ -73,6 +80,7 @@ class RateLimiter:
         self._redis = None
         self._script = None
         self._old_clients: list = []
+        self._closing: set = set()
         self.down_until = 0.0
         self._probe = None
         self._ids: dict[str, str] = {}
@@ -129,10 +137,18 @@ class RateLimiter:
         return self._redis
 
     def _drop_client(self) -> None:
-        if self._redis is not None:
-            self._old_clients.append(self._redis)
-            self._redis = None
-            self._script = None
+        """Forget the client (its settings changed); it is closed in the background."""
+        if self._redis is None:
+            return
+        old, self._redis, self._script = self._redis, None, None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._old_clients.append(old)
+            return
+        task = loop.create_task(_close_quietly(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         self._drop_client()
@@ -142,11 +158,10 @@ class RateLimiter:
         if self._probe is not None:
             self._probe.cancel()
         for c in self._old_clients:
-            try:
-                await c.aclose()
-            except Exception:
-                pass
+            await _close_quietly(c)
         self._old_clients.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # ---- who and how much ------------------------------------------------------------
     def client_of(self, secret: str) -> str:
@@ -314,7 +329,6 @@ class RateLimiter:
             log.warning("rate limit: Redis unavailable (%s), limiting locally", type(e).__name__)
         self.down_until = now + self.store.get("rate_limit")["redis_retry_seconds"]
         RATE_LIMIT_FALLBACK.set(1)
-        self._drop_client()
 
     def _recovered(self) -> None:
         self.down_until = 0.0

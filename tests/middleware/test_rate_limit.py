@@ -197,3 +197,22 @@ async def test_redis_outage_falls_back_locally_without_5xx(fresh_redis, service_
             await post()
             await asyncio.sleep(0.3)
         assert (await perf())["mode"] == "redis"
+
+
+async def test_redis_settings_change_live(redis_url, make_client):
+    client = await make_client(REDIS_URL=redis_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_REQUESTS_PER_MINUTE="6000")
+    assert (await client.post("/v1/text/summarize", json=BODY)).status == 200
+    rl = client.server.app["ctx"].ratelimiter
+    first = rl._redis
+    assert first is not None
+    r = await client.post("/internal/middleware/rate-limiting/optimize", json={"redis_pool_size": 3,
+                                                                              "lease_window_ms": 50})
+    assert r.status == 200
+    assert rl._redis is None                      # rebuilt on next use with the new pool size
+    for _ in range(5):
+        assert (await client.post("/v1/text/summarize", json=BODY)).status == 200
+    assert rl._redis is not None and rl._redis is not first
+    assert rl._redis.connection_pool.max_connections == 3
+    keys = await rl._redis.keys("*rl*")
+    assert keys and all(k.startswith(b"{llmapi}:rl:c:") for k in keys)
+    assert all(API_KEY.encode() not in k for k in keys)
