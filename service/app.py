@@ -34,6 +34,7 @@ ROUTE_MODULES = (
     "service.internal.cache",
     "service.internal.resilience",
     "service.internal.ai",
+    "service.internal.kpi",
     "service.internal.monitoring",
     "service.internal.middleware",
 )
