@@ -228,6 +228,8 @@ def test_gap_labels_cover_every_middleware():
     assert prof.labels[0] == "security" and prof.labels[-1] == "security"
     assert "errors+metrics" in prof.labels and "handler" in prof.labels
     assert prof.expected == 4 * len(prof.probed) == len(prof.labels) + 1
+    assert 0 < prof.probe_cost < 0.0001
+    prof.probe_cost = 0.0
     ts = [float(i) for i in range(prof.expected)]
     prof.finish(ts)
     snap = prof.snapshot()
