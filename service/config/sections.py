@@ -285,4 +285,4 @@ section(
     deprecated_versions=F(dict, {}, item_type=str, help="version -> sunset date (YYYY-MM-DD, or '' for none)"),
     query_param=F(str, "version", help="query parameter naming the version"),
 )
-# ---- end of middleware stack sections (issue 6)
+# ---- end of middleware stack sections (issue 6) ----------------------------
