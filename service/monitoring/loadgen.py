@@ -19,6 +19,8 @@ import time
 
 import aiohttp
 
+from service.middleware.auth import benchmark_token
+
 TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally and runs "
         "rules over this data to aggregate and record new time series or generate alerts. Grafana can be "
         "used to visualize the collected data. Operators watch latency, errors and saturation.")
@@ -94,9 +96,10 @@ async def run_scenario(session: aiohttp.ClientSession, base: str, sc: dict, prog
 
 
 async def run(plan: dict, api_key: str | None, progress=lambda *a: None) -> list[dict]:
-    headers = {"Content-Type": "application/json", "X-Benchmark": "1"}
+    headers = {"Content-Type": "application/json"}
     if api_key:
         headers["X-API-Key"] = api_key
+        headers["X-Benchmark"] = benchmark_token(api_key)  # exempt from client rate limits
     conc = max(sc["concurrency"] for sc in plan["scenarios"])
     timeout = aiohttp.ClientTimeout(total=plan.get("request_timeout", 30))
     out = []

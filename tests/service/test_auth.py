@@ -77,3 +77,17 @@ def test_keys_never_logged(service_factory):
     out = svc.output()
     assert "/v1/text/operations" in out  # the access log did run
     assert "wrong-secret-value-42" not in out and API_KEY not in out
+
+
+async def test_benchmark_token_exempts_only_the_real_token_from_the_throttle(make_client):
+    from service.middleware.auth import benchmark_token
+    client = await make_client()
+    r = await client.post("/internal/monitoring/enable-throttling", json={"max_requests_per_minute": 1})
+    assert r.status == 200
+    burst = client.server.app["ctx"].store.get("rate_limit")["burst_size"]
+    statuses = [(await client.get("/v1/text/operations")).status for _ in range(burst + 5)]
+    assert 429 in statuses
+    fake = {"X-Benchmark": "1"}
+    assert (await client.get("/v1/text/operations", headers=fake)).status == 429
+    real = {"X-Benchmark": benchmark_token(API_KEY)}
+    assert all([(await client.get("/v1/text/operations", headers=real)).status == 200 for _ in range(5)])
