@@ -26,11 +26,23 @@ def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()[:-1]
 
 
+_stamp = [-1, ""]  # (epoch ms, its ISO text): requests in the same millisecond share it
+
+
+def timestamp() -> str:
+    now = time.time()
+    ms = int(now * 1000)
+    if ms != _stamp[0]:
+        _stamp[0] = ms
+        _stamp[1] = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return _stamp[1]
+
+
 def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bool = False) -> bytes:
     ms = round((time.perf_counter() - start) * 1000, 3)
-    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    rid = f'"{request_id}"' if request_id.isalnum() else json.dumps(request_id)
     tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{ms},'
-            f'"request_id":{json.dumps(request_id)},"timestamp":"{ts}"')
+            f'"request_id":{rid},"timestamp":"{timestamp()}"')
     if fallback:
         tail += ',"fallback":true'
     return prefix + tail.encode() + b"}"
