@@ -105,8 +105,17 @@ async def test_breakers_listed_and_reset(make_client):
     assert r.status == 404 and (await r.json())["details"]["field"] == "name"
 
 
+def _ai_count(text: str) -> float:
+    """The summarize AI-call count in an exposition (the registry is per process, shared by tests)."""
+    for line in text.splitlines():
+        if line.startswith('llmapi_ai_request_duration_seconds_count{operation="summarize",provider="local"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_metrics_come_from_measured_calls(make_client):
     c = await make_client()
+    before = _ai_count(await (await c.get("/metrics")).text())
     for i in range(5):
         await _summarize(c, i)
     await _summarize(c, 0)  # cache hit: no AI call
@@ -120,7 +129,7 @@ async def test_metrics_come_from_measured_calls(make_client):
     assert imp["summary"]["breaker_decisions"] == 10  # admit + record per call
     assert imp["summary"]["breaker_decision_avg_us"] is not None
     m = await (await c.get("/metrics")).text()
-    assert 'llmapi_ai_request_duration_seconds_count{operation="summarize",provider="local"} 5.0' in m
+    assert _ai_count(m) - before == 5
 
 
 async def test_apply_performance_optimizations_from_measurements(make_client):
