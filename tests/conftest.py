@@ -29,15 +29,21 @@ def fresh_redis():
     srv.close()
 
 
-@pytest.fixture
-def service_factory(tmp_path):
+def _stopping(start):
+    """Wrap a process starter so every process it started is stopped after the test."""
     procs = []
 
-    def start(**env):
-        p = start_service(str(tmp_path / "state"), **env)
+    def wrapped(*args, **kwargs):
+        p = start(*args, **kwargs)
         procs.append(p)
         return p
 
+    return wrapped, procs
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    start, procs = _stopping(lambda **env: start_service(str(tmp_path / "state"), **env))
     yield start
     for p in procs:
         p.stop()
@@ -45,13 +51,7 @@ def service_factory(tmp_path):
 
 @pytest.fixture
 def fake_upstream_factory():
-    procs = []
-
-    def start(*args):
-        p = start_fake_upstream(*args)
-        procs.append(p)
-        return p
-
+    start, procs = _stopping(start_fake_upstream)
     yield start
     for p in procs:
         p.stop()
