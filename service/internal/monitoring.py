@@ -24,9 +24,6 @@ P = "/internal/monitoring"
 MAX_HOURS = 24 * 400
 INTERNAL_FIELDS = ("emergency_mode", "emergency_saved")
 OPTIMIZE_FIELDS = ("validation_mode", "enable_caching")
-# where optimize's settings are mirrored when the owning subsystem has such a field
-MIRRORS = {"validation_mode": (("text", "validation_mode"),), "enable_caching": (("cache", "enabled"),
-                                                                                 ("cache", "enable_caching"))}
 
 
 def _mon(request: web.Request) -> Monitor:
@@ -219,22 +216,15 @@ async def optimize(request: web.Request) -> web.Response:
     store = mon.store
     body = await read_object(request, allow_empty=False)
     _only(body, *OPTIMIZE_FIELDS)
-    changes = {"monitoring": dict(body)}
-    mirrored = []
-    for k, v in body.items():
-        for sec, field in MIRRORS[k]:
-            f = store.sections.get(sec) and store.sections[sec].fields.get(field)
-            if f is not None and f.type is type(v):
-                changes.setdefault(sec, {})[field] = v
-                mirrored.append(f"{sec}.{field}")
-    entries = await store.update_many(changes, source="api:/internal/monitoring/optimize")
+    # validation_mode is read by the text handlers, enable_caching by the cache: both live here only
+    entries = await store.update_many({"monitoring": dict(body)}, source="api:/internal/monitoring/optimize")
     applied = {f"{e['section']}.{k}": v for e in entries for k, v in e["changes"].items()}
     if entries:
         await mon.history.add_event("optimize", {"applied": applied})
     return json_response({"optimization_applied": applied or False,
                           "reason": "applied" if applied else "already in effect",
                           "configuration": {k: store.get("monitoring")[k] for k in OPTIMIZE_FIELDS},
-                          "mirrored_to": mirrored, "version": store.version})
+                          "version": store.version})
 
 
 def _public(cfg: dict) -> dict:
