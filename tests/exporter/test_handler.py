@@ -109,7 +109,7 @@ def _two_workers(proc: subprocess.Popen) -> list[int] | None:
     return w if len(w) == 2 else None
 
 
-def _workers(url: str) -> float:
+def _exported_workers(url: str) -> float:
     try:
         return _value(_scrape(url), "llmapi_process_workers ")
     except AssertionError:  # not exported yet
@@ -129,7 +129,7 @@ def _wait(pred, timeout: float = 20.0):
 def test_workers_are_summed_and_a_dead_worker_does_not_linger(service_factory):
     svc = service_factory(WORKERS="2")
     first = _wait(lambda: _two_workers(svc.proc))
-    _wait(lambda: _workers(svc.url) == 2)  # both have started their collectors
+    _wait(lambda: _exported_workers(svc.url) == 2)  # both have started their collectors
     n = 30
     for _ in range(n):
         assert _post(svc.url, "/v1/text/summarize", TEXT) == 200
@@ -142,7 +142,7 @@ def test_workers_are_summed_and_a_dead_worker_does_not_linger(service_factory):
     rss_two = _value(text, "llmapi_process_resident_memory_bytes ")
     os.kill(first[0], signal.SIGKILL)
     _wait(lambda: (w := _two_workers(svc.proc)) and first[0] not in w)
-    _wait(lambda: _workers(svc.url) == 2)
+    _wait(lambda: _exported_workers(svc.url) == 2)
     for _ in range(6):
         text = _scrape(svc.url)
         assert _value(text, "llmapi_process_workers ") == 2     # the dead worker's live gauges are gone
