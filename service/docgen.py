@@ -9,29 +9,15 @@ from __future__ import annotations
 import sys
 
 from service.config.sections import SECTIONS
+from service.settings import PROCESS_ENV
 
 BLOCKS = ("envdoc", "routes")
 
-PROCESS_ENV = [
-    ("HOST", "127.0.0.1", "bind address; without API keys only loopback is allowed"),
-    ("PORT", "8000", "listen port"),
-    ("WORKERS", "1", "worker processes sharing the port (SO_REUSEPORT); /metrics sums over them"),
-    ("API_KEY", "", "API key clients send as X-API-Key or Authorization: Bearer"),
-    ("ADDITIONAL_API_KEYS", "", "more keys, comma-separated"),
-    ("REDIS_URL", "", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only)"),
-    ("REDIS_MAX_CONNECTIONS", "20", "Redis connection pool size"),
-    ("REDIS_SOCKET_TIMEOUT", "5", "Redis socket timeout, seconds"),
-    ("CONFIG_FILE", "", "optional YAML file: {section: {field: value}} seeding the config store"),
-    ("STATE_DIR", ".state", "where runtime config changes persist without Redis"),
-    ("GRACEFUL_TIMEOUT", "30", "seconds to finish in-flight requests on SIGTERM"),
-    ("KEEPALIVE_TIMEOUT", "75", "HTTP keep-alive timeout, seconds"),
-    ("OPENAI_API_KEY", "", "key for the OpenAI-compatible provider (never logged)"),
-]
 
 
 def table() -> str:
     rows = ["| variable | section.field | default | meaning |", "|---|---|---|---|"]
-    for name, default, doc in PROCESS_ENV:
+    for name, (default, doc) in PROCESS_ENV.items():
         rows.append(f"| `{name}` | (process) | `{default}` | {doc} |")
     for sname, s in SECTIONS.items():
         for fname, f in s.fields.items():

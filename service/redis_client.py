@@ -10,7 +10,6 @@ in a request: the cache's L2 tier backs off instead (service/cache/redis_tier.py
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
 import redis.asyncio as aioredis
@@ -18,27 +17,18 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-
-def _num(env, name: str, default: str, cast, lo: float):
-    raw = env.get(name, default)
-    try:
-        v = cast(raw)
-    except ValueError:
-        raise SystemExit(f"env {name} must be a number, got {raw!r}")
-    if v < lo:
-        raise SystemExit(f"env {name} must be >= {lo}, got {raw!r}")
-    return v
+from service.settings import env_number
 
 
 def pool_settings(env=None) -> dict:
     env = os.environ if env is None else env
-    max_conn = _num(env, "REDIS_MAX_CONNECTIONS", "20", int, 1)
-    timeout = _num(env, "REDIS_SOCKET_TIMEOUT", "5", float, 0.01)
+    max_conn = env_number(env, "REDIS_MAX_CONNECTIONS", int, 1)
+    timeout = env_number(env, "REDIS_SOCKET_TIMEOUT", float, 0.01)
     return {
         "max_connections": max_conn,
-        "pool_size": min(max_conn, _num(env, "REDIS_POOL_SIZE", "10", int, 0)),
+        "pool_size": min(max_conn, env_number(env, "REDIS_POOL_SIZE", int, 0)),
         "socket_timeout": timeout,
-        "socket_connect_timeout": _num(env, "REDIS_CONNECT_TIMEOUT", str(timeout), float, 0.01),
+        "socket_connect_timeout": env_number(env, "REDIS_CONNECT_TIMEOUT", float, 0.01, default=str(timeout)),
     }
 
 

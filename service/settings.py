@@ -10,30 +10,51 @@ import os
 from dataclasses import dataclass, field
 
 
+# Every process-level env var, once: name -> (default, meaning).  Read at start;
+# the README table is generated from this (service/docgen.py).  Runtime tunables
+# live in the config store instead (service/config/sections.py).
+PROCESS_ENV: dict[str, tuple[str, str]] = {
+    "HOST": ("127.0.0.1", "bind address; without API keys only loopback is allowed"),
+    "PORT": ("8000", "listen port"),
+    "WORKERS": ("1", "worker processes sharing the port (SO_REUSEPORT); /metrics sums over them"),
+    "API_KEY": ("", "API key clients send as X-API-Key or Authorization: Bearer"),
+    "ADDITIONAL_API_KEYS": ("", "more keys, comma-separated"),
+    "REDIS_URL": ("", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only)"),
+    "REDIS_MAX_CONNECTIONS": ("20", "Redis connection pool cap"),
+    "REDIS_POOL_SIZE": ("10", "Redis connections opened at start"),
+    "REDIS_SOCKET_TIMEOUT": ("5", "Redis socket timeout, seconds"),
+    "REDIS_CONNECT_TIMEOUT": ("", "Redis connect timeout, seconds (default: REDIS_SOCKET_TIMEOUT)"),
+    "CONFIG_FILE": ("", "optional YAML file: {section: {field: value}} seeding the config store"),
+    "STATE_DIR": (".state", "where runtime config changes and history persist without Redis"),
+    "GRACEFUL_TIMEOUT": ("30", "seconds to finish in-flight requests on SIGTERM"),
+    "KEEPALIVE_TIMEOUT": ("75", "HTTP keep-alive timeout, seconds"),
+    "OPENAI_API_KEY": ("", "key for the OpenAI-compatible provider (never logged)"),
+    "MONITORING_INSTANCE": ("", "name of this instance in the persisted monitoring history (default: host:port:worker)"),
+    "RUNBOOK_BASE_URL": ("", "read by `make alerts dashboards`: where runbook links point"),
+    "ALERT_WEBHOOK_URL": ("", "read by deploy/alertmanager-entrypoint.sh: where Alertmanager sends notifications"),
+}
+
+
+def env_str(env, name: str) -> str:
+    return env.get(name) or PROCESS_ENV[name][0]
+
+
+def env_number(env, name: str, cast=int, lo: float | None = None, default: str | None = None):
+    """A numeric process env var (default from PROCESS_ENV); refuses to start on a bad value."""
+    raw = env.get(name) or default or PROCESS_ENV[name][0]
+    try:
+        v = cast(raw)
+    except ValueError:
+        raise SystemExit(f"env {name} must be a number, got {raw!r}")
+    if lo is not None and v < lo:
+        raise SystemExit(f"env {name} must be >= {lo}, got {raw!r}")
+    return v
+
+
 def _keys(env) -> tuple[str, ...]:
     keys = [env.get("API_KEY", "").strip()]
     keys += [k.strip() for k in env.get("ADDITIONAL_API_KEYS", "").split(",")]
     return tuple(k for k in keys if k)
-
-
-def _int(env, name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"env {name} must be an integer, got {raw!r}")
-
-
-def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"env {name} must be a number, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -56,13 +77,13 @@ class Settings:
     def from_env(cls, env=None) -> "Settings":
         env = os.environ if env is None else env
         return cls(
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 8000),
-            workers=max(1, _int(env, "WORKERS", 1)),
+            host=env_str(env, "HOST"),
+            port=env_number(env, "PORT", int, 0),
+            workers=env_number(env, "WORKERS", int, 1),
             api_keys=_keys(env),
-            redis_url=env.get("REDIS_URL") or None,
-            config_file=env.get("CONFIG_FILE") or None,
-            state_dir=env.get("STATE_DIR", ".state"),
-            graceful_timeout=_float(env, "GRACEFUL_TIMEOUT", 30.0),
-            keepalive_timeout=_float(env, "KEEPALIVE_TIMEOUT", 75.0),
+            redis_url=env_str(env, "REDIS_URL") or None,
+            config_file=env_str(env, "CONFIG_FILE") or None,
+            state_dir=env_str(env, "STATE_DIR"),
+            graceful_timeout=env_number(env, "GRACEFUL_TIMEOUT", float, 0),
+            keepalive_timeout=env_number(env, "KEEPALIVE_TIMEOUT", float, 0),
         )
