@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import collectors
 from exporter.metrics import REGISTRY
+from exporter.tally import flush_all
 
 GZIP_LEVEL = 6
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
@@ -134,6 +135,7 @@ def accepts_gzip(header: str) -> bool:
 async def metrics_handler(request: web.Request) -> web.Response:
     accept = request.headers.get("Accept", "")
     gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    flush_all()  # on the loop, where the tallies are written: the scrape sees every request so far
     loop = asyncio.get_running_loop()
     body, content_type = await loop.run_in_executor(None, render, accept, gz)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-store"}

@@ -103,3 +103,5 @@ async def _cleanup(app: web.Application) -> None:
     await ctx.store.stop()
     if ctx.redis is not None:
         await ctx.redis.aclose()
+    from exporter.tally import flush_all
+    flush_all()  # (timers die with the loop)

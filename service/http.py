@@ -9,11 +9,15 @@ from service.errors import ApiError
 
 
 async def read_json(request: web.Request, allow_empty: bool = False):
-    """Decode the JSON body; 415 for a non-JSON content type, 400 for malformed JSON.
+    """Read and decode the JSON body; 415 for a non-JSON content type, 400 for malformed JSON.
 
     With allow_empty, an absent body reads as {} (spec commands POST with no body).
     """
-    raw = await request.read()
+    return decode_json(request, await request.read(), allow_empty)
+
+
+def decode_json(request: web.Request, raw: bytes, allow_empty: bool = False):
+    """Decode a body already read (see read_json)."""
     if not raw.strip():
         if allow_empty:
             return {}

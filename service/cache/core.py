@@ -2,7 +2,8 @@
 
 The interface TextService uses:
   key_for(req) -> str
-  await get_or_compute(req, compute) -> (prefix_bytes, hit)
+  lookup(key, req) -> prefix_bytes | None       (a fresh L1 hit, synchronous)
+  await get_or_compute(req, compute, key=None) -> (prefix_bytes, hit)
   await get_stale(req) -> bytes | None
   await health() -> dict; await start(); await close()
 
@@ -36,6 +37,7 @@ from service.cache.maintenance import Maintenance
 from service.cache.memory import Entry, MemoryTier
 from service.cache.redis_tier import RedisTier
 from service.cache.warming import Warmer
+from exporter.tally import Tally
 
 log = logging.getLogger("service.cache")
 
@@ -54,7 +56,7 @@ class ResponseCache:
         self._compute = None                     # the latest compute callable (warming reuses it)
         self._gen = 0                            # bumped by invalidation: older computes are not stored
         self._bg: set[asyncio.Task] = set()
-        self._hit_c: dict[tuple, object] = {}
+        self.hit_counts = Tally(lambda key: CACHE_HITS.labels(*key))  # (tier, operation) -> hits
         self._miss_c: dict[str, object] = {}
         self._evict_c: dict[str, object] = {}
         self._entries_g = CACHE_ENTRIES.labels("memory")
@@ -104,35 +106,45 @@ class ResponseCache:
         return text_tier(length, self._tiers)
 
     # ---- the request path ----------------------------------------------------------
-    async def get_or_compute(self, req, compute):
+    def lookup(self, key: str, req) -> bytes | None:
+        """A fresh L1 hit for `key`, counted, or None (then call get_or_compute).
+
+        Synchronous: a hit needs no await, only this dict lookup and a few additions.
+        """
+        if not self._enabled:
+            return None
+        e = self.l1.data.get(key)
+        if e is None:
+            return None
+        now = time.time()
+        if e.expires_at <= now:
+            return None
+        self.l1.data.move_to_end(key)
+        e.hits += 1
+        e.recent += 1
+        if e.hits >= self._pop_thr and not e.popular:
+            self._make_popular(e, req)
+        self.stats.hit(e.op, e.tier, "memory", now)
+        self.hit_counts.add(("memory", e.op))
+        return zlib.decompress(e.value) if e.compressed else e.value
+
+    async def get_or_compute(self, req, compute, key: str | None = None):
         t0 = perf_counter()
         self._compute = compute
         if not self._enabled:
             return await compute(req), False
-        key = self.keys.key_for(req)
-        e = self.l1.data.get(key)
-        if e is not None:
-            now = time.time()
-            if e.expires_at > now:
-                self.l1.data.move_to_end(key)
-                e.hits += 1
-                e.recent += 1
-                if e.hits >= self._pop_thr and not e.popular:
-                    self._make_popular(e, req)
-                self.stats.hit(e.op, e.tier, "memory", now)
-                c = self._hit_c.get(("memory", e.op))
-                if c is None:
-                    c = self._hit_c[("memory", e.op)] = CACHE_HITS.labels("memory", e.op)
-                c.inc()
-                value = zlib.decompress(e.value) if e.compressed else e.value
-                spans.record("cache.lookup", perf_counter() - t0)
-                return value, True
+        if key is None:
+            key = self.keys.key_for(req)
+        value = self.lookup(key, req)
+        if value is not None:
+            spans.record("cache.lookup", perf_counter() - t0)
+            return value, True
         fut = self._flights.get(key)
         if fut is not None:
             self.stats.single_flight_joins += 1
             CACHE_SINGLE_FLIGHT.inc()
             return await asyncio.shield(fut)
-        fut = asyncio.ensure_future(self._load(key, req, compute, e, t0))
+        fut = asyncio.ensure_future(self._load(key, req, compute, self.l1.data.get(key), t0))
         self._flights[key] = fut
         fut.add_done_callback(partial(self._flight_done, key))
         return await asyncio.shield(fut)
@@ -168,10 +180,7 @@ class ResponseCache:
                         e.expires_at = meta["exp"]
                         self._put(e, self.store.get("cache"), now)
                     self.stats.hit(op, stier, "redis", now)
-                    c = self._hit_c.get(("redis", op))
-                    if c is None:
-                        c = self._hit_c[("redis", op)] = CACHE_HITS.labels("redis", op)
-                    c.inc()
+                    self.hit_counts.add(("redis", op))
                     spans.record("cache.lookup", perf_counter() - t0)
                     return value, True
         now = time.time()
@@ -383,6 +392,7 @@ class ResponseCache:
         self.warmer.ensure()
 
     async def close(self) -> None:
+        self.hit_counts.close()
         await self.warmer.close()
         await self.maint.close()
         await self.l2.close()

@@ -1,20 +1,26 @@
 """HTTP RED metrics by route template; unknown routes collapse to 'unmatched'.
 
-Also feeds the request analytics behind /internal/monitoring (per-route
-latency histogram, status mix, payload sizes, operations): a dict lookup and
-a few additions per request, see service/monitoring/analytics.py.
+Counts and durations are batched (exporter/tally.py): a request adds to
+plain dicts, which reach the Prometheus metrics once a second and on every
+scrape.  Also feeds the request analytics behind /internal/monitoring
+(per-route latency histogram, status mix, payload sizes, operations): a dict
+lookup and a few additions per request, see service/monitoring/analytics.py.
 """
 from __future__ import annotations
 
 import json
-import time
+from time import perf_counter
 
 from aiohttp import web
 
 from exporter.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from exporter.tally import HistogramTally, LiveGauge, Tally
 from service.config.schema import ConfigValidationError
 from service.errors import ApiError
 from service.monitoring.analytics import RequestAnalytics
+
+
+IN_FLIGHT = LiveGauge(HTTP_IN_FLIGHT)  # one per process, like the gauge
 
 
 def route_template(request: web.Request) -> str:
@@ -25,17 +31,19 @@ def route_template(request: web.Request) -> str:
 
 
 def make(ctx):
-    counters: dict = {}
-    histograms: dict = {}
     analytics = ctx.extras.get("analytics")
     if analytics is None:
         analytics = ctx.extras["analytics"] = RequestAnalytics()
     record = analytics.record
+    in_flight = IN_FLIGHT
+    requests = Tally(lambda key: HTTP_REQUESTS.labels(key[0], key[1], str(key[2])))
+    durations = HistogramTally(HTTP_DURATION, companions=(in_flight,))
+    ctx.extras["http_tallies"] = (requests, durations)
 
     @web.middleware
     async def metrics_middleware(request: web.Request, handler):
-        start = time.perf_counter()
-        HTTP_IN_FLIGHT.inc()
+        start = perf_counter()
+        in_flight.value += 1
         status = 500
         resp_bytes = None
         try:
@@ -54,20 +62,12 @@ def make(ctx):
             status = 400
             raise
         finally:
-            HTTP_IN_FLIGHT.dec()
-            elapsed = time.perf_counter() - start
+            in_flight.value -= 1
+            elapsed = perf_counter() - start
             route = route_template(request)
             method = request.method
-            key = (route, method)
-            h = histograms.get(key)
-            if h is None:
-                h = histograms[key] = HTTP_DURATION.labels(route, method)
-            h.observe(elapsed)
-            ckey = (route, method, status)
-            c = counters.get(ckey)
-            if c is None:
-                c = counters[ckey] = HTTP_REQUESTS.labels(route, method, str(status))
-            c.inc()
+            durations.observe((route, method), elapsed)
+            requests.add((route, method, status))
             request["elapsed"] = elapsed
             record(route, method, status, elapsed, request.content_length, resp_bytes, request.get("operation"))
 

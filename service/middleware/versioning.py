@@ -37,7 +37,7 @@ from aiohttp import web
 from exporter.metrics import API_VERSION_REQUESTS
 from service.errors import ApiError
 from service.middleware.stackperf import SAMPLE, timed_inner
-from service.middleware.tally import Tally
+from exporter.tally import Tally
 
 NAME = "versioning"
 PROBED = True

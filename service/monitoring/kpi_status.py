@@ -126,6 +126,8 @@ def _samples(metrics) -> list:
 
 def read_counters() -> Counters:
     from exporter import collectors
+    from exporter.tally import flush_all
+    flush_all()
     collectors.sample_process()
     c = Counters(t=time.monotonic(), wall=time.time())
     http_idx = {le: i for i, le in enumerate(_HTTP_LE)}

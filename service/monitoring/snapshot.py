@@ -10,6 +10,7 @@ from __future__ import annotations
 import tracemalloc
 
 from exporter import metrics as M
+from exporter.tally import flush_all
 from service import spans
 from service.monitoring import process
 from service.monitoring.analytics import merge_route, quantile
@@ -31,6 +32,7 @@ def counter_total(metric, **labels) -> float:
 
 
 def gauge_total(metric) -> float:
+    flush_all()
     return sum(s.value for s in _samples(metric))
 
 
@@ -52,6 +54,7 @@ def histogram_state(metric) -> dict:
 
 def counters() -> dict:
     """The cumulative process counters a snapshot diffs against."""
+    flush_all()
     return {"cache_hits": counter_total(M.CACHE_HITS), "cache_misses": counter_total(M.CACHE_MISSES),
             "cache_evictions": counter_total(M.CACHE_EVICTIONS),
             "ai": histogram_state(M.AI_DURATION), "ai_errors": counter_total(M.AI_ERRORS),

@@ -31,6 +31,7 @@ from collections import deque
 from time import monotonic, perf_counter
 
 from exporter.metrics import RATE_LIMIT_DECISIONS, RATE_LIMIT_FALLBACK, RATE_LIMIT_LEASES, REDIS_LATENCY
+from exporter.tally import Tally
 from service.ratelimit.gcra import LEASE_SCRIPT, LocalGCRA, capacity
 
 log = logging.getLogger("service.ratelimit")
@@ -366,8 +367,6 @@ class RateLimiter:
     def reset_stats(self) -> None:
         self.since = time.time()
         if getattr(self, "decisions", None) is None:
-            from service.middleware.tally import Tally  # here: service.middleware imports this package
-
             self.decisions = Tally(lambda k: RATE_LIMIT_DECISIONS.labels("allowed" if k[0] else "denied", k[1]))
         else:
             self.decisions.reset()

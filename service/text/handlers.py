@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from service.errors import ApiError
-from service.http import json_response, read_json
+from service.http import decode_json, json_response, read_json
 from service.providers.base import OPERATIONS
 from service.text.schemas import OPTION_LIMITS, parse_text_request
 
@@ -23,20 +23,21 @@ OPERATION_INFO = {
 
 
 async def _run(request: web.Request, operation: str | None) -> web.Response:
-    ctx = request.app["ctx"]
-    memo = ctx.text.memo
-    req = None
-    if memo.enabled:
-        raw = await request.read()
-        req = memo.get((operation, request.content_type), raw)
-    if req is None:
-        body = await read_json(request)
-        req = parse_text_request(body, operation, ctx.store.get("text"))
-        if memo.enabled:
-            memo.put((operation, request.content_type), raw, req)
+    text = request.app["ctx"].text
+    raw = await request.read()
+    route = (operation, request.headers.get("Content-Type"))
+    parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
+    if parsed is None:
+        req = parse_text_request(decode_json(request, raw), operation, text.ctx.store.get("text"))
+        parsed = (req, text.ctx.cache.key_for(req))
+        text.memo.put(route, raw, parsed)
+    req, key = parsed
     if operation is None:  # /process: analytics learns the operation here (other routes name it)
         request["operation"] = req.operation
-    out = await ctx.text.process(req, request["request_id"])
+    rid = request["request_id"]
+    out = text.cached(req, key, rid)
+    if out is None:
+        out = await text.process(req, rid, key)
     return web.Response(body=out, content_type=JSON)
 
 

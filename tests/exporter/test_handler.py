@@ -134,6 +134,8 @@ def test_workers_are_summed_and_a_dead_worker_does_not_linger(service_factory):
     for _ in range(n):
         assert _post(svc.url, "/v1/text/summarize", TEXT) == 200
     route = 'llmapi_http_requests_total{method="POST",route="/v1/text/summarize",status="200"}'
+    # the worker that answers a scrape flushes its batched counts; the other's arrive within a second
+    _wait(lambda: _value(_scrape(svc.url), route) == n, timeout=5)
     for _ in range(6):  # scrapes land on either worker: each answers for both
         text = _scrape(svc.url)
         assert _value(text, route) == n

@@ -111,7 +111,7 @@ async def test_system_load_reflects_admission_and_traffic(mon_client):
 
 
 async def test_optimize_applies_and_rejects_atomically(mon_client):
-    c = await mon_client()
+    c = await mon_client(VALIDATION_MODE="strict")
     store = ctx_of(c).store
     r = await c.post(f"{M}/optimize", json={"validation_mode": "fast", "enable_caching": False})
     d = await r.json()

@@ -172,11 +172,11 @@ async def test_health_degraded_when_redis_unreachable(make_client):
 
 
 async def test_fast_validation_mode_reuses_validated_bodies_and_respects_new_limits(make_client):
-    client = await make_client()
+    client = await make_client(VALIDATION_MODE="strict")
     memo = client.server.app["ctx"].text.memo
     body = {"text": TEXT}
     await client.post("/v1/text/summarize", json=body)
-    assert memo.hits == 0  # strict: no memo
+    assert memo.hits == 0 and memo.misses == 0  # strict: no memo
     r = await client.post("/internal/monitoring/optimize", json={"validation_mode": "fast"})
     assert r.status == 200
     for _ in range(3):
