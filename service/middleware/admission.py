@@ -161,7 +161,10 @@ def make(ctx):
             try:
                 return await handler(request)
             finally:
-                adm.release(None)
+                if adm.waiters:
+                    adm.release(None)
+                else:
+                    adm.active -= 1
         await adm.acquire(cfg)
         start = time.perf_counter()
         try:

@@ -39,6 +39,17 @@ def _request_id(request: web.Request) -> str:
 
 
 def make(ctx):
+    store = ctx.store
+    log_access = False  # access log on and INFO enabled: re-read when the logging section changes
+
+    def _on_config(section: str, new: dict, old: dict) -> None:
+        nonlocal log_access
+        if section == "logging":
+            log_access = new["access_log"] and logging.getLevelName(new["level"]) <= logging.INFO
+
+    _on_config("logging", store.get("logging"), {})
+    store.subscribe(_on_config)
+
     @web.middleware
     async def errors_middleware(request: web.Request, handler):
         rid = _request_id(request)
@@ -69,7 +80,7 @@ def make(ctx):
                 resp = error_response(request, 500, "INTERNAL_ERROR",
                                       "internal error; quote the request_id when reporting it")
             resp.headers["X-Request-ID"] = rid
-            if access.isEnabledFor(logging.INFO) and ctx.store.get("logging")["access_log"]:
+            if log_access:
                 access.info("%s %s %s", request.method, request.path, resp.status,
                             extra={"status": resp.status, "method": request.method, "path": request.path,
                                    "duration_ms": round((time.perf_counter() - start) * 1000, 3)})

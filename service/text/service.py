@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 
 from service import spans
 from service.errors import ApiError
@@ -28,26 +27,28 @@ def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()[:-1]
 
 
-_stamp = [-1, ""]  # (epoch ms, its ISO text): requests in the same millisecond share it
+_second = [-1, ""]  # (epoch second, its ISO text up to the seconds): shared by the requests of that second
 
 
 def timestamp() -> str:
+    """Now as ISO 8601 UTC with milliseconds: 2026-11-26T16:05:09.123Z."""
     now = time.time()
-    ms = int(now * 1000)
-    if ms != _stamp[0]:
-        _stamp[0] = ms
-        _stamp[1] = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
-    return _stamp[1]
+    s = int(now)
+    if s != _second[0]:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+        _second[0] = s
+    return f"{_second[1]}.{int(now * 1000) % 1000:03d}Z"
+
+
+_FALLBACK = ',"fallback":true'
 
 
 def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bool = False) -> bytes:
-    ms = round((time.perf_counter() - start) * 1000, 3)
+    us = int((time.perf_counter() - start) * 1_000_000)
     rid = f'"{request_id}"' if request_id.isalnum() else json.dumps(request_id)
-    tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{ms},'
-            f'"request_id":{rid},"timestamp":"{timestamp()}"')
-    if fallback:
-        tail += ',"fallback":true'
-    return prefix + tail.encode() + b"}"
+    tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{us // 1000}.{us % 1000:03d},'
+            f'"request_id":{rid},"timestamp":"{timestamp()}"{_FALLBACK if fallback else ""}}}')
+    return prefix + tail.encode()
 
 
 class TextService:
