@@ -65,6 +65,8 @@ SCENARIOS = {
     "middleware_stack_default": (middleware_bench.starter(), False, middleware_bench.run),
     "middleware_stack_full": (middleware_bench.starter(full=True), False, middleware_bench.run),
     "middleware_stack_redis": (middleware_bench.starter(full=True, redis=True), True, middleware_bench.run),
+    # the whole default stack against the same service with only the errors middleware (bench/stackless.py)
+    "middleware_stack_whole": (middleware_bench.starter(), False, middleware_bench.run_whole),
 }
 
 

@@ -14,6 +14,10 @@ app without the layers.
 middleware_stack_default   the embedded defaults (rate limiting is off by default)
 middleware_stack_full      plus rate limiting (local GCRA, a limit never reached)
 middleware_stack_redis     plus rate limiting through Redis token leases
+middleware_stack_whole     the whole default stack against the same service with only
+                           the errors middleware (bench/stackless.py), two processes
+                           driven in alternating rounds: what all nine layers cost,
+                           the always-on ones and the pass-through frames included
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import urllib.request
 
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env
+
 
 OPTIONAL = ("security_headers", "request_size", "compression", "versioning", "rate_limit", "cors")
 RATE_LIMITED = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000000",
@@ -97,3 +102,39 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
             "p99_ms": sorted(on["p99"])[len(on["p99"]) // 2], "requests": on["requests"], "errors": on["errors"],
             "tool": tool, "stack_off_rps": round(rps["off"], 1), "stack_off_errors": acc["off"]["errors"],
             "stack_cost_percent": cost, "rounds": ROUNDS, "stack": {s: configured[s] for s in OPTIONAL}}
+
+
+def run_whole(proc: Proc, duration: float, connections: int) -> dict:
+    """The full default service (`proc`) against bench/stackless.py, alternating rounds."""
+    port = free_port()
+    bare = Proc([PYTHON, "-m", "bench.stackless"], dict(proc.env, PORT=str(port)), port, "/v1/health")
+    headers = {"X-API-Key": API_KEY}
+    urls = {"on": f"{proc.url}/v1/text/summarize", "off": f"{bare.url}/v1/text/summarize"}
+    try:
+        for url in urls.values():
+            _post(url)                                  # fills each process's cache
+            drive(url, BODY, headers, 1.0, connections)  # warm up
+        per_round = max(1.0, duration / ROUNDS)
+        acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": []} for k in urls}
+        tool = None
+        for i in range(ROUNDS):
+            for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                r = drive(urls[name], BODY, headers, per_round, connections)
+                a = acc[name]
+                a["requests"] += r["requests"]
+                a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
+                a["errors"] += r["errors"]
+                a["p50"].append(r["p50_ms"])
+                a["p99"].append(r["p99_ms"])
+                tool = r.get("tool")
+    finally:
+        bare.stop()
+    rps = {k: a["requests"] / a["seconds"] if a["seconds"] else 0.0 for k, a in acc.items()}
+    on = acc["on"]
+    cost = round(100 * (1 - rps["on"] / rps["off"]), 2) if rps["off"] else None
+    print(f"  whole stack {rps['on']:.0f} req/s, errors middleware only {rps['off']:.0f} req/s: "
+          f"the whole stack costs {cost}% of req/s")
+    return {"rps": rps["on"], "p50_ms": sorted(on["p50"])[len(on["p50"]) // 2],
+            "p99_ms": sorted(on["p99"])[len(on["p99"]) // 2], "requests": on["requests"], "errors": on["errors"],
+            "tool": tool, "errors_only_rps": round(rps["off"], 1), "errors_only_errors": acc["off"]["errors"],
+            "stack_cost_percent": cost, "rounds": ROUNDS}

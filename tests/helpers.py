@@ -98,6 +98,7 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict, port: int, health_path: str):
         self.port = port
+        self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix="svc-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         try:
