@@ -1,10 +1,13 @@
 """The read side of /internal/cache: every answer computed from measurements."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
 from exporter.kpis import BY_KEY
+from exporter.metrics import CACHE_HITS, CACHE_MISSES, PROCESS_WORKERS
+from exporter.read import counter_sums, samples
 from service import spans
 from service.cache import ttl as ttlmod
 from service.cache.analytics import MB, recommendations
@@ -40,6 +43,18 @@ def _memory(cache) -> dict:
             "compressed_values": st.compressed_sets}
 
 
+def service_wide() -> dict:
+    """Hits and misses of every worker since it started (the Prometheus counters,
+    summed over workers by the multiprocess collector when WORKERS > 1)."""
+    by_tier = counter_sums(CACHE_HITS, "tier")
+    hits = sum(by_tier.values())
+    misses = sum(counter_sums(CACHE_MISSES, "operation").values())
+    workers = sum(s.value for s in samples((PROCESS_WORKERS,)) if s.name == PROCESS_WORKERS._name)
+    n = hits + misses
+    return {"workers": int(workers) or 1, "hits": int(hits), "misses": int(misses), "lookups": int(n),
+            "hit_ratio": _r(hits / n) if n else 0.0, "hits_by_tier": {t: int(v) for t, v in sorted(by_tier.items())}}
+
+
 async def stats(cache) -> dict:
     st = cache.stats
     tot = st.totals()
@@ -57,6 +72,8 @@ async def stats(cache) -> dict:
         "redis": redis, "warming": cache.warmer.status(), **cache.maint.status(),
         "pressure": st.pressure, "key_strategy": cache.keys.strategy,
         "uptime_seconds": round(time.time() - st.started, 1),
+        # the figures above are this worker's (its memory tier and counts); "service" sums every worker
+        "worker": int(os.environ.get("WORKER_ID", "0")), "service": service_wide(),
     }
 
 

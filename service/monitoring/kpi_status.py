@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 
 from exporter import kpis
+from exporter.read import samples
 from exporter.metrics import (AI_BUCKETS, AI_DURATION, CACHE_HITS, CACHE_MISSES, CPU_LIMIT, HTTP_BUCKETS,
                               HTTP_DURATION, HTTP_REQUESTS, MEMORY_LIMIT, PROCESS_CPU, PROCESS_RSS)
 
@@ -103,37 +103,14 @@ def bucket_quantile(q: float, les: tuple, cumulative: list) -> float | None:
     return les[-2]
 
 
-def _multiprocess() -> bool:
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
-def _samples(metrics) -> list:
-    """All samples of the given metric objects (every worker's, summed, in multiprocess mode)."""
-    if _multiprocess():
-        from prometheus_client.multiprocess import MultiProcessCollector
-        wanted = {m._name for m in metrics}
-        out = []
-        for fam in MultiProcessCollector(None).collect():
-            if fam.name in wanted:
-                out.extend(fam.samples)
-        return out
-    out = []
-    for m in metrics:
-        for fam in m.collect():
-            out.extend(fam.samples)
-    return out
-
-
 def read_counters() -> Counters:
     from exporter import collectors
-    from exporter.tally import flush_all
-    flush_all()
     collectors.sample_process()
     c = Counters(t=time.monotonic(), wall=time.time())
     http_idx = {le: i for i, le in enumerate(_HTTP_LE)}
     ai_idx = {le: i for i, le in enumerate(_AI_LE)}
     hb, ab = c.http_buckets, c.ai_buckets
-    for s in _samples((HTTP_DURATION, HTTP_REQUESTS, AI_DURATION, CACHE_HITS, CACHE_MISSES, PROCESS_CPU,
+    for s in samples((HTTP_DURATION, HTTP_REQUESTS, AI_DURATION, CACHE_HITS, CACHE_MISSES, PROCESS_CPU,
                        PROCESS_RSS, CPU_LIMIT, MEMORY_LIMIT)):
         name, labels, v = s.name, s.labels, s.value
         if name.startswith(("llmapi_http_request", "llmapi_http_requests")):
@@ -345,7 +322,7 @@ class KpiStatus:
         total, points = self.window(hours)
         n = total.http_count
         by_route = []
-        for s in _samples((HTTP_REQUESTS,)):
+        for s in samples((HTTP_REQUESTS,)):
             if s.name == "llmapi_http_requests_total":
                 by_route.append({"route": s.labels["route"], "method": s.labels["method"],
                                  "status": s.labels["status"], "requests": int(s.value)})
