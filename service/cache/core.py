@@ -28,6 +28,7 @@ from time import perf_counter
 
 from exporter.metrics import (CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_MAX_MEMORY, CACHE_MEMORY, CACHE_MISSES,
                               CACHE_SINGLE_FLIGHT, CACHE_STALE_SERVED)
+from exporter.tally import Tally
 from service import spans
 from service.cache import ttl as ttlmod
 from service.cache.analytics import MB, Analytics
@@ -37,7 +38,6 @@ from service.cache.maintenance import Maintenance
 from service.cache.memory import Entry, MemoryTier
 from service.cache.redis_tier import RedisTier
 from service.cache.warming import Warmer
-from exporter.tally import Tally
 
 log = logging.getLogger("service.cache")
 
