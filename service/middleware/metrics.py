@@ -50,7 +50,7 @@ def make(ctx):
         try:
             resp = await handler(request)
             status = resp.status
-            if isinstance(resp, web.Response):
+            if type(resp) is web.Response:  # (isinstance would go through ABCMeta: StreamResponse is a MutableMapping)
                 resp_bytes = resp.content_length
             return resp
         except (web.HTTPException, ApiError) as e:  # rendered by the errors middleware, outside
