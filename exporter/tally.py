@@ -24,6 +24,13 @@ def flush_all() -> None:
         t.flush()
 
 
+def _stop(tally) -> None:
+    """Drop a flush timer that is no longer needed (flush_all came first)."""
+    if tally._timer is not None:
+        tally._timer.cancel()  # (harmless when the timer itself is running)
+        tally._timer = None
+
+
 class Tally:
     def __init__(self, child_for: Callable, interval: float = 1.0):
         self.child_for = child_for      # key -> prometheus child (labels(...))
@@ -49,7 +56,7 @@ class Tally:
         self._timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        self._timer = None
+        _stop(self)
         pending, self.pending = self.pending, {}
         for key, n in pending.items():
             child = self._children.get(key)
@@ -70,8 +77,6 @@ class Tally:
         self.flushed = {}
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self.flush()
 
 
@@ -113,7 +118,7 @@ class HistogramTally:
         self._timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        self._timer = None
+        _stop(self)
         pending, self.pending = self.pending, {}
         for key, counts in pending.items():
             child = self._children.get(key)
@@ -128,8 +133,6 @@ class HistogramTally:
             c.flush()
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self.flush()
 
 
