@@ -224,6 +224,7 @@ async def optimize(request: web.Request) -> web.Response:
     return json_response({"optimization_applied": applied or False,
                           "reason": "applied" if applied else "already in effect",
                           "configuration": {k: store.get("monitoring")[k] for k in OPTIMIZE_FIELDS},
+                          "validation_memo": request.app["ctx"].text.memo.stats(),  # measured: reuse so far
                           "version": store.version})
 
 

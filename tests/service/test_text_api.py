@@ -182,6 +182,8 @@ async def test_fast_validation_mode_reuses_validated_bodies_and_respects_new_lim
     for _ in range(3):
         assert (await client.post("/v1/text/summarize", json=body)).status == 200
     assert memo.hits == 2 and memo.misses == 1
+    r = await client.post("/internal/monitoring/optimize", json={"validation_mode": "fast"})
+    assert (await r.json())["validation_memo"] == {"enabled": True, "entries": 1, "hits": 2, "misses": 1}
     # same bytes, wrong content type: not served from the memo
     r = await client.post("/v1/text/summarize", data=json.dumps(body), headers={"Content-Type": "text/csv"})
     assert r.status == 415
