@@ -68,73 +68,69 @@ def _post(url: str) -> None:
         r.read()
 
 
+def _alternate(urls: dict, before_round, duration: float, connections: int) -> dict:
+    """ROUNDS rounds driving urls["on"] and urls["off"] in alternating order; the
+    `on` figures plus off_rps, off_errors and cost_percent (1 - on/off)."""
+    headers = {"X-API-Key": API_KEY}
+    per_round = max(1.0, duration / ROUNDS)
+    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": []} for k in ("on", "off")}
+    tool = None
+    for i in range(ROUNDS):
+        for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            before_round(name)
+            r = drive(urls[name], BODY, headers, per_round, connections)
+            a = acc[name]
+            a["requests"] += r["requests"]
+            a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
+            a["errors"] += r["errors"]
+            a["p50"].append(r["p50_ms"])
+            a["p99"].append(r["p99_ms"])
+            tool = r.get("tool")
+    rps = {k: a["requests"] / a["seconds"] if a["seconds"] else 0.0 for k, a in acc.items()}
+    on = acc["on"]
+    return {"rps": rps["on"], "p50_ms": sorted(on["p50"])[len(on["p50"]) // 2],
+            "p99_ms": sorted(on["p99"])[len(on["p99"]) // 2], "requests": on["requests"], "errors": on["errors"],
+            "tool": tool, "off_rps": rps["off"], "off_errors": acc["off"]["errors"],
+            "cost_percent": round(100 * (1 - rps["on"] / rps["off"]), 2) if rps["off"] else None,
+            "rounds": ROUNDS}
+
+
+def _warm(url: str, connections: int) -> None:
+    _post(url)                                                   # fills the cache
+    drive(url, BODY, {"X-API-Key": API_KEY}, 1.0, connections)   # warm up
+
+
 def run(proc: Proc, duration: float, connections: int) -> dict:
     url = f"{proc.url}/v1/text/summarize"
-    headers = {"X-API-Key": API_KEY}
     req = urllib.request.Request(f"{proc.url}/internal/config", headers={"X-API-Key": API_KEY})
     with urllib.request.urlopen(req, timeout=10) as r:
         sections = json.loads(r.read())["sections"]
     configured = {s: sections[s]["values"]["enabled"] for s in OPTIONAL}
-    _post(url)                                     # fills the cache
-    drive(url, BODY, headers, 1.0, connections)    # warm up
-    per_round = max(1.0, duration / ROUNDS)
-    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": []} for k in ("on", "off")}
-    tool = None
+    _warm(url, connections)
     try:
-        for i in range(ROUNDS):
-            for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                _switch(proc.url, configured, name == "on")
-                r = drive(url, BODY, headers, per_round, connections)
-                a = acc[name]
-                a["requests"] += r["requests"]
-                a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
-                a["errors"] += r["errors"]
-                a["p50"].append(r["p50_ms"])
-                a["p99"].append(r["p99_ms"])
-                tool = r.get("tool")
+        res = _alternate({"on": url, "off": url}, lambda name: _switch(proc.url, configured, name == "on"),
+                         duration, connections)
     finally:
         _switch(proc.url, configured, True)
-    rps = {k: a["requests"] / a["seconds"] if a["seconds"] else 0.0 for k, a in acc.items()}
-    on = acc["on"]
-    cost = round(100 * (1 - rps["on"] / rps["off"]), 2) if rps["off"] else None
-    print(f"  stack on {rps['on']:.0f} req/s, off {rps['off']:.0f} req/s: the stack costs {cost}% of req/s")
-    return {"rps": rps["on"], "p50_ms": sorted(on["p50"])[len(on["p50"]) // 2],
-            "p99_ms": sorted(on["p99"])[len(on["p99"]) // 2], "requests": on["requests"], "errors": on["errors"],
-            "tool": tool, "stack_off_rps": round(rps["off"], 1), "stack_off_errors": acc["off"]["errors"],
-            "stack_cost_percent": cost, "rounds": ROUNDS, "stack": {s: configured[s] for s in OPTIONAL}}
+    off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
+    print(f"  stack on {res['rps']:.0f} req/s, off {off:.0f} req/s: the stack costs {cost}% of req/s")
+    return {**res, "stack_off_rps": round(off, 1), "stack_off_errors": off_errors,
+            "stack_cost_percent": cost, "stack": {s: configured[s] for s in OPTIONAL}}
 
 
 def run_whole(proc: Proc, duration: float, connections: int) -> dict:
     """The full default service (`proc`) against bench/stackless.py, alternating rounds."""
     port = free_port()
     bare = Proc([PYTHON, "-m", "bench.stackless"], dict(proc.env, PORT=str(port)), port, "/v1/health")
-    headers = {"X-API-Key": API_KEY}
     urls = {"on": f"{proc.url}/v1/text/summarize", "off": f"{bare.url}/v1/text/summarize"}
     try:
         for url in urls.values():
-            _post(url)                                  # fills each process's cache
-            drive(url, BODY, headers, 1.0, connections)  # warm up
-        per_round = max(1.0, duration / ROUNDS)
-        acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": []} for k in urls}
-        tool = None
-        for i in range(ROUNDS):
-            for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                r = drive(urls[name], BODY, headers, per_round, connections)
-                a = acc[name]
-                a["requests"] += r["requests"]
-                a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
-                a["errors"] += r["errors"]
-                a["p50"].append(r["p50_ms"])
-                a["p99"].append(r["p99_ms"])
-                tool = r.get("tool")
+            _warm(url, connections)
+        res = _alternate(urls, lambda name: None, duration, connections)
     finally:
         bare.stop()
-    rps = {k: a["requests"] / a["seconds"] if a["seconds"] else 0.0 for k, a in acc.items()}
-    on = acc["on"]
-    cost = round(100 * (1 - rps["on"] / rps["off"]), 2) if rps["off"] else None
-    print(f"  whole stack {rps['on']:.0f} req/s, errors middleware only {rps['off']:.0f} req/s: "
+    off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
+    print(f"  whole stack {res['rps']:.0f} req/s, errors middleware only {off:.0f} req/s: "
           f"the whole stack costs {cost}% of req/s")
-    return {"rps": rps["on"], "p50_ms": sorted(on["p50"])[len(on["p50"]) // 2],
-            "p99_ms": sorted(on["p99"])[len(on["p99"]) // 2], "requests": on["requests"], "errors": on["errors"],
-            "tool": tool, "errors_only_rps": round(rps["off"], 1), "errors_only_errors": acc["off"]["errors"],
-            "stack_cost_percent": cost, "rounds": ROUNDS}
+    return {**res, "errors_only_rps": round(off, 1), "errors_only_errors": off_errors,
+            "stack_cost_percent": cost}
