@@ -24,22 +24,43 @@ def flush_all() -> None:
         t.flush()
 
 
-def _stop(tally) -> None:
-    """Drop a flush timer that is no longer needed (flush_all came first)."""
-    if tally._timer is not None:
-        tally._timer.cancel()  # (harmless when the timer itself is running)
-        tally._timer = None
+class _Batch:
+    """Pending counts flushed by a loop timer at most `interval` seconds after the first one."""
 
-
-class Tally:
-    def __init__(self, child_for: Callable, interval: float = 1.0):
-        self.child_for = child_for      # key -> prometheus child (labels(...))
+    def __init__(self, interval: float):
         self.interval = interval
         self.pending: dict = {}
-        self.flushed: dict = {}
         self._children: dict = {}
         self._timer = None
         _live.add(self)
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the next flush_all() (every scrape) pushes them
+            return
+        self._timer = loop.call_later(self.interval, self.flush)
+
+    def _take(self) -> dict:
+        """The pending counts, and no timer left behind (flush_all may come first)."""
+        if self._timer is not None:
+            self._timer.cancel()  # (harmless when the timer itself is running)
+            self._timer = None
+        pending, self.pending = self.pending, {}
+        return pending
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.flush()
+
+
+class Tally(_Batch):
+    def __init__(self, child_for: Callable, interval: float = 1.0):
+        super().__init__(interval)
+        self.child_for = child_for      # key -> prometheus child (labels(...))
+        self.flushed: dict = {}
 
     def add(self, key, n: int = 1) -> None:
         p = self.pending
@@ -47,17 +68,8 @@ class Tally:
         if self._timer is None:
             self._schedule()
 
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        self._timer = loop.call_later(self.interval, self.flush)
-
     def flush(self) -> None:
-        _stop(self)
-        pending, self.pending = self.pending, {}
+        pending = self._take()
         for key, n in pending.items():
             child = self._children.get(key)
             if child is None:
@@ -76,11 +88,8 @@ class Tally:
         self.flush()
         self.flushed = {}
 
-    def close(self) -> None:
-        self.flush()
 
-
-class HistogramTally:
+class HistogramTally(_Batch):
     """Batched observations of a labelled prometheus_client Histogram.
 
     `observe(key, seconds)` finds the bucket with bisect (C) and adds to a
@@ -91,14 +100,10 @@ class HistogramTally:
     """
 
     def __init__(self, histogram, interval: float = 1.0, companions: tuple = ()):
+        super().__init__(interval)
         self.histogram = histogram
         self.companions = companions  # flushed with it (e.g. the LiveGauge of the same requests)
-        self.bounds = list(histogram._upper_bounds)
-        self.interval = interval
-        self.pending: dict = {}   # key -> [count per bucket..., sum]
-        self._children: dict = {}
-        self._timer = None
-        _live.add(self)
+        self.bounds = list(histogram._upper_bounds)  # pending: key -> [count per bucket..., sum]
 
     def observe(self, key, value: float) -> None:
         p = self.pending.get(key)
@@ -110,17 +115,8 @@ class HistogramTally:
         p[bisect_left(self.bounds, value)] += 1
         p[-1] += value
 
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # flushed by the next flush_all()
-        self._timer = loop.call_later(self.interval, self.flush)
-
     def flush(self) -> None:
-        _stop(self)
-        pending, self.pending = self.pending, {}
-        for key, counts in pending.items():
+        for key, counts in self._take().items():
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = self.histogram.labels(*key)
@@ -131,9 +127,6 @@ class HistogramTally:
             child._sum.inc(counts[-1])
         for c in self.companions:
             c.flush()
-
-    def close(self) -> None:
-        self.flush()
 
 
 class LiveGauge:
