@@ -40,6 +40,13 @@ def bare(state: str, _redis) -> Proc:
                 "/v1/health")
 
 
+def floor(state: str, _redis) -> Proc:
+    port = free_port()
+    size = int(os.environ.get("BENCH_BODY_SIZE", "0")) or 600
+    return Proc([PYTHON, "-m", "bench.floor", "--port", str(port), "--size", str(size), "--api-key", API_KEY],
+                dict(os.environ), port, "/v1/health")
+
+
 def service(**env):
     def start(state: str, redis) -> Proc:
         port = free_port()
@@ -56,6 +63,8 @@ SCENARIOS = {
     "bare_aiohttp": (bare, False),
     "summarize_cached_memory": (service(), False),
     "summarize_cached_redis": (service(redis=True), True),
+    # the least any aiohttp service can do for a cache hit (bench/floor.py): the ceiling for the two above
+    "fused_floor": (floor, False),
     # (starter, needs_redis, driver): a scenario with its own driver (bench/batching.py)
     "uncached_upstream_batching_off": (batching.starter(False), False, batching.drive),
     "uncached_upstream_batching_on": (batching.starter(True), False, batching.drive),
