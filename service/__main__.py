@@ -40,6 +40,10 @@ def run_worker() -> None:
 
 
 def supervise(workers: int) -> None:
+    if not os.environ.get("REDIS_URL"):
+        print(f"warning: WORKERS={workers} without REDIS_URL: each worker keeps its own config, cache and rate "
+              "limits, so a change through /internal reaches only the worker that answers it; set REDIS_URL to "
+              "share them", file=sys.stderr, flush=True)
     mp_dir = tempfile.mkdtemp(prefix="llmapi-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=mp_dir, LLMAPI_WORKER="1")
     procs: dict[int, subprocess.Popen] = {}

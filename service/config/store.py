@@ -81,6 +81,11 @@ class ConfigStore:
         """The live values of a section.  Treat as read-only."""
         return self.values[section]
 
+    @property
+    def shared(self) -> bool:
+        """Do changes go through Redis (to every worker and replica) rather than stay in this process?"""
+        return self._redis is not None
+
     def snapshot(self) -> dict[str, dict]:
         return {k: dict(v) for k, v in self.values.items()}
 

@@ -14,7 +14,16 @@ async def get_config(request: web.Request) -> web.Response:
                                       "choices": list(f.choices) if f.choices else None, "env": f.env}
                                   for k, f in s.fields.items()}}
                 for name, s in store.sections.items()}
-    return json_response({"version": store.version, "sections": sections, "overrides": store.overrides()})
+    return json_response({"version": store.version, "shared": _shared(request), "sections": sections,
+                          "overrides": store.overrides()})
+
+
+def _shared(request: web.Request) -> str:
+    """Who else sees a change made here: every worker and replica (through Redis), or this process only."""
+    ctx = request.app["ctx"]
+    if ctx.store.shared:
+        return "redis"
+    return "this worker only" if ctx.settings.workers > 1 else "process"
 
 
 async def history(request: web.Request) -> web.Response:

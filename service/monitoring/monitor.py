@@ -44,7 +44,10 @@ class Monitor:
             from service.middleware.admission import Admission
             ctx.extras["admission"] = Admission(ctx.store)
         self.admission = ctx.extras["admission"]
-        state = os.path.join(ctx.settings.state_dir, f"monitoring-{ctx.settings.port}.json")
+        worker = os.environ.get("WORKER_ID") if env is None else env.get("WORKER_ID")
+        # each worker keeps its own history, so each has its own file (they share STATE_DIR)
+        name = f"monitoring-{ctx.settings.port}" + (f"-w{worker}" if worker else "") + ".json"
+        state = os.path.join(ctx.settings.state_dir, name)
         self.history = History(ctx.store, ctx.redis, instance_id(ctx.settings, env), state)
         self.tasks = TaskPool(ctx.store)
         ctx.extras["tasks"] = self.tasks

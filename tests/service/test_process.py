@@ -76,3 +76,23 @@ def test_sigterm_finishes_in_flight_requests(service_factory, fake_upstream_fact
     t.join(20)
     assert result.get("status") == 200, result
     assert svc.proc.wait(15) == 0
+
+
+def _config_shared(url: str) -> str:
+    req = urllib.request.Request(f"{url}/internal/config", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["shared"]
+
+
+def test_workers_without_redis_say_changes_stay_in_one_worker(service_factory, tmp_path):
+    svc = service_factory(WORKERS="2")
+    assert _config_shared(svc.url) == "this worker only"
+    svc.stop()
+    assert "without REDIS_URL" in svc.output()
+    saved = sorted(f for f in os.listdir(tmp_path / "state") if f.startswith("monitoring-") and "baseline" not in f)
+    assert saved == [f"monitoring-{svc.port}-w0.json", f"monitoring-{svc.port}-w1.json"]
+
+
+def test_config_scope_is_the_process_or_redis(service_factory, redis_url):
+    assert _config_shared(service_factory().url) == "process"
+    assert _config_shared(service_factory(REDIS_URL=redis_url).url) == "redis"
