@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
@@ -27,6 +29,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request its HTTP parser rejects at ERROR, with a traceback
+    whose message quotes the offending header line: an API key with a stray
+    control character would land in the log.  Such a record becomes one
+    WARNING line that names the reason only (the client got its 400)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = (exc.message or "").split("\n", 1)[0].rstrip(":").strip() or type(exc).__name__
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg, record.args = "malformed HTTP request from %s: %s (%s)", (peer, reason, exc.code)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return logging.getLogger().isEnabledFor(logging.WARNING)
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -36,3 +56,6 @@ def setup_logging(level: str = "INFO") -> None:
     root.addHandler(h)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())

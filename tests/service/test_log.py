@@ -1,0 +1,24 @@
+"""Logs: a request the HTTP parser rejects is one WARNING line, without the header line that broke it."""
+import socket
+
+from tests.helpers import API_KEY
+
+
+def _raw(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        return s.recv(4096)
+
+
+def test_malformed_header_is_logged_without_its_value(service_factory):
+    svc = service_factory(LOG_LEVEL="WARNING")
+    secret = "sk-live-NOT-IN-LOGS-0123"
+    answer = _raw(svc.port, b"POST /v1/text/summarize HTTP/1.1\r\nHost: x\r\nX-API-Key: " + secret.encode()
+                  + b"\x00x\r\nContent-Length: 2\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
+    ok = _raw(svc.port, f"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
+    assert b" 200 " in ok.split(b"\r\n", 1)[0]  # the service goes on serving
+    svc.stop()
+    out = svc.output()
+    assert "malformed HTTP request from 127.0.0.1: Invalid header value char (400)" in out
+    assert secret not in out and "Traceback" not in out
