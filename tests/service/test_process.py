@@ -26,14 +26,19 @@ def test_runs_under_pythonoptimize_2(service_factory):
     assert status == 200 and body["success"]
 
 
-def test_workers_share_one_port(service_factory):
-    svc = service_factory(WORKERS="2")
+def _worker_pids(url: str, n: int) -> set:
+    """The pids that answer /v1/health, until n of them did (or 20 s passed)."""
     pids = set()
     deadline = time.monotonic() + 20
-    while len(pids) < 2 and time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{svc.url}/v1/health", timeout=5) as r:
+    while len(pids) < n and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/v1/health", timeout=5) as r:
             pids.add(json.loads(r.read())["pid"])
-    assert len(pids) == 2
+    return pids
+
+
+def test_workers_share_one_port(service_factory):
+    svc = service_factory(WORKERS="2")
+    assert len(_worker_pids(svc.url, 2)) == 2
 
 
 def test_refuses_non_loopback_without_keys(tmp_path):
@@ -87,6 +92,7 @@ def _config_shared(url: str) -> str:
 def test_workers_without_redis_say_changes_stay_in_one_worker(service_factory, tmp_path):
     svc = service_factory(WORKERS="2")
     assert _config_shared(svc.url) == "this worker only"
+    assert len(_worker_pids(svc.url, 2)) == 2  # both started: each saves its history when stopped
     svc.stop()
     assert "without REDIS_URL" in svc.output()
     saved = sorted(f for f in os.listdir(tmp_path / "state") if f.startswith("monitoring-") and "baseline" not in f)
