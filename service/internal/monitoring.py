@@ -57,35 +57,50 @@ def _bool_query(request: web.Request, name: str) -> bool | None:
     raise ApiError(422, "VALIDATION_ERROR", f"{name} must be true or false", field=name)
 
 
-def _window(request: web.Request, default_hours: float):
+async def _service_window(request: web.Request, mon: Monitor, seconds: float):
+    """?instances=all (default): every instance sharing Redis; this: the instance that answers."""
+    which = request.query.get("instances", "all")
+    if which not in ("all", "this"):
+        raise ApiError(422, "VALIDATION_ERROR", "instances must be 'all' or 'this'", field="instances")
+    if which == "this":
+        agg, snaps, resolution = mon.window(seconds)
+        return agg, snaps, resolution, {"scope": "this instance", "this": mon.history.instance,
+                                        "included": [mon.history.instance]}
+    return await mon.service_window(seconds)
+
+
+async def _window(request: web.Request, default_hours: float):
     hours = _hours(request, default_hours)
     mon = _mon(request)
-    agg, snaps, resolution = mon.window(hours * 3600)
-    return hours, agg, snaps, resolution, mon
+    agg, snaps, resolution, instances = await _service_window(request, mon, hours * 3600)
+    return hours, agg, snaps, resolution, mon, instances
 
 
 # ---- analysis ------------------------------------------------------------------
 async def slow_endpoints(request: web.Request) -> web.Response:
-    hours, agg, _, res, mon = _window(request, 1)
+    hours, agg, _, res, mon, instances = await _window(request, 1)
     limit = query_number(request, "limit", 10, 1, 1000, integer=True)
     min_req = query_number(request, "min_requests", 1, 1, 10 ** 9, integer=True)
     scope = request.query.get("scope", "all")
     if scope not in ("all", "api"):
         raise ApiError(422, "VALIDATION_ERROR", "scope must be 'all' or 'api'", field="scope")
     out = report.slow_endpoints(agg, report.thresholds(mon.store), limit, scope, min_req)
-    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res), **out})
+    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res),
+                          "instances": instances, **out})
 
 
 async def request_patterns(request: web.Request) -> web.Response:
-    hours, agg, snaps, res, mon = _window(request, 24)
+    hours, agg, snaps, res, mon, instances = await _window(request, 24)
     out = report.request_patterns(agg, snaps, mon.live())
-    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res), **out})
+    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res),
+                          "instances": instances, **out})
 
 
 async def bottlenecks(request: web.Request) -> web.Response:
-    hours, agg, _, res, mon = _window(request, 1)
+    hours, agg, _, res, mon, instances = await _window(request, 1)
     out = report.bottlenecks(agg, report.thresholds(mon.store), _sample_every(mon.store))
-    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res), **out})
+    return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res),
+                          "instances": instances, **out})
 
 
 async def system_load(request: web.Request) -> web.Response:
@@ -190,7 +205,9 @@ async def memory_hotspots_post(request: web.Request) -> web.Response:
 
 
 async def memory_trends(request: web.Request) -> web.Response:
-    hours, agg, snaps, res, mon = _window(request, 24)
+    hours = _hours(request, 24)
+    mon = _mon(request)
+    agg, snaps, res = mon.window(hours * 3600)  # a leak is one process's: this instance's memory only
     out = report.memory_trends(snaps, hours, mon.live())
     return json_response({"coverage": report.coverage(agg, hours * 3600, res), **out})
 
@@ -311,7 +328,7 @@ async def performance_report(request: web.Request) -> web.Response:
     mon = _mon(request)
     days = query_number(request, "days", 7, 0.001, 400)
     seconds = days * 86400
-    agg, snaps, res = mon.window(seconds)
+    agg, snaps, res, instances = await _service_window(request, mon, seconds)
     live = mon.live()
     th = report.thresholds(mon.store)
     trend_src = snaps + ([live] if live.get("seconds") else [])
@@ -319,6 +336,7 @@ async def performance_report(request: web.Request) -> web.Response:
     events = [e for e in mon.history.events if e["ts"] >= agg["start"] - 1] if agg["start"] else list(mon.history.events)
     return json_response({
         "days": days, "generated_at": report.now_iso(), "coverage": report.coverage(agg, seconds, res),
+        "instances": instances,
         "summary": S.totals(agg), "kpis": report.kpi_summary(agg, th),
         "performance_trends": report.performance_trends(trend_src, days),
         "bottlenecks": report.bottlenecks(agg, th, _sample_every(mon.store)),
@@ -330,13 +348,13 @@ async def performance_report(request: web.Request) -> web.Response:
 
 
 async def history_view(request: web.Request) -> web.Response:
-    hours, agg, snaps, res, mon = _window(request, 1)
+    hours, agg, snaps, res, mon, instances = await _window(request, 1)
     points = []
     for s in snaps:
         t = S.totals(s)
         points.append({"start": s["start"], "ts": s["ts"], "seconds": s["seconds"], **t})
     return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res),
-                          "stats": mon.history.stats(), "snapshots": points})
+                          "instances": instances, "stats": mon.history.stats(), "snapshots": points})
 
 
 async def take_snapshot(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ Redis keys (hash-tagged for Redis Cluster):
     {llmapi}:monitoring:<instance>:minutes   list of encoded snapshots, oldest first
     {llmapi}:monitoring:<instance>:hours     hash hour-start -> encoded roll-up
     {llmapi}:monitoring:<instance>:events    list of JSON events, oldest first
+    {llmapi}:monitoring:instances            hash instance -> time of its last snapshot
 Without Redis the history is written to STATE_DIR on shutdown and read back
 at start.
 """
@@ -27,6 +28,7 @@ from service.monitoring import snapshot as S
 log = logging.getLogger("service.monitoring")
 
 PREFIX = "{llmapi}:monitoring"
+INSTANCES = f"{PREFIX}:instances"  # hash instance -> time of its last snapshot
 
 
 def encode(snap: dict, compress: bool) -> bytes:
@@ -140,6 +142,43 @@ class History:
         parts = snaps + ([live] if live and live.get("seconds") else [])
         return S.merge(parts), snaps, resolution
 
+    async def peers(self, since: float, hourly: bool) -> dict[str, list[dict]] | None:
+        """The history of the other instances sharing this Redis (workers, replicas) since `since`:
+        their minute snapshots, or with `hourly` their hour roll-ups (the open one included).
+        {} without Redis or other instances; None when Redis does not answer."""
+        if self.redis is None:
+            return {}
+        try:
+            seen = await self.redis.hgetall(INSTANCES)
+            gone = time.time() - self.cfg["hourly_retention_days"] * 86400  # nothing of theirs is kept longer
+            stale = [i for i, ts in seen.items() if float(ts) < gone]
+            if stale:
+                await self.redis.hdel(INSTANCES, *stale)
+            others = sorted(i.decode() if isinstance(i, bytes) else i for i, ts in seen.items() if float(ts) > since)
+            others = [i for i in others if i != self.instance]
+            if not others:
+                return {}
+            pipe = self.redis.pipeline(transaction=False)
+            for inst in others:
+                if hourly:
+                    pipe.hgetall(f"{PREFIX}:{inst}:hours")
+                else:
+                    pipe.lrange(f"{PREFIX}:{inst}:minutes", 0, -1)
+            replies = await pipe.execute()
+        except Exception:
+            log.warning("monitoring: could not read other instances' history from redis")
+            return None
+        out = {}
+        for inst, reply in zip(others, replies):
+            if hourly:
+                snaps = [decode(b) for h, b in sorted(reply.items(), key=lambda kv: (kv[0] in (b"open", "open"), kv[0]))]
+                snaps = [s for s in snaps if s["ts"] > since]
+            else:
+                snaps = [s for s in (decode(b) for b in reply) if s["ts"] > since]
+            if snaps:
+                out[inst] = snaps
+        return out
+
     def _minutes_pruned(self, since: float, now: float) -> bool:
         """Do the hourly roll-ups hold snapshots of the window that the minute history no longer has?"""
         hours = [h for h in self.hours if h + 3600 > since]
@@ -174,6 +213,7 @@ class History:
                 pipe.hset(self.key("hours"), str(finished[0]), encode(finished[1], True))
             if self.open_hour is not None:
                 pipe.hset(self.key("hours"), "open", encode(self.open_hour[1], True))
+            pipe.hset(INSTANCES, self.instance, str(snap["ts"]))  # who else has history: see peers()
             await pipe.execute()
             self.redis_ok = True
         except Exception:

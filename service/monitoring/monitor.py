@@ -185,6 +185,30 @@ class Monitor:
     def window(self, seconds: float) -> tuple[dict, list[dict], str]:
         return self.history.window(seconds, self.live())
 
+    async def service_window(self, seconds: float) -> tuple[dict, list[dict], str, dict]:
+        """window() over every instance that shares this Redis: each instance's
+        snapshots of one period (a snapshot interval, or an hour for long
+        windows) are combined side by side, the periods end to end.  Only this
+        instance's unfinished interval is live; the others count up to their
+        last snapshot.  Also returns which instances were included."""
+        live = self.live()
+        agg, snaps, resolution = self.history.window(seconds, live)
+        peers = await self.history.peers(time.time() - seconds, hourly=resolution == "hour")
+        me = self.history.instance
+        info = {"scope": "service" if self.history.redis is not None else "this instance", "this": me,
+                "included": sorted([me, *(peers or {})])}
+        if peers is None:
+            info["note"] = "redis did not answer: this instance only"
+        if not peers:
+            return agg, snaps, resolution, info
+        info["live"] = "this instance's current interval; the others up to their last snapshot"
+        step = 3600.0 if resolution == "hour" else self.cfg["snapshot_interval_seconds"]
+        mine = [(me, s) for s in snaps]
+        theirs = [(inst, s) for inst, ss in peers.items() for s in ss]
+        series = _side_by_side(mine + theirs, step)
+        with_live = _side_by_side(mine + theirs + ([(me, live)] if live.get("seconds") else []), step)
+        return S.merge(with_live), series, resolution, info
+
     def short_cpu_percent(self) -> float | None:
         if not self.recent_cpu:
             return None
@@ -192,3 +216,11 @@ class Monitor:
         busy = sum(b for _, b, _ in self.recent_cpu)
         cores = self.recent_cpu[-1][2]
         return round(busy / wall / cores * 100, 3) if wall and cores else None
+
+
+def _side_by_side(items: list[tuple[str, dict]], step: float) -> list[dict]:
+    """(instance, snapshot) pairs as one snapshot per period of `step` seconds, oldest first."""
+    periods: dict[int, dict[str, list]] = {}
+    for inst, snap in items:
+        periods.setdefault(int(snap["start"] // step), {}).setdefault(inst, []).append(snap)
+    return [S.combine([S.merge(ss) for ss in by_inst.values()]) for _, by_inst in sorted(periods.items())]

@@ -212,3 +212,39 @@ def totals(agg: dict) -> dict:
         "loop_lag_max_ms": round(agg["loop_lag_max"] * 1000, 3),
     }
 
+
+
+def combine(parts) -> dict:
+    """Snapshots of the same period from different instances (workers, replicas) as one.
+
+    `merge` adds periods end to end; here they run side by side: counts,
+    histograms, CPU busy time and gauges (RSS, cache size) add up, while the
+    period (start, ts, seconds) and the core count are the widest single
+    one's.  Peaks (max queue, RSS max) add up too: an upper bound.
+    """
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    out = merge(parts)
+    out["seconds"] = max(p["seconds"] for p in parts)
+    cache = out["cache"]
+    cache["entries"] = sum(p["cache"].get("entries", 0) for p in parts)
+    cache["memory_bytes"] = sum(p["cache"].get("memory_bytes", 0) for p in parts)
+    mem = out["mem"]
+    samples = max(p["mem"].get("samples", 0) for p in parts)
+    mem["rss"] = sum(p["mem"]["rss"] for p in parts)
+    mem["rss_max"] = sum(p["mem"].get("rss_max", 0) for p in parts)
+    mem["samples"] = samples
+    mem["rss_sum"] = samples * sum(p["mem"].get("rss_sum", 0) / p["mem"]["samples"]
+                                   for p in parts if p["mem"].get("samples"))
+    mem["limit"] = max(p["mem"].get("limit", 0) for p in parts)
+    tms = [p["mem"]["tracemalloc"] for p in parts if p["mem"].get("tracemalloc") is not None]
+    mem["tracemalloc"] = sum(tms) if tms else None
+    cpu = out["cpu"]
+    cpu["seconds"] = max(p["cpu"].get("seconds", 0.0) for p in parts)
+    cpu["cores"] = max(p["cpu"].get("cores", 0) for p in parts)
+    cpu["percent_max"] = sum(p["cpu"].get("percent_max", 0.0) for p in parts)
+    adm = out["admission"]
+    adm["max_queue"] = sum(p["admission"].get("max_queue", 0) for p in parts)
+    adm["max_active"] = sum(p["admission"].get("max_active", 0) for p in parts)
+    return out

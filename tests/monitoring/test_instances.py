@@ -1,0 +1,89 @@
+"""Monitoring across instances: every worker or replica sharing Redis counts in /internal/monitoring."""
+import json
+import urllib.error
+import urllib.request
+
+import redis
+
+from service.monitoring import snapshot as S
+from service.monitoring.history import INSTANCES
+from tests.helpers import API_KEY
+
+TEXT = "Prometheus scrapes metrics from instrumented jobs and evaluates alerting rules over them every minute."
+
+
+def _snap(start: float, seconds: float, requests: int, rss: int, busy: float) -> dict:
+    s = S.empty()
+    s.update(start=start, ts=start + seconds, seconds=seconds, count=1)
+    s["routes"] = {"POST /v1/text/summarize": {"n": requests, "sum": 0.01 * requests, "max": 0.01,
+                                               "lat": {"50": requests}, "status": {"200": requests}}}
+    s["mem"].update(rss=rss, rss_max=rss, rss_sum=rss, samples=1, limit=8 << 30)
+    s["cpu"].update(busy=busy, seconds=seconds, cores=2, percent_max=busy / seconds / 2 * 100)
+    s["cache"].update(hits=requests, entries=10, memory_bytes=1000)
+    return s
+
+
+def test_combine_adds_side_by_side_and_keeps_one_period():
+    a, b = _snap(100.0, 60.0, 30, 100 << 20, 6.0), _snap(101.0, 59.0, 90, 50 << 20, 12.0)
+    c = S.combine([a, b])
+    t = S.totals(c)
+    assert t["requests"] == 120 and c["seconds"] == 60.0 and c["start"] == 100.0
+    assert t["requests_per_second"] == 2.0  # 120 in one minute, not in two
+    assert c["mem"]["rss"] == 150 << 20 and t["rss_avg_bytes"] == 150 << 20
+    assert c["cpu"]["busy"] == 18.0 and c["cpu"]["cores"] == 2 and t["cpu_percent"] == 15.0
+    assert c["cache"]["entries"] == 20 and c["cache"]["hits"] == 120
+    # periods end to end, then side by side: the same as the other way round
+    later = S.combine([_snap(160.0, 60.0, 3, 100 << 20, 1.0), _snap(161.0, 59.0, 9, 50 << 20, 2.0)])
+    assert S.totals(S.merge([c, later]))["requests"] == 132
+    assert S.merge([c, later])["seconds"] == 120.0
+
+
+def _call(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        return json.loads(r.read())
+
+
+def _summarize_count(doc: dict) -> int:
+    return sum(e["requests"] for e in doc["endpoints"] if e["endpoint"] == "POST /v1/text/summarize")
+
+
+def test_instances_sharing_redis_are_counted_together(service_factory, redis_url):
+    env = dict(REDIS_URL=redis_url, MONITORING_SNAPSHOT_INTERVAL="3600")
+    a, b = service_factory(**env), service_factory(**env)
+    for svc, n in ((a, 3), (b, 5)):
+        for _ in range(n):
+            _call(f"{svc.url}/v1/text/summarize", "POST", {"text": TEXT})
+    _call(f"{b.url}/internal/monitoring/snapshot", "POST", {})  # b's requests reach Redis
+    r = redis.Redis.from_url(redis_url)
+    r.hset(INSTANCES, "gone:1:0", "1.0")  # an instance last seen in 1970: forgotten, not counted
+    # a counts its own live interval and b's last snapshot
+    both = _call(f"{a.url}/internal/monitoring/slow-endpoints")
+    assert _summarize_count(both) == 8
+    assert len(both["instances"]["included"]) == 2 and both["instances"]["scope"] == "service"
+    assert not r.hexists(INSTANCES, "gone:1:0")
+    assert _summarize_count(_call(f"{a.url}/internal/monitoring/slow-endpoints?instances=this")) == 3
+    patterns = _call(f"{a.url}/internal/monitoring/request-patterns")
+    assert {o["operation"]: o["requests"] for o in patterns["operations"]}["summarize"] == 8
+    report = _call(f"{a.url}/internal/monitoring/performance-report?days=1")
+    assert report["summary"]["requests"] >= 8 and len(report["instances"]["included"]) == 2
+    # b has no snapshot of a yet: it sees only itself until a takes one
+    assert _summarize_count(_call(f"{b.url}/internal/monitoring/slow-endpoints")) == 5
+    _call(f"{a.url}/internal/monitoring/snapshot", "POST", {})
+    assert _summarize_count(_call(f"{b.url}/internal/monitoring/slow-endpoints")) == 8
+
+
+def test_without_redis_an_instance_reports_itself(service_factory):
+    svc = service_factory()
+    _call(f"{svc.url}/v1/text/summarize", "POST", {"text": TEXT})
+    doc = _call(f"{svc.url}/internal/monitoring/slow-endpoints")
+    assert doc["instances"]["scope"] == "this instance" and len(doc["instances"]["included"]) == 1
+    assert _summarize_count(doc) == 1
+    req = urllib.request.Request(f"{svc.url}/internal/monitoring/slow-endpoints?instances=both",
+                                 headers={"X-API-Key": API_KEY})
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("expected 422")
+    except urllib.error.HTTPError as e:
+        assert e.code == 422 and json.loads(e.read())["details"]["field"] == "instances"
