@@ -170,11 +170,11 @@ class History:
             return None
         out = {}
         for inst, reply in zip(others, replies):
-            if hourly:
-                snaps = [decode(b) for h, b in sorted(reply.items(), key=lambda kv: (kv[0] in (b"open", "open"), kv[0]))]
-                snaps = [s for s in snaps if s["ts"] > since]
+            if hourly:  # completed hours in order, then the open one
+                blobs = [b for _, b in sorted(reply.items(), key=lambda kv: (kv[0] in (b"open", "open"), kv[0]))]
             else:
-                snaps = [s for s in (decode(b) for b in reply) if s["ts"] > since]
+                blobs = reply
+            snaps = [s for s in map(decode, blobs) if s["ts"] > since]
             if snaps:
                 out[inst] = snaps
         return out

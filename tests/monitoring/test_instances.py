@@ -87,3 +87,27 @@ def test_without_redis_an_instance_reports_itself(service_factory):
         raise AssertionError("expected 422")
     except urllib.error.HTTPError as e:
         assert e.code == 422 and json.loads(e.read())["details"]["field"] == "instances"
+
+
+async def test_peers_give_hour_rollups_for_long_windows(redis_url):
+    import time
+
+    from service.config.sections import SECTIONS
+    from service.config.store import ConfigStore
+    from service.monitoring.history import History
+    from service.redis_client import make_redis
+
+    store = ConfigStore(SECTIONS, env={})
+    client = make_redis(redis_url)
+    mine, theirs = History(store, client, "a:1:0"), History(store, client, "b:1:0")
+    now = time.time()
+    hour = now // 3600 * 3600
+    snaps = [_snap(hour - 3600 + 10, 60.0, 4, 1 << 20, 1.0), _snap(hour - 3600 + 70, 60.0, 6, 1 << 20, 1.0),
+             _snap(hour + 1, 60.0, 5, 1 << 20, 1.0)]  # the last hour twice, this hour once
+    for snap in snaps:
+        await theirs.add(snap)
+    assert await mine.peers(now - 3 * 3600, hourly=False) == {"b:1:0": snaps}
+    hours = (await mine.peers(now - 3 * 3600, hourly=True))["b:1:0"]
+    assert [S.totals(h)["requests"] for h in hours] == [10, 5]  # the finished hour, then the open one
+    assert await theirs.peers(now - 3 * 3600, hourly=True) == {}  # an instance is not its own peer
+    await client.aclose()
