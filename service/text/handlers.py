@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from service.errors import ApiError
-from service.http import decode_json, json_response, read_json
+from service.http import decode_json, json_response, read_body, read_json
 from service.providers.base import OPERATIONS
 from service.text.schemas import OPTION_LIMITS, parse_text_request
 
@@ -24,7 +24,7 @@ OPERATION_INFO = {
 
 async def _run(request: web.Request, operation: str | None) -> web.Response:
     text = request.app["ctx"].text
-    raw = await request.read()
+    raw = await read_body(request)
     route = (operation, request.headers.get("Content-Type"))
     parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
     if parsed is None:
