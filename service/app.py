@@ -12,6 +12,7 @@ import os
 
 from aiohttp import web
 
+from service import protocol
 from service.cache import ResponseCache
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     settings = settings or Settings.from_env(env)
     store = build_store(settings, env)
     setup_logging(store.get("logging")["level"])
+    protocol.install()  # a request the HTTP parser rejects gets the JSON error shape too
     store.subscribe(lambda name, new, old: name == "logging" and logging.getLogger().setLevel(new["level"]))
     check_bind_safety(settings)
 

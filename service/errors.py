@@ -37,3 +37,12 @@ def error_response(request: web.Request | None, status: int, error_code: str, me
 
 def validation_error(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:
     return ApiError(422, code, f"{field}: {message}", {"field": field, "errors": [{"field": field, "message": message}]})
+
+
+def parse_reason(exc) -> str:
+    """The reason of an aiohttp HTTP parser error, without the bytes it quotes
+    (its message goes on with the offending line, which may hold a key)."""
+    line = (exc.message or "").split("\n", 1)[0]
+    for quote in (": b'", ': b"'):  # "Got more than 8190 bytes when reading: b'X-API-Key: ...'"
+        line = line.split(quote, 1)[0]
+    return line.rstrip(":. ").strip() or type(exc).__name__

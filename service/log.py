@@ -9,6 +9,8 @@ import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from service.errors import parse_reason
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
@@ -38,7 +40,7 @@ class MalformedRequestFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            reason = (exc.message or "").split("\n", 1)[0].rstrip(":").strip() or type(exc).__name__
+            reason = parse_reason(exc)
             peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
             record.msg, record.args = "malformed HTTP request from %s: %s (%s)", (peer, reason, exc.code)
             record.exc_info = record.exc_text = None
