@@ -148,6 +148,7 @@ class History:
         {} without Redis or other instances; None when Redis does not answer."""
         if self.redis is None:
             return {}
+        out = {}
         try:
             seen = await self.redis.hgetall(INSTANCES)
             gone = time.time() - self.cfg["hourly_retention_days"] * 86400  # nothing of theirs is kept longer
@@ -155,29 +156,36 @@ class History:
             if stale:
                 await self.redis.hdel(INSTANCES, *stale)
             others = sorted(i.decode() if isinstance(i, bytes) else i for i, ts in seen.items() if float(ts) > since)
-            others = [i for i in others if i != self.instance]
-            if not others:
-                return {}
-            pipe = self.redis.pipeline(transaction=False)
             for inst in others:
-                if hourly:
-                    pipe.hgetall(f"{PREFIX}:{inst}:hours")
+                if inst == self.instance:
+                    continue
+                if hourly:  # completed hours in order, then the open one
+                    reply = await self.redis.hgetall(f"{PREFIX}:{inst}:hours")
+                    blobs = [b for _, b in sorted(reply.items(), key=lambda kv: (kv[0] in (b"open", "open"), kv[0]))]
+                    snaps = [s for s in map(decode, blobs) if s["ts"] > since]
                 else:
-                    pipe.lrange(f"{PREFIX}:{inst}:minutes", 0, -1)
-            replies = await pipe.execute()
+                    snaps = await self._minutes_since(f"{PREFIX}:{inst}:minutes", since)
+                if snaps:
+                    out[inst] = snaps
         except Exception:
             log.warning("monitoring: could not read other instances' history from redis")
             return None
-        out = {}
-        for inst, reply in zip(others, replies):
-            if hourly:  # completed hours in order, then the open one
-                blobs = [b for _, b in sorted(reply.items(), key=lambda kv: (kv[0] in (b"open", "open"), kv[0]))]
-            else:
-                blobs = reply
-            snaps = [s for s in map(decode, blobs) if s["ts"] > since]
-            if snaps:
-                out[inst] = snaps
         return out
+
+    async def _minutes_since(self, key: str, since: float) -> list[dict]:
+        """The snapshots of a minutes list newer than `since`, read from its end a page at a time
+        (they are appended in time order)."""
+        page = max(64, int((time.time() - since) / self.cfg["snapshot_interval_seconds"]) + 8)
+        found: list[dict] = []
+        stop = -1
+        while True:
+            blobs = await self.redis.lrange(key, stop - page + 1, stop)
+            snaps = [decode(b) for b in blobs]
+            newer = [s for s in snaps if s["ts"] > since]
+            found = newer + found
+            if len(newer) < len(snaps) or len(blobs) < page:
+                return found
+            stop -= page
 
     def _minutes_pruned(self, since: float, now: float) -> bool:
         """Do the hourly roll-ups hold snapshots of the window that the minute history no longer has?"""

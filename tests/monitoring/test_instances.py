@@ -111,3 +111,23 @@ async def test_peers_give_hour_rollups_for_long_windows(redis_url):
     assert [S.totals(h)["requests"] for h in hours] == [10, 5]  # the finished hour, then the open one
     assert await theirs.peers(now - 3 * 3600, hourly=True) == {}  # an instance is not its own peer
     await client.aclose()
+
+
+async def test_peers_read_a_long_minutes_list_back_to_the_window(redis_url):
+    import time
+
+    from service.config.sections import SECTIONS
+    from service.config.store import ConfigStore
+    from service.monitoring.history import History
+    from service.redis_client import make_redis
+
+    store = ConfigStore(SECTIONS, env={})
+    client = make_redis(redis_url)
+    mine, theirs = History(store, client, "a:2:0"), History(store, client, "b:2:0")
+    now = time.time()
+    for i in range(200):  # one a second: more per minute than the 60 s interval suggests (manual snapshots)
+        await theirs.add(_snap(now - 200 + i, 1.0, 1, 1 << 20, 0.1))
+    got = (await mine.peers(now - 150.5, hourly=False))["b:2:0"]
+    # ts = start + 1 s: those that end after now - 150.5, read back over three pages of 64
+    assert [s["start"] for s in got] == [now - 200 + i for i in range(49, 200)]
+    await client.aclose()
