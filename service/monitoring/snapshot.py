@@ -213,7 +213,6 @@ def totals(agg: dict) -> dict:
     }
 
 
-
 def combine(parts) -> dict:
     """Snapshots of the same period from different instances (workers, replicas) as one.
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from exporter.tally import flush_all
-from exporter.metrics import CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES, REGISTRY
+from exporter.metrics import REGISTRY
 from tests.cache.conftest import TEXT, Provider, req
 
 

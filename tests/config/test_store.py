@@ -1,5 +1,4 @@
 """The runtime config store: seeding, validation, atomicity, history, rollback, persistence."""
-import asyncio
 import json
 import time
 import urllib.request

@@ -2,7 +2,6 @@
 import pytest
 
 from service.middleware.versioning import accept_version, normalize, order_for
-from tests.helpers import API_KEY
 
 TEXT = "Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally."
 
