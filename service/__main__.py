@@ -39,8 +39,8 @@ def run_worker() -> None:
                 access_log=None, print=lambda *a: None, handle_signals=True)
 
 
-def supervise(workers: int) -> None:
-    if not os.environ.get("REDIS_URL"):
+def supervise(workers: int, shared: bool) -> None:
+    if not shared:
         print(f"warning: WORKERS={workers} without REDIS_URL: each worker keeps its own config, cache and rate "
               "limits, so a change through /internal reaches only the worker that answers it; set REDIS_URL to "
               "share them", file=sys.stderr, flush=True)
@@ -86,7 +86,7 @@ def main() -> None:
 
     settings = Settings.from_env()
     if settings.workers > 1 and not os.environ.get("LLMAPI_WORKER"):
-        supervise(settings.workers)
+        supervise(settings.workers, shared=settings.redis_url is not None)
     else:
         run_worker()
 

@@ -29,7 +29,7 @@ async def _timed(name: str, coro) -> dict:
 
 async def _config_check(ctx) -> dict:
     return {"status": "healthy", "version": ctx.store.version,
-            "backend": "redis" if ctx.store._redis is not None else "file"}
+            "backend": "redis" if ctx.store.shared else "file"}
 
 
 async def health(request: web.Request) -> web.Response:
@@ -45,7 +45,7 @@ async def health(request: web.Request) -> web.Response:
     status = max((c["status"] for c in checks.values()), key=RANK.__getitem__)
     body = {"status": status, "live": True, "ready": status != "unhealthy", "version": __version__,
             "uptime_seconds": round(time.time() - STARTED, 1), "pid": os.getpid(),
-            "worker": int(os.environ.get("WORKER_ID", "0")), "checks": checks}
+            "worker": ctx.settings.worker_id, "checks": checks}
     return json_response(body, status=503 if status == "unhealthy" else 200)
 
 

@@ -68,6 +68,7 @@ class Settings:
     state_dir: str = ".state"
     graceful_timeout: float = 30.0
     keepalive_timeout: float = 75.0
+    worker_id: int = 0  # which of the WORKERS this process is (set by the supervisor; 0 alone)
 
     @property
     def loopback(self) -> bool:
@@ -86,4 +87,5 @@ class Settings:
             state_dir=env_str(env, "STATE_DIR"),
             graceful_timeout=env_number(env, "GRACEFUL_TIMEOUT", float, 0),
             keepalive_timeout=env_number(env, "KEEPALIVE_TIMEOUT", float, 0),
+            worker_id=int(env.get("WORKER_ID") or 0),
         )

@@ -1,7 +1,6 @@
 """The read side of /internal/cache: every answer computed from measurements."""
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -73,7 +72,7 @@ async def stats(cache) -> dict:
         "pressure": st.pressure, "key_strategy": cache.keys.strategy,
         "uptime_seconds": round(time.time() - st.started, 1),
         # the figures above are this worker's (its memory tier and counts); "service" sums every worker
-        "worker": int(os.environ.get("WORKER_ID", "0")), "service": service_wide(),
+        "worker": cache.ctx.settings.worker_id, "service": service_wide(),
     }
 
 

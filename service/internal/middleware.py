@@ -149,11 +149,15 @@ async def compression_optimize(request: web.Request) -> web.Response:
     return json_response(out)
 
 
-async def compression_stats(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-    st = ctx.extras["compression"].stats()
-    st["config"] = ctx.store.get("compression")
-    return json_response(st)
+def _stats(section: str):
+    """GET <section>/stats: the middleware's measured stats and its live config."""
+    async def handler(request: web.Request) -> web.Response:
+        ctx = _ctx(request)
+        st = ctx.extras[section].stats()
+        st["config"] = ctx.store.get(section)
+        return json_response(st)
+    handler.__name__ = f"{section}_stats"
+    return handler
 
 
 def _plan_compression(ctx):
@@ -393,13 +397,6 @@ async def versioning_optimize(request: web.Request) -> web.Response:
     return json_response(out)
 
 
-async def versioning_stats(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-    st = ctx.extras["versioning"].stats()
-    st["config"] = ctx.store.get("versioning")
-    return json_response(st)
-
-
 def _plan_versioning(ctx):
     st = ctx.extras["versioning"].stats()
     changes, applied, reason = advisor.plan_versioning(st, ctx.store.get("versioning"))
@@ -422,7 +419,7 @@ def register(app: web.Application, ctx) -> None:
     r.add_get(f"{P}/stack/performance", stack_performance)
     r.add_post(f"{P}/stack/reset-stats", reset_stats)
     r.add_post(f"{P}/compression/optimize", compression_optimize)
-    r.add_get(f"{P}/compression/stats", compression_stats)
+    r.add_get(f"{P}/compression/stats", _stats("compression"))
     r.add_post(f"{P}/compression/auto-optimize", compression_auto)
     r.add_post(f"{P}/rate-limiting/optimize", rate_optimize)
     r.add_post(f"{P}/rate-limiting/auto-optimize", rate_auto)
@@ -431,7 +428,7 @@ def register(app: web.Application, ctx) -> None:
     r.add_get(f"{P}/request-size/stats", size_stats)
     r.add_post(f"{P}/request-size/auto-optimize", size_auto)
     r.add_post(f"{P}/versioning/optimize", versioning_optimize)
-    r.add_get(f"{P}/versioning/stats", versioning_stats)
+    r.add_get(f"{P}/versioning/stats", _stats("versioning"))
     r.add_post(f"{P}/versioning/auto-optimize", versioning_auto)
     r.add_get(f"{M}/compression-metrics", monitoring_compression)
     r.add_get(f"{M}/rate-limiting-performance", monitoring_rate)

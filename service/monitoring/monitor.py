@@ -32,7 +32,7 @@ def instance_id(settings, env=None) -> str:
     env = os.environ if env is None else env
     if env.get("MONITORING_INSTANCE"):
         return env["MONITORING_INSTANCE"]
-    return f"{socket.gethostname()}:{settings.port}:{env.get('WORKER_ID', '0')}"
+    return f"{socket.gethostname()}:{settings.port}:{settings.worker_id}"
 
 
 class Monitor:
@@ -44,9 +44,9 @@ class Monitor:
             from service.middleware.admission import Admission
             ctx.extras["admission"] = Admission(ctx.store)
         self.admission = ctx.extras["admission"]
-        worker = os.environ.get("WORKER_ID") if env is None else env.get("WORKER_ID")
         # each worker keeps its own history, so each has its own file (they share STATE_DIR)
-        name = f"monitoring-{ctx.settings.port}" + (f"-w{worker}" if worker else "") + ".json"
+        worker = f"-w{ctx.settings.worker_id}" if ctx.settings.workers > 1 else ""
+        name = f"monitoring-{ctx.settings.port}{worker}.json"
         state = os.path.join(ctx.settings.state_dir, name)
         self.history = History(ctx.store, ctx.redis, instance_id(ctx.settings, env), state)
         self.tasks = TaskPool(ctx.store)
