@@ -16,7 +16,7 @@ from service import protocol
 from service.cache import ResponseCache
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
-from service.context import Context
+from service.context import CTX, Context
 from service.log import setup_logging
 from service.middleware import build_stack
 from service.providers.manager import ProviderManager
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     ctx.text = TextService(ctx)
 
     app = web.Application(middlewares=build_stack(ctx), client_max_size=1024 ** 3)
-    app["ctx"] = ctx
+    app[CTX] = ctx
     for name in ROUTE_MODULES:
         importlib.import_module(name).register(app, ctx)
     from exporter.handler import metrics_handler
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
 
 
 async def _startup(app: web.Application) -> None:
-    ctx: Context = app["ctx"]
+    ctx: Context = app[CTX]
     await ctx.store.start(ctx.redis)
     await ctx.cache.start()
     await ctx.resilience.start()
@@ -96,7 +96,7 @@ async def _startup(app: web.Application) -> None:
 
 
 async def _cleanup(app: web.Application) -> None:
-    ctx: Context = app["ctx"]
+    ctx: Context = app[CTX]
     for t in ctx.background:
         t.cancel()
     await ctx.resilience.close()

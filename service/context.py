@@ -1,11 +1,13 @@
 """The components of one service process, wired by service/app.py.
 
-Handlers reach them as request.app["ctx"].
+Handlers reach them as request.app[CTX].
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiohttp import web
 
 
 @dataclass
@@ -21,3 +23,6 @@ class Context:
     monitoring: Any = None             # service.monitoring (history, analytics)
     extras: dict = field(default_factory=dict)  # other subsystems by name
     background: list = field(default_factory=list)  # asyncio tasks to cancel on shutdown
+
+
+CTX: web.AppKey[Context] = web.AppKey("ctx", Context)

@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from service import __version__
+from service.context import CTX
 from service.http import json_response
 
 CHECK_TIMEOUT = 1.0
@@ -33,7 +34,7 @@ async def _config_check(ctx) -> dict:
 
 
 async def health(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     names = ("ai_provider", "cache", "config_store")
     results = await asyncio.gather(_timed("ai_provider", ctx.providers.health()),
                                    _timed("cache", ctx.cache.health()),

@@ -110,10 +110,7 @@ def build_document(app: web.Application) -> dict:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    doc = request.app.get("openapi_doc")
-    if doc is None:
-        doc = build_document(request.app)
-    return json_response(doc)
+    return json_response(build_document(request.app))
 
 
 def register(app: web.Application, ctx) -> None:

@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 
 from service.config.schema import ConfigValidationError
+from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, read_object
 from service.internal.resilience import _only
@@ -24,7 +25,7 @@ BATCH_FIELDS = ("enable_batching", "batch_size", "batch_timeout_ms", "max_concur
 
 async def optimize_performance(request: web.Request) -> web.Response:
     """Set AI deadline, retries, batching switch and connection pooling."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     body = await read_object(request, allow_empty=False)
     _only(body, AI_FIELDS)
     entry = await ctx.store.update("ai", body, source="api:/internal/ai/optimize-performance")
@@ -37,7 +38,7 @@ async def optimize_performance(request: web.Request) -> web.Response:
 
 async def configure_batching(request: web.Request) -> web.Response:
     """Switch micro-batching and set batch size, wait and concurrent batches."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     body = await read_object(request, allow_empty=False)
     _only(body, BATCH_FIELDS)
     changes: dict[str, dict] = {}
@@ -122,7 +123,7 @@ def _kpi(ctx, p95_ms: float | None) -> dict:
 
 async def get_ai_performance(request: web.Request) -> web.Response:
     """Measured AI service performance: latency quantiles, errors, tokens, KPI status."""
-    return json_response(ai_performance(request.app["ctx"]))
+    return json_response(ai_performance(request.app[CTX]))
 
 
 def register(app: web.Application, ctx) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from service.cache import views
 from service.config.schema import ConfigValidationError
+from service.context import CTX
 from service.errors import validation_error
 from service.http import json_response, query_number, read_object
 from service.providers.base import OPERATIONS
@@ -26,7 +27,7 @@ BASE = "/internal/cache"
 
 
 def _cache(request: web.Request):
-    return request.app["ctx"].cache
+    return request.app[CTX].cache
 
 
 def _memory_state(cache) -> dict:
@@ -74,7 +75,7 @@ def _command(name: str, spec: dict):
     fields = spec["fields"]
 
     async def handler(request: web.Request) -> web.Response:
-        ctx = request.app["ctx"]
+        ctx = request.app[CTX]
         cache = ctx.cache
         body = await read_object(request, allow_empty=True)
         if not body:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, query_number, read_object
 
 
 async def get_config(request: web.Request) -> web.Response:
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     sections = {name: {"values": store.get(name), "doc": s.doc,
                        "fields": {k: {"type": f.type.__name__, "default": f.default, "min": f.min, "max": f.max,
                                       "choices": list(f.choices) if f.choices else None, "env": f.env}
@@ -20,20 +21,20 @@ async def get_config(request: web.Request) -> web.Response:
 
 def _shared(request: web.Request) -> str:
     """Who else sees a change made here: every worker and replica (through Redis), or this process only."""
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     if ctx.store.shared:
         return "redis"
     return "this worker only" if ctx.settings.workers > 1 else "process"
 
 
 async def history(request: web.Request) -> web.Response:
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     limit = query_number(request, "limit", 50, 1, 200, integer=True)
     return json_response({"version": store.version, "history": store.public_history(limit)})
 
 
 async def update_section(request: web.Request) -> web.Response:
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     name = request.match_info["section"]
     if name not in store.sections:
         raise ApiError(404, "UNKNOWN_SECTION", f"no config section {name!r}", field="section")
@@ -44,7 +45,7 @@ async def update_section(request: web.Request) -> web.Response:
 
 
 async def rollback(request: web.Request) -> web.Response:
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     body = await read_object(request, allow_empty=False)
     if set(body) - {"version"}:
         raise ApiError(422, "VALIDATION_ERROR", "only 'version' is accepted", field=sorted(set(body) - {"version"})[0])

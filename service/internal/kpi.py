@@ -13,6 +13,7 @@ from aiohttp import web
 
 from exporter import kpis
 from service.config.schema import ConfigValidationError
+from service.context import CTX
 from service.http import json_response, query_number, read_object
 from service.monitoring import kpi_status
 
@@ -20,7 +21,7 @@ MAX_WINDOW_HOURS = kpi_status.TREND_KEEP * kpi_status.TREND_INTERVAL / 3600.0
 
 
 def _status(request: web.Request) -> kpi_status.KpiStatus:
-    return kpi_status.get(request.app["ctx"])
+    return kpi_status.get(request.app[CTX])
 
 
 async def performance(request: web.Request) -> web.Response:
@@ -40,7 +41,7 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def configure_alerts(request: web.Request) -> web.Response:
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     body = await read_object(request, allow_empty=False)
     merged = store.validate("alerts", body)  # 422 naming the field on a bad one
     bad = kpis.check_order(merged)

@@ -15,6 +15,7 @@ import re
 from aiohttp import web
 
 from service.config.schema import ConfigValidationError
+from service.context import CTX
 from service.errors import validation_error
 from service.http import json_response, read_object
 from service.middleware import ORDER, advisor
@@ -30,7 +31,7 @@ SECTIONS = ("security_headers", "cors", "request_size", "compression", "versioni
 
 
 def _ctx(request: web.Request):
-    return request.app["ctx"]
+    return request.app[CTX]
 
 
 def _only(body: dict, allowed) -> None:
@@ -408,7 +409,7 @@ async def versioning_auto(request: web.Request) -> web.Response:
 
 
 async def _close_limiter(app: web.Application) -> None:
-    rl = app["ctx"].ratelimiter
+    rl = app[CTX].ratelimiter
     if rl is not None:
         await rl.close()
 

@@ -14,6 +14,7 @@ import psutil
 from aiohttp import web
 
 from exporter.metrics import HTTP_IN_FLIGHT
+from service.context import CTX
 from service.errors import ApiError, validation_error
 from service.http import json_response, query_number, read_object
 from service.monitoring import emergency, memory, process, report
@@ -27,7 +28,7 @@ OPTIMIZE_FIELDS = ("validation_mode", "enable_caching")
 
 
 def _mon(request: web.Request) -> Monitor:
-    return request.app["ctx"].monitoring
+    return request.app[CTX].monitoring
 
 
 def _hours(request: web.Request, default: float) -> float:
@@ -166,7 +167,7 @@ async def system_load(request: web.Request) -> web.Response:
 
 # ---- memory --------------------------------------------------------------------
 async def memory_analysis(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     return json_response(memory.analysis(ctx, ctx.monitoring))
 
 
@@ -241,7 +242,7 @@ async def optimize(request: web.Request) -> web.Response:
     return json_response({"optimization_applied": applied or False,
                           "reason": "applied" if applied else "already in effect",
                           "configuration": {k: store.get("monitoring")[k] for k in OPTIMIZE_FIELDS},
-                          "validation_memo": request.app["ctx"].text.memo.stats(),  # measured: reuse so far
+                          "validation_memo": request.app[CTX].text.memo.stats(),  # measured: reuse so far
                           "version": store.version})
 
 

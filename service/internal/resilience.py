@@ -9,6 +9,7 @@ import time
 
 from aiohttp import web
 
+from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, read_object
 from service.providers.base import OPERATIONS
@@ -20,7 +21,7 @@ P = "/internal/resilience"
 
 
 def _res(request: web.Request):
-    return request.app["ctx"].resilience
+    return request.app[CTX].resilience
 
 
 def _only(body: dict, allowed: tuple[str, ...]) -> None:

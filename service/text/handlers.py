@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from service.context import CTX
 from service.errors import ApiError
 from service.http import decode_json, json_response, read_body, read_json
 from service.providers.base import OPERATIONS
@@ -23,7 +24,7 @@ OPERATION_INFO = {
 
 
 async def _run(request: web.Request, operation: str | None) -> web.Response:
-    text = request.app["ctx"].text
+    text = request.app[CTX].text
     raw = await read_body(request)
     route = (operation, request.headers.get("Content-Type"))
     parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
@@ -53,7 +54,7 @@ async def process(request: web.Request) -> web.Response:
 
 
 async def batch(request: web.Request) -> web.Response:
-    ctx = request.app["ctx"]
+    ctx = request.app[CTX]
     limits = ctx.store.get("text")
     body = await read_json(request)
     if not isinstance(body, dict):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.context import CTX
 from tests.helpers import API_KEY
 
 
@@ -19,7 +20,7 @@ async def kpi_client(aiohttp_client, tmp_path):
     env = {"API_KEY": API_KEY, "STATE_DIR": str(tmp_path / "state"), "LOG_LEVEL": "WARNING"}
     app = create_app(Settings.from_env(env), env=env)
     if not has_route(app, "/internal/monitoring/performance"):
-        kpi.register(app, app["ctx"])
+        kpi.register(app, app[CTX])
     client = await aiohttp_client(app)
     client.session.headers.update({"X-API-Key": API_KEY})
     return client

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from exporter import kpis
+from service.context import CTX
 
 SPEC_BODY = {"response_time_threshold_ms": 2000, "cache_hit_ratio_threshold": 0.7, "memory_usage_threshold": 0.8,
              "cpu_usage_threshold": 0.8, "error_rate_threshold": 0.01}
@@ -37,7 +38,7 @@ async def test_configure_alerts_moves_store_gauge_and_alerts(kpi_client):
     body = await r.json()
     assert body["changes"] == {"memory_usage_threshold": 0.8}
     assert body["thresholds"]["memory_usage"]["target"] == 0.8
-    assert kpi_client.server.app["ctx"].store.get("alerts")["memory_usage_threshold"] == 0.8
+    assert kpi_client.server.app[CTX].store.get("alerts")["memory_usage_threshold"] == 0.8
     metrics = await (await kpi_client.get("/metrics")).text()
     assert 'llmapi_kpi_threshold{kpi="memory_usage",level="target"} 0.8' in metrics
     # a threshold below the live memory share raises an alert at once
@@ -66,7 +67,7 @@ async def test_configure_alerts_moves_store_gauge_and_alerts(kpi_client):
     ([1, 2], 422, "body"),
 ])
 async def test_configure_alerts_rejects_bad_input_and_changes_nothing(kpi_client, body, status, field):
-    store = kpi_client.server.app["ctx"].store
+    store = kpi_client.server.app[CTX].store
     before, version = dict(store.get("alerts")), store.version
     r = await kpi_client.post("/internal/monitoring/configure-alerts", json=body)
     assert r.status == status

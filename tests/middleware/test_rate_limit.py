@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from service.context import CTX
 from service.ratelimit import client_id
 from service.ratelimit.gcra import LEASE_SCRIPT, LocalGCRA, capacity
 from tests.helpers import API_KEY
@@ -202,7 +203,7 @@ async def test_redis_outage_falls_back_locally_without_5xx(fresh_redis, service_
 async def test_redis_settings_change_live(redis_url, make_client):
     client = await make_client(REDIS_URL=redis_url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_REQUESTS_PER_MINUTE="6000")
     assert (await client.post("/v1/text/summarize", json=BODY)).status == 200
-    rl = client.server.app["ctx"].ratelimiter
+    rl = client.server.app[CTX].ratelimiter
     first = rl._redis
     assert first is not None
     r = await client.post("/internal/middleware/rate-limiting/optimize", json={"redis_pool_size": 3,

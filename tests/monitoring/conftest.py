@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 
 from service import spans
+from service.context import CTX
 from tests.helpers import API_KEY
 
 KEEP: list = []  # allocations the memory tests hold on purpose
@@ -62,4 +63,4 @@ async def mon_client(aiohttp_client, tmp_path):
 
 
 def ctx_of(client):
-    return client.server.app["ctx"]
+    return client.server.app[CTX]

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from service.context import CTX
 from service.middleware.auth import is_protected, key_matches
 from tests.helpers import API_KEY
 
@@ -84,7 +85,7 @@ async def test_benchmark_token_exempts_only_the_real_token_from_the_throttle(mak
     client = await make_client()
     r = await client.post("/internal/monitoring/enable-throttling", json={"max_requests_per_minute": 1})
     assert r.status == 200
-    burst = client.server.app["ctx"].store.get("rate_limit")["burst_size"]
+    burst = client.server.app[CTX].store.get("rate_limit")["burst_size"]
     statuses = [(await client.get("/v1/text/operations")).status for _ in range(burst + 5)]
     assert 429 in statuses
     fake = {"X-Benchmark": "1"}

@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+from service.context import CTX
+
 TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally and runs rules "
         "over this data to aggregate and record new time series or generate alerts. Grafana can be used to "
         "visualize the collected data. Operators love clear dashboards and reliable alerts.")
@@ -173,7 +175,7 @@ async def test_health_degraded_when_redis_unreachable(make_client):
 
 async def test_fast_validation_mode_reuses_validated_bodies_and_respects_new_limits(make_client):
     client = await make_client(VALIDATION_MODE="strict")
-    memo = client.server.app["ctx"].text.memo
+    memo = client.server.app[CTX].text.memo
     body = {"text": TEXT}
     await client.post("/v1/text/summarize", json=body)
     assert memo.hits == 0 and memo.misses == 0  # strict: no memo
