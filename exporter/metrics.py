@@ -88,6 +88,11 @@ REDIS_LATENCY = _h("redis_command_duration_seconds", "Redis command latency", ("
 KPI_THRESHOLD = _g("kpi_threshold", "KPI thresholds by kpi and level (good, target, critical) in base units",
                    ("kpi", "level"), mode="livemostrecent")
 
+# ---- runtime config store (service/config/store.py) ---------------------
+# actor: a configured key name, startup, rollback, peer, alertmanager; anything else "other"
+CONFIG_CHANGES = _c("config_changes", "Runtime config changes by section and actor", ("section", "actor"))
+CONFIG_VERSION = _g("config_version", "Version of the runtime config (each change adds one)", mode="livemax")
+
 # ---- monitoring / admission / background tasks (service/monitoring) ---
 ADMISSION_QUEUE_DEPTH = _g("admission_queue_depth", "Requests waiting for an admission slot", mode="livesum")
 ADMISSION_ACTIVE = _g("admission_active_requests", "Requests holding an admission slot", mode="livesum")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 
 from aiohttp import web
 
@@ -51,8 +50,9 @@ def check_bind_safety(settings: Settings) -> None:
 
 
 def build_store(settings: Settings, env=None) -> ConfigStore:
-    state = os.path.join(settings.state_dir, f"config-{settings.port}.json")
-    return ConfigStore(SECTIONS, yaml_path=settings.config_file, env=env, state_path=state)
+    """The config store; without Redis each of several workers keeps its own state file
+    (config-PORT-wN.json), so no worker's restart loads or overwrites another's changes."""
+    return ConfigStore(SECTIONS, yaml_path=settings.config_file, env=env, state_path=settings.state_file("config"))
 
 
 def create_app(settings: Settings | None = None, env=None) -> web.Application:

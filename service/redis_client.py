@@ -10,6 +10,7 @@ in a request: the cache's L2 tier backs off instead (service/cache/redis_tier.py
 """
 from __future__ import annotations
 
+import asyncio
 import os
 
 import redis.asyncio as aioredis
@@ -67,3 +68,38 @@ def pool_stats(client) -> dict:
     made = in_use + len(getattr(pool, "_available_connections", ()) or ())
     return {"max_connections": pool.max_connections, "pool_size": getattr(client, "pool_size", None),
             "connections_open": made, "connections_in_use": in_use}
+
+
+async def follow(client, channel: str, handle, log=None, on_error=None) -> None:
+    """Call `await handle(data)` for each message on a pub/sub channel, forever.
+
+    A lost connection is retried with backoff (0.5 s doubling to 10 s; on_error()
+    counts it); each reconnect closes the subscription it replaces.  Cancel the
+    task to stop.
+    """
+    delay = 0.5
+    while True:
+        pubsub = None
+        try:
+            pubsub = client.pubsub()
+            await pubsub.subscribe(channel)
+            delay = 0.5
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg and msg.get("type") == "message":
+                    await handle(msg["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if on_error is not None:
+                on_error()
+            if log is not None:
+                log.debug("%s: redis unavailable (%s), retrying in %.1fs", channel, type(e).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        finally:
+            if pubsub is not None:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass

@@ -74,6 +74,11 @@ class Settings:
     def loopback(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
+    def state_file(self, kind: str) -> str:
+        """STATE_DIR/KIND-PORT.json; with several workers each has its own (KIND-PORT-wN.json)."""
+        worker = f"-w{self.worker_id}" if self.workers > 1 else ""
+        return os.path.join(self.state_dir, f"{kind}-{self.port}{worker}.json")
+
     @classmethod
     def from_env(cls, env=None) -> "Settings":
         env = os.environ if env is None else env

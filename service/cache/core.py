@@ -405,7 +405,7 @@ class ResponseCache:
                 pass
 
     # ---- optimization ----------------------------------------------------------------------------
-    async def weekly_optimization(self, source: str) -> dict:
+    async def weekly_optimization(self, source: str, **audit) -> dict:
         """Apply every recommendation that has an action; record before and after."""
         from service.cache.analytics import recommendations
         from service.cache.views import snapshot
@@ -423,7 +423,7 @@ class ResponseCache:
         before = {"measured": snapshot(self), "config": {k: cfg[k] for k in changes}}
         version = None
         if changes:
-            await self.store.update("cache", changes, source=source)
+            await self.store.update("cache", changes, source=source, **audit)
             version = self.store.version
         cfg = self.store.get("cache")
         run = {"run": len(self.optimizations) + 1, "time": time.time(), "applied": applied,

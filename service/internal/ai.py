@@ -15,6 +15,7 @@ from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, read_object
+from service.internal.audit import actor
 from service.internal.resilience import _only
 from service.resilience.analysis import RECENT_SECONDS, latency_summary, op_metrics
 
@@ -28,7 +29,8 @@ async def optimize_performance(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     body = await read_object(request, allow_empty=False)
     _only(body, AI_FIELDS)
-    entry = await ctx.store.update("ai", body, source="api:/internal/ai/optimize-performance")
+    entry = await ctx.store.update("ai", body, source="api:/internal/ai/optimize-performance",
+                                   **actor(request))
     ai = ctx.store.get("ai")
     return json_response({"status": "applied", "changes": entry["changes"], "previous": entry.get("previous", {}),
                           "settings": {k: ai[k] for k in AI_FIELDS},
@@ -53,7 +55,8 @@ async def configure_batching(request: web.Request) -> web.Response:
     except ConfigValidationError as e:
         field = "enable_batching" if e.field == "batch_processing" else e.field
         raise ApiError(422, "VALIDATION_ERROR", f"{field}: {e.message}", field=field)
-    entries = await ctx.store.update_many(changes, source="api:/internal/ai/configure-batching")
+    entries = await ctx.store.update_many(changes, source="api:/internal/ai/configure-batching",
+                                           **actor(request))
     cfg = ctx.store.get("batching")
     return json_response({"status": "applied", "changes": {e["section"]: e["changes"] for e in entries},
                           "settings": {"enable_batching": ctx.store.get("ai")["batch_processing"], **cfg},

@@ -21,6 +21,7 @@ from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.errors import validation_error
 from service.http import json_response, query_number, read_object
+from service.internal.audit import actor
 from service.providers.base import OPERATIONS
 
 BASE = "/internal/cache"
@@ -90,7 +91,7 @@ def _command(name: str, spec: dict):
         if "check" in spec:
             spec["check"](new, body)
         before = _memory_state(cache)
-        entry = await ctx.store.update("cache", body, source=f"api:{BASE}/{name}")
+        entry = await ctx.store.update("cache", body, source=f"api:{BASE}/{name}", **actor(request))
         cfg = ctx.store.get("cache")
         return json_response({"status": "applied" if entry["changes"] else "unchanged", "command": name,
                               "changes": entry["changes"], "previous": entry["previous"],
@@ -109,7 +110,8 @@ async def _no_body(request: web.Request, name: str) -> None:
 
 async def weekly_optimization(request: web.Request) -> web.Response:
     await _no_body(request, "weekly-optimization")
-    run = await _cache(request).weekly_optimization(source=f"api:{BASE}/weekly-optimization")
+    run = await _cache(request).weekly_optimization(source=f"api:{BASE}/weekly-optimization",
+                                                    **actor(request))
     return json_response({"status": "completed", **run})
 
 

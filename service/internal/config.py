@@ -6,6 +6,7 @@ from aiohttp import web
 from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, query_number, read_object
+from service.internal.audit import actor
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -39,7 +40,8 @@ async def update_section(request: web.Request) -> web.Response:
     if name not in store.sections:
         raise ApiError(404, "UNKNOWN_SECTION", f"no config section {name!r}", field="section")
     body = await read_object(request, allow_empty=False)
-    entry = await store.update(name, body, source="api:/internal/config")
+    store.refuse_internal(name, body)
+    entry = await store.update(name, body, source=f"api:/internal/config/{name}", **actor(request))
     return json_response({"version": store.version, "section": name, "values": store.get(name),
                           "changes": entry["changes"]})
 
@@ -49,7 +51,9 @@ async def rollback(request: web.Request) -> web.Response:
     body = await read_object(request, allow_empty=False)
     if set(body) - {"version"}:
         raise ApiError(422, "VALIDATION_ERROR", "only 'version' is accepted", field=sorted(set(body) - {"version"})[0])
-    entries = await store.rollback(body.get("version"), source=f"rollback:{body.get('version')}")
+    who = actor(request)
+    entries = await store.rollback(body.get("version"), actor="rollback", request_id=who["request_id"],
+                                   remote=who["remote"], source=f"rollback:{body.get('version')} by {who['actor']}")
     return json_response({"version": store.version, "rolled_back_to": body["version"],
                           "changed_sections": [e["section"] for e in entries]})
 

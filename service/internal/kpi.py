@@ -15,6 +15,7 @@ from exporter import kpis
 from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.http import json_response, query_number, read_object
+from service.internal.audit import actor
 from service.monitoring import kpi_status
 
 MAX_WINDOW_HOURS = kpi_status.TREND_KEEP * kpi_status.TREND_INTERVAL / 3600.0
@@ -47,7 +48,8 @@ async def configure_alerts(request: web.Request) -> web.Response:
     bad = kpis.check_order(merged)
     if bad is not None:
         raise ConfigValidationError("alerts", bad[0], bad[1])
-    entry = await store.update("alerts", body, source="api:/internal/monitoring/configure-alerts")
+    entry = await store.update("alerts", body, source="api:/internal/monitoring/configure-alerts",
+                               **actor(request))
     values = store.get("alerts")
     return json_response({"success": True, "version": store.version, "changes": entry["changes"],
                           "configuration": values, "thresholds": kpis.thresholds_from_config(values)})

@@ -18,6 +18,7 @@ from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.errors import validation_error
 from service.http import json_response, read_object
+from service.internal.audit import actor
 from service.middleware import ORDER, advisor
 from service.middleware.stackperf import module_name
 from service.middleware.versioning import normalize
@@ -40,15 +41,13 @@ def _only(body: dict, allowed) -> None:
             raise validation_error(k, f"unknown field; accepted: {sorted(allowed)}")
 
 
-async def _apply(ctx, section: str, changes: dict, body_names: dict, source: str) -> dict:
-    """store.update, reporting a bad value under the name the body used for it."""
+async def _apply(request: web.Request, section: str, changes: dict, body_names: dict, source: str) -> dict:
+    """store.update, reporting bad values under the names the body used for them."""
+    ctx = _ctx(request)
     try:
-        entry = await ctx.store.update(section, changes, source=source)
+        entry = await ctx.store.update(section, changes, source=source, **actor(request))
     except ConfigValidationError as e:
-        field = body_names.get(e.field.split(".", 1)[0], e.field)
-        suffix = e.field.split(".", 1)[1] if "." in e.field else None
-        name = f"{field}.{suffix}" if suffix and not field.endswith(suffix) else field
-        raise validation_error(name, e.message)
+        raise e.renamed(body_names) from None
     return {"status": "applied" if entry["changes"] else "unchanged", "section": section,
             "changes": entry["changes"], "previous": entry.get("previous", {}),
             "config": ctx.store.get(section), "config_version": ctx.store.version}
@@ -77,7 +76,7 @@ async def _auto(request: web.Request, section: str, plan) -> web.Response:
         raise validation_error("dry_run", "must be a boolean")
     changes, applied, reason, measured = plan(ctx)
     if applied and not dry:
-        await ctx.store.update(section, changes, source=f"auto-optimize:{section}")
+        await ctx.store.update(section, changes, source=f"auto-optimize:{section}", **actor(request))
     out = _auto_result(applied, reason, measured, ctx.store.get(section))
     out["dry_run"] = dry
     return json_response(out)
@@ -146,7 +145,7 @@ async def compression_optimize(request: web.Request) -> web.Response:
                 raise validation_error(f"exclude_content_types[{i}]", "must be a media type like image/png or image/*")
     if body.get("algorithm") == "brotli":
         body["algorithm"] = "br"
-    out = await _apply(ctx, "compression", body, {}, "api:compression/optimize")
+    out = await _apply(request, "compression", body, {}, "api:compression/optimize")
     return json_response(out)
 
 
@@ -239,7 +238,7 @@ async def rate_optimize(request: web.Request) -> web.Response:
         for i, p in enumerate(body["paths"]):
             if not isinstance(p, str) or not p.startswith("/"):
                 raise validation_error(f"paths[{i}]", "must be a path prefix starting with /")
-    out = await _apply(ctx, "rate_limit", body, {}, "api:rate-limiting/optimize")
+    out = await _apply(request, "rate_limit", body, {}, "api:rate-limiting/optimize")
     out["config"] = _public_rate_cfg(out["config"])
     return json_response(out)
 
@@ -293,7 +292,7 @@ async def enable_throttling(request: web.Request) -> web.Response:
     if enabled and "max_requests_per_minute" not in body:
         raise validation_error("max_requests_per_minute", "is required (an integer, or null to switch off)")
     limit = body.get("max_requests_per_minute") if enabled else None
-    out = await _apply(ctx, "rate_limit", {"global_limit_per_minute": limit},
+    out = await _apply(request, "rate_limit", {"global_limit_per_minute": limit},
                        {"global_limit_per_minute": "max_requests_per_minute"}, "api:enable-throttling")
     cfg = ctx.store.get("rate_limit")
     return json_response({"throttling": {"enabled": cfg["global_limit_per_minute"] is not None,
@@ -332,7 +331,7 @@ async def size_optimize(request: web.Request) -> web.Response:
                 raise validation_error(f"progressive_limits.{k}", f"also given as {field}")
             changes[field] = v
             names[field] = f"progressive_limits.{k}"
-    out = await _apply(ctx, "request_size", changes, names, "api:request-size/optimize")
+    out = await _apply(request, "request_size", changes, names, "api:request-size/optimize")
     return json_response(out)
 
 
@@ -394,7 +393,7 @@ async def versioning_optimize(request: web.Request) -> web.Response:
     if "query_param" in body and (not isinstance(body["query_param"], str)
                                   or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", body["query_param"])):
         raise validation_error("query_param", "must be a query parameter name")
-    out = await _apply(ctx, "versioning", body, {}, "api:versioning/optimize")
+    out = await _apply(request, "versioning", body, {}, "api:versioning/optimize")
     return json_response(out)
 
 

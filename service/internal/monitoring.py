@@ -17,6 +17,7 @@ from exporter.metrics import HTTP_IN_FLIGHT
 from service.context import CTX
 from service.errors import ApiError, validation_error
 from service.http import json_response, query_number, read_object
+from service.internal.audit import actor
 from service.monitoring import emergency, memory, process, report
 from service.monitoring import snapshot as S
 from service.monitoring.monitor import Monitor
@@ -171,11 +172,11 @@ async def memory_analysis(request: web.Request) -> web.Response:
     return json_response(memory.analysis(ctx, ctx.monitoring))
 
 
-async def _set_tracing(mon: Monitor, enabled: bool, frames: int | None) -> dict:
+async def _set_tracing(mon: Monitor, enabled: bool, frames: int | None, who: dict) -> dict:
     changes = {"memory_tracing": enabled}
     if frames is not None:
         changes["tracing_frames"] = frames
-    entry = await mon.store.update("monitoring", changes, source="api:/internal/monitoring/memory-hotspots")
+    entry = await mon.store.update("monitoring", changes, source=f"api:{P}/memory-hotspots", **who)
     return entry["changes"]
 
 
@@ -183,7 +184,7 @@ async def memory_hotspots(request: web.Request) -> web.Response:
     mon = _mon(request)
     enable = _bool_query(request, "enable")
     if enable is not None:
-        await _set_tracing(mon, enable, None)
+        await _set_tracing(mon, enable, None, actor(request))
     limit = query_number(request, "limit", 20, 1, 500, integer=True)
     group = request.query.get("group_by", "lineno")
     if group not in ("lineno", "filename", "traceback"):
@@ -199,7 +200,8 @@ async def memory_hotspots_post(request: web.Request) -> web.Response:
     changes = {"memory_tracing": enabled}
     if "frames" in body:
         changes["tracing_frames"] = body["frames"]
-    entry = await mon.store.update("monitoring", changes, source="api:/internal/monitoring/memory-hotspots")
+    entry = await mon.store.update("monitoring", changes, source="api:/internal/monitoring/memory-hotspots",
+                                   **actor(request))
     await mon.history.add_event("memory_tracing", {"enabled": mon.cfg["memory_tracing"]})
     return json_response({"tracing": tracemalloc.is_tracing(), "frames": mon.cfg["tracing_frames"],
                           "changes": entry["changes"], "version": mon.store.version})
@@ -235,7 +237,8 @@ async def optimize(request: web.Request) -> web.Response:
     body = await read_object(request, allow_empty=False)
     _only(body, *OPTIMIZE_FIELDS)
     # validation_mode is read by the text handlers, enable_caching by the cache: both live here only
-    entries = await store.update_many({"monitoring": dict(body)}, source="api:/internal/monitoring/optimize")
+    entries = await store.update_many({"monitoring": dict(body)}, source="api:/internal/monitoring/optimize",
+                                      **actor(request))
     applied = {f"{e['section']}.{k}": v for e in entries for k, v in e["changes"].items()}
     if entries:
         await mon.history.add_event("optimize", {"applied": applied})
@@ -263,7 +266,8 @@ async def configure(request: web.Request) -> web.Response:
     for k in body:
         if k in INTERNAL_FIELDS:
             raise validation_error(k, "is set by POST /internal/monitoring/emergency-mode")
-    entry = await mon.store.update("monitoring", body, source="api:/internal/monitoring/configure")
+    entry = await mon.store.update("monitoring", body, source="api:/internal/monitoring/configure",
+                                   **actor(request))
     if entry["changes"]:
         await mon.history.add_event("configure", {"changes": entry["changes"], "previous": entry["previous"]})
     return json_response({"configuration": _public(mon.cfg), "changes": entry["changes"],
@@ -394,9 +398,9 @@ async def emergency_post(request: web.Request) -> web.Response:
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
         raise validation_error("reason", "must be a string of at most 500 characters")
     if enabled:
-        changed, saved, entries = await emergency.enable(mon.store, reason)
+        changed, saved, entries = await emergency.enable(mon.store, reason, **actor(request))
     else:
-        changed, saved, entries = await emergency.disable(mon.store)
+        changed, saved, entries = await emergency.disable(mon.store, **actor(request))
     applied = {}
     for e in entries:
         for k, v in e["changes"].items():

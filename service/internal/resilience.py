@@ -12,6 +12,7 @@ from aiohttp import web
 from service.context import CTX
 from service.errors import ApiError
 from service.http import json_response, read_object
+from service.internal.audit import actor
 from service.providers.base import OPERATIONS
 from service.resilience import analysis
 from service.resilience.benchmark import validate_request
@@ -60,7 +61,8 @@ async def apply_preset(request: web.Request) -> web.Response:
     if "preset" not in body:
         raise ApiError(422, "VALIDATION_ERROR", "preset: required; one of " + ", ".join(PRESETS), field="preset")
     previous = res.ctx.store.get("resilience")["preset"]
-    entry = await res.ctx.store.update("resilience", {"preset": body["preset"]}, source=f"api:{P}/config/apply-preset")
+    entry = await res.ctx.store.update("resilience", {"preset": body["preset"]},
+                                       source=f"api:{P}/config/apply-preset", **actor(request))
     return json_response({"status": "applied", "preset": body["preset"], "previous_preset": previous,
                           "changes": entry["changes"], "config": current_config(res)})
 
@@ -87,7 +89,8 @@ async def optimize_config(request: web.Request) -> web.Response:
     _validate_named(res, ch, {"ai.timeout_seconds": "max_timeout_seconds",
                               "resilience.failure_threshold": "circuit_breaker_threshold"})
     entries = await res.ctx.store.update_many({k: v for k, v in ch.items() if v},
-                                              source=f"api:{P}/config/optimize-performance")
+                                              source=f"api:{P}/config/optimize-performance",
+                                              **actor(request))
     return json_response({"status": "applied", "changes": _changes(entries),
                           "mapping": {"prioritize_speed": "resilience.performance_mode",
                                       "max_timeout_seconds": "ai.timeout_seconds (deadline of every AI call)",
@@ -115,7 +118,8 @@ async def configure_breakers(request: web.Request) -> web.Response:
     body = await read_object(request, allow_empty=False)
     fields = ("failure_threshold", "recovery_timeout", "half_open_max_calls", "performance_mode")
     _only(body, fields)
-    entry = await res.ctx.store.update("resilience", body, source=f"api:{P}/circuit-breakers/configure")
+    entry = await res.ctx.store.update("resilience", body, source=f"api:{P}/circuit-breakers/configure",
+                                       **actor(request))
     return json_response({"status": "applied", "changes": entry["changes"],
                           "settings": {k: res.ctx.store.get("resilience")[k] for k in fields},
                           "note": "thresholds and recovery timeouts are scaled per operation by its strategy",
@@ -174,7 +178,7 @@ async def apply_optimizations(request: web.Request) -> web.Response:
     for r in recs:
         changes.setdefault(r["section"], {})[r["field"]] = r["suggested"]
     entries = [] if dry or not changes else await res.ctx.store.update_many(
-        changes, source=f"api:{P}/apply-performance-optimizations")
+        changes, source=f"api:{P}/apply-performance-optimizations", **actor(request))
     record = {"time": time.time(), "dry_run": dry, "applied": [] if dry else recs,
               "changes": _changes(entries), "config_version": res.ctx.store.version,
               "measured": found["summary"],

@@ -79,7 +79,7 @@ def plan(store) -> dict[str, dict]:
     return out
 
 
-async def enable(store, reason: str | None, source: str = "emergency-mode:on") -> tuple[bool, dict, list]:
+async def enable(store, reason: str | None, source: str = "emergency-mode:on", **audit) -> tuple[bool, dict, list]:
     m = store.get("monitoring")
     if m["emergency_mode"]:
         return False, m["emergency_saved"], []
@@ -88,12 +88,12 @@ async def enable(store, reason: str | None, source: str = "emergency-mode:on") -
     mon = dict(changes.get("monitoring", {}))
     mon.update(emergency_mode=True, emergency_saved=saved)
     changes["monitoring"] = mon
-    entries = await store.update_many(changes, source=source + (f" ({reason})" if reason else ""))
+    entries = await store.update_many(changes, source=source + (f" ({reason})" if reason else ""), **audit)
     EMERGENCY_MODE.set(1)
     return True, saved, entries
 
 
-async def disable(store, source: str = "emergency-mode:off") -> tuple[bool, dict, list]:
+async def disable(store, source: str = "emergency-mode:off", **audit) -> tuple[bool, dict, list]:
     m = store.get("monitoring")
     if not m["emergency_mode"]:
         return False, {}, []
@@ -108,7 +108,7 @@ async def disable(store, source: str = "emergency-mode:off") -> tuple[bool, dict
     mon = dict(restore.get("monitoring", {}))
     mon.update(emergency_mode=False, emergency_saved={})
     restore["monitoring"] = mon
-    entries = await store.update_many(restore, source=source)
+    entries = await store.update_many(restore, source=source, **audit)
     EMERGENCY_MODE.set(0)
     return True, saved, entries
 

@@ -45,10 +45,8 @@ class Monitor:
             ctx.extras["admission"] = Admission(ctx.store)
         self.admission = ctx.extras["admission"]
         # each worker keeps its own history, so each has its own file (they share STATE_DIR)
-        worker = f"-w{ctx.settings.worker_id}" if ctx.settings.workers > 1 else ""
-        name = f"monitoring-{ctx.settings.port}{worker}.json"
-        state = os.path.join(ctx.settings.state_dir, name)
-        self.history = History(ctx.store, ctx.redis, instance_id(ctx.settings, env), state)
+        self.history = History(ctx.store, ctx.redis, instance_id(ctx.settings, env),
+                               ctx.settings.state_file("monitoring"))
         self.tasks = TaskPool(ctx.store)
         ctx.extras["tasks"] = self.tasks
         self.benchmarks = Benchmarks(self)

@@ -17,6 +17,7 @@ import logging
 import uuid
 
 from service.providers.base import OPERATIONS
+from service.redis_client import follow
 
 log = logging.getLogger("service.resilience")
 
@@ -87,33 +88,16 @@ class SharedBreakers:
             self._applying = False
 
     async def _follow(self) -> None:
-        delay = 0.5
-        while True:
-            pubsub = None
-            try:
-                pubsub = self.redis.pubsub()
-                await pubsub.subscribe(CHANNEL)
-                delay = 0.5
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg and msg.get("type") == "message":
-                        try:
-                            self.apply(json.loads(msg["data"]))
-                        except ValueError:
-                            continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.errors += 1
-                log.debug("breaker follower: redis unavailable (%s), retrying in %.1fs", type(e).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
+        await follow(self.redis, CHANNEL, self._on_message, log, on_error=self._count_error)
+
+    async def _on_message(self, raw) -> None:
+        try:
+            self.apply(json.loads(raw))
+        except ValueError:
+            pass
+
+    def _count_error(self) -> None:
+        self.errors += 1
 
     def info(self) -> dict:
         return {"enabled": self.enabled, "channel": CHANNEL if self.enabled else None, "sent": self.sent,
