@@ -7,7 +7,7 @@ SYSTEM_BINS := redis-server prometheus promtool prometheus-alertmanager amtool j
 SYSTEM_PKGS := redis-server prometheus prometheus-alertmanager jq bc curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test system-deps bench dashboards alerts docs generate clean
+.PHONY: install run test system-deps bench dashboards alerts docs generate clean stack stack-down incident
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,16 @@ docs: install
 
 generate: dashboards alerts docs
 
+# the whole observability stack on loopback without Docker (deploy/stack.py), state under .stack/
+stack: install system-deps
+	$(BIN)/python -m deploy.stack up
+
+stack-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deploy.stack down; else echo "no stack (no .venv)"; fi
+
+incident: install
+	$(BIN)/python -m deploy.stack incident
+
 clean:
-	rm -rf $(VENV) .state
+	@if [ -x $(BIN)/python ] && [ -f .stack/stack.json ]; then $(BIN)/python -m deploy.stack down; fi
+	rm -rf $(VENV) .state .stack
