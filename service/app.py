@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from service import protocol
+from service.background import cancel_and_wait
 from service.cache import ResponseCache
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
@@ -79,31 +80,66 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     from exporter.handler import metrics_handler
     app.router.add_get("/metrics", metrics_handler)
 
-    app.on_startup.append(_startup)
-    app.on_cleanup.append(_cleanup)
+    for part in lifecycle(ctx):
+        app.cleanup_ctx.append(part)
     return app
 
 
-async def _startup(app: web.Application) -> None:
-    ctx: Context = app[CTX]
-    await ctx.store.start(ctx.redis)
-    await ctx.cache.start()
-    await ctx.resilience.start()
-    from exporter import collectors
-    ctx.background.extend(await collectors.start(ctx))
-    log.info("service ready", extra={"host": ctx.settings.host, "port": ctx.settings.port,
-                                     "redis": bool(ctx.redis), "provider": ctx.store.get("ai")["provider"]})
+def lifecycle(ctx: Context) -> list:
+    """What the process starts, in start-up order; aiohttp stops them in reverse (cleanup_ctx).
 
+    The config store comes first (every other part reads it, and persisted
+    overrides must be applied before they start); the Redis client is closed
+    last, after everything that uses it; the collectors sample the others, so
+    they start last and stop first."""
+    async def batched_counts(app):
+        yield
+        from exporter.tally import flush_all
+        flush_all()  # whatever the others counted while stopping, before the loop (and its timers) goes
 
-async def _cleanup(app: web.Application) -> None:
-    ctx: Context = app[CTX]
-    for t in ctx.background:
-        t.cancel()
-    await ctx.resilience.close()
-    await ctx.cache.close()
-    await ctx.providers.close()
-    await ctx.store.stop()
-    if ctx.redis is not None:
-        await ctx.redis.aclose()
-    from exporter.tally import flush_all
-    flush_all()  # (timers die with the loop)
+    async def redis_client(app):
+        yield
+        if ctx.redis is not None:
+            await ctx.redis.aclose()
+
+    async def config(app):
+        await ctx.store.start(ctx.redis)
+        yield
+        await ctx.store.stop()
+
+    async def ai_providers(app):
+        yield
+        await ctx.providers.close()
+
+    async def cache(app):
+        await ctx.cache.start()
+        yield
+        await ctx.cache.close()
+
+    async def resilience(app):
+        await ctx.resilience.start()
+        yield
+        await ctx.resilience.close()
+
+    async def rate_limiter(app):
+        yield
+        if ctx.ratelimiter is not None:
+            await ctx.ratelimiter.close()
+
+    async def monitoring(app):
+        if ctx.monitoring is not None:
+            await ctx.monitoring.start()
+        yield
+        if ctx.monitoring is not None:
+            await ctx.monitoring.stop()
+
+    async def collectors(app):
+        from exporter import collectors as sampling
+        ctx.background.extend(await sampling.start(ctx))
+        log.info("service ready", extra={"host": ctx.settings.host, "port": ctx.settings.port,
+                                         "redis": bool(ctx.redis), "provider": ctx.store.get("ai")["provider"]})
+        yield
+        await cancel_and_wait(ctx.background)
+        ctx.background.clear()
+
+    return [batched_counts, redis_client, config, ai_providers, cache, resilience, rate_limiter, monitoring, collectors]

@@ -70,20 +70,21 @@ def pool_stats(client) -> dict:
             "connections_open": made, "connections_in_use": in_use}
 
 
-async def follow(client, channel: str, handle, log=None, on_error=None) -> None:
+async def follow(client, channel: str, handle, log=None, on_error=None, first_delay: float = 0.5,
+                 max_delay=lambda: 10.0) -> None:
     """Call `await handle(data)` for each message on a pub/sub channel, forever.
 
-    A lost connection is retried with backoff (0.5 s doubling to 10 s; on_error()
-    counts it); each reconnect closes the subscription it replaces.  Cancel the
-    task to stop.
+    A lost connection is retried with backoff (first_delay, 0.5 s, doubling to
+    max_delay(), 10 s; on_error() counts it); each reconnect closes the
+    subscription it replaces.  Cancel the task to stop.
     """
-    delay = 0.5
+    delay = first_delay
     while True:
         pubsub = None
         try:
             pubsub = client.pubsub()
             await pubsub.subscribe(channel)
-            delay = 0.5
+            delay = first_delay
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg and msg.get("type") == "message":
@@ -96,7 +97,7 @@ async def follow(client, channel: str, handle, log=None, on_error=None) -> None:
             if log is not None:
                 log.debug("%s: redis unavailable (%s), retrying in %.1fs", channel, type(e).__name__, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, max_delay())
         finally:
             if pubsub is not None:
                 try:

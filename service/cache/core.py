@@ -30,6 +30,7 @@ from exporter.metrics import (CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_
                               CACHE_SINGLE_FLIGHT, CACHE_STALE_SERVED)
 from exporter.tally import Tally
 from service import spans
+from service.background import cancel_and_wait
 from service.cache import ttl as ttlmod
 from service.cache.analytics import MB, Analytics
 from service.cache.codec import from_blob, pack, to_blob, unpack
@@ -396,13 +397,7 @@ class ResponseCache:
         await self.warmer.close()
         await self.maint.close()
         await self.l2.close()
-        for t in list(self._bg) + list(self._flights.values()):
-            t.cancel()
-        for t in list(self._bg) + list(self._flights.values()):
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([*self._bg, *self._flights.values()])
 
     # ---- optimization ----------------------------------------------------------------------------
     async def weekly_optimization(self, source: str, **audit) -> dict:

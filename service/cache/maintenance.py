@@ -20,6 +20,7 @@ import logging
 import time
 
 from exporter.metrics import CACHE_ENTRIES, CACHE_PRESSURE
+from service.background import cancel_and_wait
 from service.cache.analytics import MB
 
 log = logging.getLogger("service.cache")
@@ -166,9 +167,4 @@ class Maintenance:
                                 "last_run": self.last_check}}
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self.task])

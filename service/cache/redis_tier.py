@@ -22,7 +22,9 @@ import uuid
 from typing import Callable
 
 from exporter.metrics import CACHE_L2_ERRORS, CACHE_L2_TRANSITIONS, CACHE_L2_UP, REDIS_LATENCY, REDIS_UP
+from service.background import cancel_and_wait
 from service.cache.keys import REDIS_PREFIX
+from service.redis_client import follow
 
 log = logging.getLogger("service.cache")
 
@@ -235,38 +237,17 @@ class RedisTier:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="cache:l2-events")
 
     async def _listen(self) -> None:
-        delay = FIRST_RETRY
-        while True:
-            pubsub = None
-            try:
-                pubsub = self.r.pubsub()
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                delay = FIRST_RETRY
-                async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
-                        continue
-                    try:
-                        event = json.loads(msg["data"])
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict) and event.get("origin") != self.origin:
-                        self.on_event(event)
-            except asyncio.CancelledError:
-                if pubsub is not None:
-                    try:
-                        await pubsub.aclose()
-                    except Exception:
-                        pass
-                raise
-            except Exception:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.store.get("cache")["redis_retry_max_seconds"])
+        await follow(self.r, EVENTS_CHANNEL, self._on_event, log, first_delay=FIRST_RETRY,
+                     max_delay=lambda: self.store.get("cache")["redis_retry_max_seconds"])
+
+    async def _on_event(self, raw) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(event, dict) and event.get("origin") != self.origin:
+            self.on_event(event)
 
     async def close(self) -> None:
-        for t in (self._probe, self._listener):
-            if t is not None:
-                t.cancel()
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait([self._probe, self._listener])
+        self._probe = self._listener = None

@@ -14,6 +14,7 @@ import logging
 import time
 
 from exporter.metrics import CACHE_WARMING
+from service.background import cancel_and_wait
 
 log = logging.getLogger("service.cache")
 
@@ -104,11 +105,4 @@ class Warmer:
                 **self.cache.stats.warming}
 
     async def close(self) -> None:
-        tasks = [t for t in (self.task, *self.running) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self.task, *self.running])

@@ -407,12 +407,6 @@ async def versioning_auto(request: web.Request) -> web.Response:
     return await _auto(request, "versioning", _plan_versioning)
 
 
-async def _close_limiter(app: web.Application) -> None:
-    rl = app[CTX].ratelimiter
-    if rl is not None:
-        await rl.close()
-
-
 def register(app: web.Application, ctx) -> None:
     r = app.router
     r.add_get(P, overview)
@@ -434,4 +428,3 @@ def register(app: web.Application, ctx) -> None:
     r.add_get(f"{M}/rate-limiting-performance", monitoring_rate)
     r.add_get(f"{M}/middleware-performance", monitoring_middleware_performance)
     r.add_post(f"{M}/enable-throttling", enable_throttling)
-    app.on_cleanup.append(_close_limiter)

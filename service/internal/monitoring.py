@@ -418,16 +418,7 @@ async def emergency_post(request: web.Request) -> web.Response:
 
 def register(app: web.Application, ctx) -> None:
     if ctx.monitoring is None:
-        ctx.monitoring = Monitor(ctx)
-
-    async def start(app):
-        await ctx.monitoring.start()
-
-    async def stop(app):
-        await ctx.monitoring.stop()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+        ctx.monitoring = Monitor(ctx)  # started and stopped by service/app.py:lifecycle
     r = app.router
     r.add_get(f"{P}/slow-endpoints", slow_endpoints)
     r.add_get(f"{P}/request-patterns", request_patterns)

@@ -16,6 +16,7 @@ import tracemalloc
 from collections import deque
 
 from exporter.metrics import ADMISSION_ACTIVE, EMERGENCY_MODE, MONITORING_SNAPSHOTS
+from service.background import cancel_and_wait
 from service.monitoring import snapshot as S
 from service.monitoring.analytics import RequestAnalytics
 from service.monitoring.benchmark import Benchmarks
@@ -81,13 +82,8 @@ class Monitor:
                        asyncio.create_task(self._lag_loop(), name="monitoring:loop-lag")]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
+        self._tasks = []
         if self.benchmarks.running:
             try:
                 await self.benchmarks.cancel()

@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from exporter.metrics import BACKGROUND_QUEUE_DEPTH, BACKGROUND_TASKS
+from service.background import cancel_and_wait
 from service.errors import ApiError
 
 log = logging.getLogger("service.monitoring.tasks")
@@ -146,13 +147,7 @@ class TaskPool:
                 "running": [r.to_dict() for r in self.running.values()], "stats": dict(self.stats)}
 
     async def close(self) -> None:
-        for w in self.workers:
-            w.cancel()
-        for w in self.workers:
-            try:
-                await w
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self.workers)
         self.workers = []
         while self.queue:
             rec, _, _ = self.queue.popleft()

@@ -32,6 +32,7 @@ from time import monotonic, perf_counter
 
 from exporter.metrics import RATE_LIMIT_DECISIONS, RATE_LIMIT_FALLBACK, RATE_LIMIT_LEASES, REDIS_LATENCY
 from exporter.tally import Tally
+from service.background import cancel_and_wait
 from service.ratelimit.gcra import LEASE_SCRIPT, LocalGCRA, capacity
 
 log = logging.getLogger("service.ratelimit")
@@ -153,11 +154,8 @@ class RateLimiter:
 
     async def close(self) -> None:
         self._drop_client()
-        for b in self.buckets.values():
-            if b.refill is not None:
-                b.refill.cancel()
-        if self._probe is not None:
-            self._probe.cancel()
+        await cancel_and_wait([self._probe, *(b.refill for b in self.buckets.values())])
+        self._probe = None
         for c in self._old_clients:
             await _close_quietly(c)
         self._old_clients.clear()

@@ -21,6 +21,7 @@ import time
 from collections import deque
 
 from exporter.metrics import AI_BATCH_SIZE, AI_BATCHES
+from service.background import cancel_and_wait
 from service.providers.base import ProviderError, ProviderResult, TextRequest
 
 log = logging.getLogger("service.resilience.batching")
@@ -165,7 +166,4 @@ class Batcher:
                 if not fut.done():
                     fut.set_exception(err)
         self._pending, self._ready = [], deque()
-        for t in list(self._inflight):
-            t.cancel()
-        if self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await cancel_and_wait(list(self._inflight))

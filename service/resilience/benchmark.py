@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import deque
 
+from service.background import cancel_and_wait
 from service.errors import ApiError
 from service.providers.base import OPERATIONS, ProviderError, TextRequest
 from service.resilience.analysis import latency_summary
@@ -163,12 +164,7 @@ class BenchmarkJobs:
                                                             "requests": total})
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self._task])
 
 
 def validate_request(body: dict) -> tuple[float, int, list[str]]:
