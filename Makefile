@@ -26,6 +26,8 @@ system-deps:
 	  echo "installing Debian packages (missing:$$missing)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PKGS) >/dev/null; \
 	fi
+	@command -v docker-compose >/dev/null 2>&1 || { echo "installing Debian docker-compose (validates docker-compose.yml offline; no daemon)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -rfE tests
