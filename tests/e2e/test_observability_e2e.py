@@ -1,15 +1,15 @@
 """End to end with the real binaries: redis-server, the service, the fake upstream,
 Prometheus (/usr/bin/prometheus) and Alertmanager (/usr/bin/prometheus-alertmanager)
-on free loopback ports, configured from the files docker-compose.yml mounts:
-each binary runs on the /etc/llmapi tree of its compose service, rebuilt in a
-temp dir from the service's volume lines (tests/e2e/layout.py), so
-deploy/prometheus.yml finds the rules under rules/ as in the container and
-the dashboards come from where Grafana's provisioning file points.
+on free loopback ports, started by the one launcher `make stack` uses
+(deploy/stack.py, demo profile) from the files docker-compose.yml mounts
+(deploy/prometheus.yml, deploy/alertmanager.yml through its entrypoint,
+deploy/llmapi.yml); the dashboards come from the tree Grafana's compose
+service mounts (tests/e2e/layout.py), where its provisioning file points.
 
-Test overrides (and only these): Prometheus scrapes and evaluates every second,
-the KPI rate window is 15s and every `for:` 1s (alerts.generate.rules(window, for_),
-written over the mounted rules file), Alertmanager groups with 1s waits, and
-targets point at the loopback ports.
+Test overrides (and only these): the demo profile (Prometheus scrapes and
+evaluates every second, Alertmanager groups with short waits), the KPI rate
+window 15s and every `for:` 1s (alerts.generate.rules(window, for_)), the
+service config below, and loopback ports.
 
 Scenario: good traffic -> upstream errors injected (POST /_control) -> the
 critical error-rate alert reaches the webhook sink through Alertmanager, with
@@ -36,7 +36,8 @@ import yaml
 from alerts import generate
 from dashboards.generate import ZERO_FALLBACK, panel_queries
 from tests.e2e.layout import CONTAINER_ROOT, Tree
-from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, start_fake_upstream, start_service
+from deploy import stack as launcher
+from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -72,79 +73,22 @@ def _load(path: str) -> dict:
         return yaml.safe_load(fh)
 
 
-def _prometheus_config(tree: Tree, svc_port: int, prom_port: int, am_port: int) -> dict:
-    cfg = _load(tree.host(f"{ETC}/prometheus.yml"))
-    cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    cfg["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
-    targets = {JOB: svc_port, "prometheus": prom_port, "alertmanager": am_port}
-    for sc in cfg["scrape_configs"]:
-        sc["static_configs"] = [{"targets": [f"127.0.0.1:{targets[sc['job_name']]}"]}]
-        sc["scrape_interval"] = "1s"
-        sc["scrape_timeout"] = "1s"
-    return cfg
+class Stack(launcher.Stack):
+    """The stack `make stack` runs (deploy/stack.py, demo profile), on free ports, with the test's
+    service config and the rules regenerated with the test's window and for:."""
 
-
-def _alertmanager_config(tree: Tree) -> dict:
-    cfg = _load(tree.host(f"{ETC}/alertmanager.yml"))
-    for route in [cfg["route"], *cfg["route"].get("routes", [])]:
-        route.update(group_wait="1s", group_interval="1s", repeat_interval="1h")
-    return cfg
-
-
-class Stack:
     def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs: list = []
-        self.redis = None
-
-    def start(self) -> "Stack":
-        tmp = self.tmp
-        self.redis = RedisServer().start()
-        self.upstream = self._keep(start_fake_upstream("--error-rate", "0"))
-        cfg_file = tmp / "service.yml"
-        cfg_file.write_text(yaml.safe_dump(SERVICE_CONFIG))
-        self.svc = self._keep(start_service(str(tmp / "state"), REDIS_URL=self.redis.url, AI_PROVIDER="openai",
-                                            OPENAI_BASE_URL=f"{self.upstream.url}/v1", CONFIG_FILE=str(cfg_file)))
-        # the webhook sink compose also runs
-        sink_port = free_port()
-        self.sink = self._keep(Proc([PYTHON, "-m", "alerts.webhook_sink", "--port", str(sink_port)], dict(os.environ),
-                                    sink_port, "/alerts"))
-        # each container's /etc/llmapi, from the compose volume lines
-        self.am_tree = Tree(tmp / "alertmanager", "alertmanager")
-        self.prom_tree = Tree(tmp / "prometheus", "prometheus")
+        super().__init__(str(tmp / "stack"), profile="demo", usual_ports=False, api_key=API_KEY,
+                         service_config=SERVICE_CONFIG,
+                         rules_text=generate.HEADER + generate.dump(generate.rules(window=WINDOW, for_=FOR)))
+        # Grafana is not run: its dashboards are read from the tree its compose service mounts
         self.grafana_tree = Tree(tmp / "grafana", "grafana")
-        # Alertmanager through the shipped entrypoint (renders ALERT_WEBHOOK_URL into the config)
-        am_port, prom_port = free_port(), free_port()
-        am_src = self.am_tree.write(f"{ETC}/alertmanager.yml",
-                                    yaml.safe_dump(_alertmanager_config(self.am_tree), sort_keys=False))
-        am_env = dict(os.environ, ALERT_WEBHOOK_URL=f"{self.sink.url}/alerts", ALERTMANAGER_CONFIG=am_src,
-                      ALERTMANAGER_RENDERED=str(tmp / "alertmanager.rendered.yml"),
-                      ALERTMANAGER_BIN="/usr/bin/prometheus-alertmanager")
-        self.am = self._keep(Proc(["sh", self.am_tree.host(f"{ETC}/alertmanager-entrypoint.sh"),
-                                   f"--web.listen-address=127.0.0.1:{am_port}", f"--storage.path={tmp / 'am-data'}",
-                                   "--cluster.listen-address=", "--log.level=warn"], am_env, am_port, "/-/ready"))
-        # Prometheus with the shipped config and the generated rules (short window and for:), written
-        # over the mounted rules file: prometheus.yml's `rules/*.yml` finds it as in the container
-        self.prom_tree.write(os.path.join(ETC, "rules", os.path.basename(generate.RULES_PATH)),
-                             generate.HEADER + generate.dump(generate.rules(window=WINDOW, for_=FOR)))
-        prom_cfg = self.prom_tree.write(f"{ETC}/prometheus.yml", yaml.safe_dump(
-            _prometheus_config(self.prom_tree, self.svc.port, prom_port, am_port), sort_keys=False))
-        self.prom = self._keep(Proc(["/usr/bin/prometheus", f"--config.file={prom_cfg}",
-                                     f"--storage.tsdb.path={tmp / 'prom-data'}",
-                                     f"--web.listen-address=127.0.0.1:{prom_port}",
-                                     "--rules.alert.resend-delay=1s", "--log.level=warn"],
-                                    dict(os.environ), prom_port, "/-/ready"))
-        return self
 
-    def _keep(self, p):
-        self.procs.append(p)
-        return p
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
-        if self.redis is not None:
-            self.redis.close()
+    svc = property(lambda self: self["llmapi"])
+    upstream = property(lambda self: self["upstream"])
+    sink = property(lambda self: self["sink"])
+    prom = property(lambda self: self["prometheus"])
+    am = property(lambda self: self["alertmanager"])
 
 
 @pytest.fixture(scope="module")
