@@ -51,6 +51,16 @@ def decode_json(request: web.Request, raw: bytes, allow_empty: bool = False):
         raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {e}", field="body")
 
 
+def only(body: dict, allowed) -> None:
+    """422 naming every field of a request body that is not one of allowed (details.field: the first)."""
+    extra = [k for k in body if k not in allowed]
+    if extra:
+        accepted = f"accepted: {', '.join(allowed)}" if allowed else "this command takes no fields"
+        raise ApiError(422, "VALIDATION_ERROR", f"{', '.join(map(str, extra))}: unknown field; {accepted}",
+                       {"field": extra[0], "fields": extra,
+                        "errors": [{"field": k, "message": f"unknown field; {accepted}"} for k in extra]})
+
+
 async def read_object(request: web.Request, allow_empty: bool = True) -> dict:
     body = await read_json(request, allow_empty=allow_empty)
     if not isinstance(body, dict):

@@ -16,6 +16,17 @@ PYTHON = sys.executable
 API_KEY = "test-key-0123456789"
 
 
+async def wait_until(pred, timeout: float = 15.0) -> bool:
+    """Poll pred() on the running loop until it is true or timeout seconds pass; returns its last value."""
+    import asyncio
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return pred()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -45,7 +45,8 @@ class Field:
     item_type: type | None = None  # for list / dict values
     nullable: bool = False
     internal: bool = False  # set by the service itself: read-only through POST /internal/config/{section}
-    check: Callable[[Any], str | None] | None = None  # more checks of one value: an error message or None
+    # more checks of one value: None, a message, or (where inside the value, message) like ("[2]", "...")
+    check: Callable[[Any], str | tuple[str, str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def coerce(section: str, name: str, f: Field, value: Any) -> Any:
                     raise ConfigValidationError(section, f"{name}.{k}", f"must be >= {f.min}")
                 if f.max is not None and item > f.max:
                     raise ConfigValidationError(section, f"{name}.{k}", f"must be <= {f.max}")
-        return dict(value)
+        value = dict(value)
     if f.choices is not None:
         items = value if t is list else [value]
         for item in items:
@@ -157,6 +158,8 @@ def coerce(section: str, name: str, f: Field, value: Any) -> Any:
             raise ConfigValidationError(section, name, f"must be <= {f.max}")
     if f.check is not None:
         problem = f.check(value)
+        if isinstance(problem, tuple):  # (where inside the value, message): "[2]", ".v1"
+            raise ConfigValidationError(section, name + problem[0], problem[1])
         if problem:
             raise ConfigValidationError(section, name, problem)
     return value

@@ -3,16 +3,48 @@
 Each field names the env var that seeds it (if any).  Subsystems read their
 section live from the store; /internal endpoints change it through the store.
 Later subsystems add their sections here.
+
+Cross-field invariants are declared here with their section (rules=[Rule]);
+the store checks them on every change path (dedicated and generic /internal
+endpoints, rollback, YAML and env at start, a peer's change through Redis).
+Fields marked internal=True are set by the service itself and read-only
+through POST /internal/config/{section}.
 """
-from service.config.schema import Field as F, Section
+import re
+
+from service.config.schema import Field as F, Rule, Section
+from service.providers.base import OPERATIONS
 
 SECTIONS: dict[str, Section] = {}
 
 
-def section(name: str, doc: str, **fields: F) -> Section:
-    s = Section(name, fields, doc)
+def section(name: str, doc: str, rules=(), **fields: F) -> Section:
+    s = Section(name, fields, doc, rules)
     SECTIONS[name] = s
     return s
+
+
+def at_most(low: str, high: str, strict: bool = False) -> Rule:
+    """Rule: values[low] <= values[high] (< with strict)."""
+    if strict:
+        return Rule((low, high), lambda v: v[low] < v[high], f"{low} must be below {high}")
+    return Rule((low, high), lambda v: v[low] <= v[high], f"{low} must not exceed {high}")
+
+
+def keys_in(field: str, allowed: tuple, what: str) -> Rule:
+    """Rule: every key of the dict field is one of allowed."""
+    return Rule((field,), lambda v: [f"{field}.{k}" for k in v[field] if k not in allowed],
+                f"unknown {what}; one of {list(allowed)}")
+
+
+def each(ok, message: str):
+    """Field check: every item of a list satisfies ok; else names the first that does not ([i])."""
+    def check(items):
+        for i, item in enumerate(items):
+            if not ok(item):
+                return f"[{i}]", message
+        return None
+    return check
 
 
 section(
@@ -22,6 +54,7 @@ section(
     max_question_length=F(int, 1_000, 1, 100_000, env="TEXT_MAX_QUESTION_LENGTH", help="longest accepted question"),
     batch_max_items=F(int, 50, 1, 1000, env="BATCH_MAX_ITEMS", help="most items in one /v1/text/batch"),
     batch_concurrency=F(int, 8, 1, 256, env="BATCH_CONCURRENCY", help="items of one batch processed at once"),
+    rules=[at_most("min_text_length", "max_text_length")],
 )
 
 section(
@@ -77,17 +110,27 @@ section(
     emergency_queue_size=F(int, 20, 0, 1_000_000, help="admission queue in emergency mode"),
     emergency_cache_ttl_factor=F(float, 0.25, 0.01, 1.0, help="cache TTLs are multiplied by this in emergency mode"),
     emergency_resilience_preset=F(str, "aggressive", help="resilience preset in emergency mode"),
-    emergency_mode=F(bool, False, help="set by POST /internal/monitoring/emergency-mode"),
-    emergency_saved=F(dict, {}, help="values emergency mode replaced, restored when it ends"),
+    emergency_mode=F(bool, False, internal=True, help="set by POST /internal/monitoring/emergency-mode"),
+    emergency_saved=F(dict, {}, internal=True, help="values emergency mode replaced, restored when it ends"),
 )
 
 # KPI alert thresholds: fields and defaults derived from the KPI catalog
 # (exporter/kpis.py); POST /internal/monitoring/configure-alerts moves them and
 # the exported llmapi_kpi_threshold gauge (hence the Prometheus alerts) follows.
-from exporter.kpis import config_fields as _kpi_alert_fields  # noqa: E402
+from exporter.kpis import KPIS as _KPIS, LOWER as _LOWER, config_fields as _kpi_alert_fields  # noqa: E402
+
+
+def _kpi_order(k) -> Rule:
+    """The warning threshold is met before the critical one, in the KPI's direction."""
+    warn, crit = k.config_field, k.config_critical_field
+    if k.direction == _LOWER:
+        return at_most(warn, crit)
+    return Rule((warn, crit), lambda v: v[warn] >= v[crit], f"{warn} must not be below {crit} (higher is better)")
+
 
 section(
     "alerts", "KPI alert thresholds (warning = target missed, critical = needs attention)",
+    rules=[_kpi_order(k) for k in _KPIS],
     **{_name: F(float, _d, _lo, _hi, help=_help) for _name, (_d, _lo, _hi, _help) in _kpi_alert_fields().items()},
 )
 
@@ -165,6 +208,9 @@ section(
     # analysis
     text_size_tiers=F(dict, {"small": 500, "medium": 5000, "large": 50_000}, 1, 10 ** 9, item_type=int,
                       help="upper bounds (characters) of the text-size tiers in hit-miss-analysis; above: xlarge"),
+    rules=[at_most("base_ttl_seconds", "max_ttl_seconds"),
+           keys_in("ttl_by_operation", OPERATIONS, "operation"),
+           at_most("pressure_threshold", "emergency_threshold", strict=True)],
 )
 
 # ---- middleware stack (service/middleware, issue 6) ------------------------
@@ -180,6 +226,7 @@ section(
     overhead_target_ms=F(float, 0.5, 0.001, 10_000, help="stack overhead at or below this is 'optimal'"),
     overhead_warning_ms=F(float, 2.0, 0.001, 10_000, help="stack overhead above this is 'degraded'"),
     middleware_warning_ms=F(float, 0.25, 0.001, 10_000, help="one middleware above this gets a recommendation"),
+    rules=[at_most("overhead_target_ms", "overhead_warning_ms")],
 )
 
 section(
@@ -205,7 +252,11 @@ section(
                             "RateLimit-Remaining", "RateLimit-Reset", "Deprecation", "Sunset"], item_type=str),
     allow_credentials=F(bool, False, help="not allowed together with origin '*'"),
     max_age=F(int, 600, 0, 86_400, help="seconds a browser may cache a preflight"),
+    rules=[Rule(("allow_credentials", "allow_origins"), lambda v: not (v["allow_credentials"] and "*" in v["allow_origins"]),
+                "allow_credentials is not allowed with origin '*'")],
 )
+
+_MEDIA = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/(\*|[A-Za-z0-9!#$&^_.+-]+)$")
 
 section(
     "compression", "Response compression (gzip, br, deflate by Accept-Encoding) and compressed request bodies",
@@ -216,7 +267,8 @@ section(
     minimum_size=F(int, 1024, 0, 1024 * _MiB, env="COMPRESSION_MINIMUM_SIZE", help="smaller bodies are sent as they are"),
     exclude_content_types=F(list, ["image/*", "video/*", "audio/*", "application/zip", "application/gzip",
                                    "application/x-gzip", "font/woff2"], item_type=str,
-                            help="never compressed; 'type/*' matches a whole family"),
+                            help="never compressed; 'type/*' matches a whole family",
+                            check=each(lambda t: bool(_MEDIA.match(t)), "must be a media type like image/png or image/*")),
     allowed_algorithms=F(list, ["br", "gzip", "deflate"], choices=("br", "gzip", "deflate"), item_type=str,
                          help="algorithms offered at all"),
     decompress_requests=F(bool, True, help="accept request bodies with Content-Encoding gzip, deflate or br"),
@@ -245,11 +297,16 @@ section(
     adaptive_limits=F(bool, False, help="multiply limits by peak_multiplier in peak hours, else off_peak_multiplier"),
     peak_multiplier=F(float, 1.0, 0.01, 100.0),
     off_peak_multiplier=F(float, 1.0, 0.01, 100.0),
-    peak_hours=F(list, [9, 10, 11, 12, 13, 14, 15, 16, 17], item_type=int, help="UTC hours (0-23) that are peak"),
+    peak_hours=F(list, [9, 10, 11, 12, 13, 14, 15, 16, 17], item_type=int, help="UTC hours (0-23) that are peak",
+                 check=each(lambda h: 0 <= h <= 23, "must be an hour 0-23")),
     global_limit_per_minute=F(int, None, 1, 1_000_000_000, nullable=True,
                               help="throttle over all clients (POST /internal/monitoring/enable-throttling)"),
-    paths=F(list, ["/v1/text"], item_type=str, help="path prefixes that are limited"),
+    paths=F(list, ["/v1/text"], item_type=str, help="path prefixes that are limited",
+            check=each(lambda p: p.startswith("/"), "must be a path prefix starting with /")),
     headers=F(bool, True, help="RateLimit-* headers on allowed responses too"),
+    rules=[Rule(("client_tiers", "client_tier_limits"),
+                lambda v: [f"client_tiers.{c}" for c, t in v["client_tiers"].items() if t not in v["client_tier_limits"]],
+                "tier must be one of client_tier_limits")],
 )
 
 section(
@@ -267,10 +324,25 @@ section(
     chunk_size=F(int, 65536, 1024, 16 * _MiB, help="read size when checking a body before the handler"),
 )
 
+_VERSION = re.compile(r"^v\d{1,4}(\.\d{1,4})?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_is_version = each(lambda v: bool(_VERSION.match(v)), "must be a version like v1 or v2.1")
+
+
+def _sunsets(dv: dict):
+    for k, d in dv.items():
+        if not _VERSION.match(k):
+            return f".{k}", "must be a version like v1 or v2.1"
+        if d and not _DATE.match(d):
+            return f".{k}", "must be a date YYYY-MM-DD or ''"
+    return None
+
+
 section(
     "versioning", "API version detection (header, path, query, Accept media type)",
     enabled=F(bool, True, env="API_VERSIONING_ENABLED"),
-    supported_versions=F(list, ["v1"], env="API_SUPPORTED_VERSIONS", item_type=str),
+    supported_versions=F(list, ["v1"], env="API_SUPPORTED_VERSIONS", item_type=str,
+                         check=lambda vs: _is_version(vs) or (None if vs else "must name at least one version")),
     default_version=F(str, "v1", env="API_DEFAULT_VERSION", help="when the request names none"),
     detection_strategy=F(str, "header_first", choices=("header_first", "path_first", "query_first", "accept_first",
                                                        "header", "path", "query", "accept"),
@@ -281,8 +353,13 @@ section(
     cache_size=F(int, 1000, 1, 1_000_000, env="API_VERSION_CACHE_SIZE"),
     cache_ttl=F(int, 3600, 1, 30 * 86_400, help="seconds a cached detection is reused"),
     metrics_enabled=F(bool, True, env="API_VERSION_METRICS_ENABLED"),
-    fast_path_versions=F(list, ["v1"], item_type=str, help="path prefixes recognised without the cache"),
-    deprecated_versions=F(dict, {}, item_type=str, help="version -> sunset date (YYYY-MM-DD, or '' for none)"),
-    query_param=F(str, "version", help="query parameter naming the version"),
+    fast_path_versions=F(list, ["v1"], item_type=str, help="path prefixes recognised without the cache",
+                         check=_is_version),
+    deprecated_versions=F(dict, {}, item_type=str, help="version -> sunset date (YYYY-MM-DD, or '' for none)",
+                          check=_sunsets),
+    query_param=F(str, "version", help="query parameter naming the version",
+                  check=lambda q: None if re.match(r"^[A-Za-z0-9_.-]{1,64}$", q) else "must be a query parameter name"),
+    rules=[Rule(("default_version", "supported_versions"), lambda v: v["default_version"] in v["supported_versions"],
+                "default_version must be one of supported_versions")],
 )
 # ---- end of middleware stack sections (issue 6) ----------------------------

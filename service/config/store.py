@@ -103,7 +103,7 @@ class ConfigStore:
                 try:
                     values[name] = self.sections[name].validate(values[name], changes or {})
                 except ConfigValidationError as e:
-                    raise SystemExit(f"CONFIG_FILE {self.yaml_path}: {e}")
+                    raise SystemExit(f"refusing to start: CONFIG_FILE {self.yaml_path}: {e}")
                 origin.update({(name, k): f"CONFIG_FILE {self.yaml_path}" for k in (changes or {})})
         for name, s in self.sections.items():
             for fname, f in s.fields.items():

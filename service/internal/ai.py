@@ -13,10 +13,8 @@ from aiohttp import web
 
 from service.config.schema import ConfigValidationError
 from service.context import CTX
-from service.errors import ApiError
-from service.http import json_response, read_object
+from service.http import json_response, only, read_object
 from service.internal.audit import actor
-from service.internal.resilience import _only
 from service.resilience.analysis import RECENT_SECONDS, latency_summary, op_metrics
 
 AI_FIELDS = ("timeout_seconds", "max_retries", "batch_processing", "connection_pooling", "max_connections",
@@ -28,7 +26,7 @@ async def optimize_performance(request: web.Request) -> web.Response:
     """Set AI deadline, retries, batching switch and connection pooling."""
     ctx = request.app[CTX]
     body = await read_object(request, allow_empty=False)
-    _only(body, AI_FIELDS)
+    only(body, AI_FIELDS)
     entry = await ctx.store.update("ai", body, source="api:/internal/ai/optimize-performance",
                                    **actor(request))
     ai = ctx.store.get("ai")
@@ -42,7 +40,7 @@ async def configure_batching(request: web.Request) -> web.Response:
     """Switch micro-batching and set batch size, wait and concurrent batches."""
     ctx = request.app[CTX]
     body = await read_object(request, allow_empty=False)
-    _only(body, BATCH_FIELDS)
+    only(body, BATCH_FIELDS)
     changes: dict[str, dict] = {}
     if "enable_batching" in body:
         changes["ai"] = {"batch_processing": body["enable_batching"]}
@@ -50,13 +48,10 @@ async def configure_batching(request: web.Request) -> web.Response:
     if rest:
         changes["batching"] = rest
     try:
-        for section, ch in changes.items():
-            ctx.store.validate(section, ch)
+        entries = await ctx.store.update_many(changes, source="api:/internal/ai/configure-batching",
+                                               **actor(request))
     except ConfigValidationError as e:
-        field = "enable_batching" if e.field == "batch_processing" else e.field
-        raise ApiError(422, "VALIDATION_ERROR", f"{field}: {e.message}", field=field)
-    entries = await ctx.store.update_many(changes, source="api:/internal/ai/configure-batching",
-                                           **actor(request))
+        raise e.renamed({"batch_processing": "enable_batching"}) from None
     cfg = ctx.store.get("batching")
     return json_response({"status": "applied", "changes": {e["section"]: e["changes"] for e in entries},
                           "settings": {"enable_batching": ctx.store.get("ai")["batch_processing"], **cfg},

@@ -12,8 +12,10 @@ from service.internal.audit import actor
 async def get_config(request: web.Request) -> web.Response:
     store = request.app[CTX].store
     sections = {name: {"values": store.get(name), "doc": s.doc,
+                       "rules": [{"fields": list(r.fields), "rule": r.message} for r in s.rules],
                        "fields": {k: {"type": f.type.__name__, "default": f.default, "min": f.min, "max": f.max,
-                                      "choices": list(f.choices) if f.choices else None, "env": f.env}
+                                      "choices": list(f.choices) if f.choices else None, "env": f.env,
+                                      "internal": f.internal}
                                   for k, f in s.fields.items()}}
                 for name, s in store.sections.items()}
     return json_response({"version": store.version, "shared": _shared(request), "sections": sections,

@@ -12,7 +12,6 @@ import time
 from aiohttp import web
 
 from exporter import kpis
-from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.http import json_response, query_number, read_object
 from service.internal.audit import actor
@@ -44,10 +43,7 @@ async def alerts(request: web.Request) -> web.Response:
 async def configure_alerts(request: web.Request) -> web.Response:
     store = request.app[CTX].store
     body = await read_object(request, allow_empty=False)
-    merged = store.validate("alerts", body)  # 422 naming the field on a bad one
-    bad = kpis.check_order(merged)
-    if bad is not None:
-        raise ConfigValidationError("alerts", bad[0], bad[1])
+    # the store checks each value and each KPI's warning/critical order: 422 naming every bad field
     entry = await store.update("alerts", body, source="api:/internal/monitoring/configure-alerts",
                                **actor(request))
     values = store.get("alerts")

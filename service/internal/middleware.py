@@ -17,7 +17,7 @@ from aiohttp import web
 from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.errors import validation_error
-from service.http import json_response, read_object
+from service.http import json_response, only, read_object
 from service.internal.audit import actor
 from service.middleware import ORDER, advisor
 from service.middleware.stackperf import module_name
@@ -26,19 +26,11 @@ from service.ratelimit import client_id
 
 P = "/internal/middleware"
 M = "/internal/monitoring"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_MEDIA = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/(\*|[A-Za-z0-9!#$&^_.+-]+)$")
 SECTIONS = ("security_headers", "cors", "request_size", "compression", "versioning", "rate_limit")
 
 
 def _ctx(request: web.Request):
     return request.app[CTX]
-
-
-def _only(body: dict, allowed) -> None:
-    for k in body:
-        if k not in allowed:
-            raise validation_error(k, f"unknown field; accepted: {sorted(allowed)}")
 
 
 async def _apply(request: web.Request, section: str, changes: dict, body_names: dict, source: str) -> dict:
@@ -55,7 +47,7 @@ async def _apply(request: web.Request, section: str, changes: dict, body_names: 
 
 async def _body(request: web.Request, allowed, require: bool = True) -> dict:
     body = await read_object(request, allow_empty=not require)
-    _only(body, allowed)
+    only(body, allowed)
     if require and not body:
         raise validation_error("body", f"set at least one of {sorted(allowed)}")
     return body
@@ -139,10 +131,6 @@ COMPRESSION_FIELDS = ("enabled", "algorithm", "level", "minimum_size", "exclude_
 async def compression_optimize(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     body = await _body(request, COMPRESSION_FIELDS)
-    if isinstance(body.get("exclude_content_types"), list):
-        for i, t in enumerate(body["exclude_content_types"]):
-            if not isinstance(t, str) or not _MEDIA.match(t):
-                raise validation_error(f"exclude_content_types[{i}]", "must be a media type like image/png or image/*")
     if body.get("algorithm") == "brotli":
         body["algorithm"] = "br"
     out = await _apply(request, "compression", body, {}, "api:compression/optimize")
@@ -214,7 +202,7 @@ async def rate_optimize(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     body = await _body(request, RATE_FIELDS)
     cfg = ctx.store.get("rate_limit")
-    tiers_limits = body.get("client_tier_limits", cfg["client_tier_limits"])
+    names = {}
     if "client_tiers" in body:
         tiers = body["client_tiers"]
         if not isinstance(tiers, dict):
@@ -225,20 +213,10 @@ async def rate_optimize(request: web.Request) -> web.Response:
             if tier is None:
                 mapped.pop(cid, None)
                 continue
-            if not isinstance(tiers_limits, dict) or tier not in tiers_limits:
-                raise validation_error(f"client_tiers[{i}]", f"tier must be one of {sorted(tiers_limits or {})} "
-                                                             "or null to remove")
-            mapped[cid] = tier
+            mapped[cid] = tier  # the store checks it names one of client_tier_limits
+            names[f"client_tiers.{cid}"] = f"client_tiers[{i}]"
         body["client_tiers"] = mapped
-    if isinstance(body.get("peak_hours"), list):
-        for i, h in enumerate(body["peak_hours"]):
-            if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23:
-                raise validation_error(f"peak_hours[{i}]", "must be an hour 0-23")
-    if isinstance(body.get("paths"), list):
-        for i, p in enumerate(body["paths"]):
-            if not isinstance(p, str) or not p.startswith("/"):
-                raise validation_error(f"paths[{i}]", "must be a path prefix starting with /")
-    out = await _apply(request, "rate_limit", body, {}, "api:rate-limiting/optimize")
+    out = await _apply(request, "rate_limit", body, names, "api:rate-limiting/optimize")
     out["config"] = _public_rate_cfg(out["config"])
     return json_response(out)
 
@@ -365,9 +343,7 @@ def _version(v, field: str) -> str:
 
 
 async def versioning_optimize(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
     body = await _body(request, VERSION_FIELDS)
-    cfg = ctx.store.get("versioning")
     for field in ("supported_versions", "fast_path_versions"):
         if field in body:
             if not isinstance(body[field], list) or not body[field] and field == "supported_versions":
@@ -375,24 +351,12 @@ async def versioning_optimize(request: web.Request) -> web.Response:
             body[field] = [_version(v, f"{field}[{i}]") for i, v in enumerate(body[field])]
     if "default_version" in body:
         body["default_version"] = _version(body["default_version"], "default_version")
-    supported = body.get("supported_versions", cfg["supported_versions"])
-    default = body.get("default_version", cfg["default_version"])
-    if default not in supported:
-        raise validation_error("default_version", f"must be one of the supported versions {supported}")
     if "deprecated_versions" in body:
         dv = body["deprecated_versions"]
         if not isinstance(dv, dict):
             raise validation_error("deprecated_versions", "must be an object of version -> sunset date (YYYY-MM-DD)")
-        fixed = {}
-        for k, v in dv.items():
-            key = _version(k, f"deprecated_versions.{k}")
-            if not isinstance(v, str) or (v and not _DATE.match(v)):
-                raise validation_error(f"deprecated_versions.{k}", "must be a date YYYY-MM-DD or ''")
-            fixed[key] = v
-        body["deprecated_versions"] = fixed
-    if "query_param" in body and (not isinstance(body["query_param"], str)
-                                  or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", body["query_param"])):
-        raise validation_error("query_param", "must be a query parameter name")
+        body["deprecated_versions"] = {_version(k, f"deprecated_versions.{k}"): v for k, v in dv.items()}
+    # the store checks the rest: sunset dates, the query parameter, default_version in supported_versions
     out = await _apply(request, "versioning", body, {}, "api:versioning/optimize")
     return json_response(out)
 

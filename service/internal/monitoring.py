@@ -15,8 +15,9 @@ from aiohttp import web
 
 from exporter.metrics import HTTP_IN_FLIGHT
 from service.context import CTX
+from service.config.sections import SECTIONS
 from service.errors import ApiError, validation_error
-from service.http import json_response, query_number, read_object
+from service.http import json_response, only, query_number, read_object
 from service.internal.audit import actor
 from service.monitoring import emergency, memory, process, report
 from service.monitoring import snapshot as S
@@ -24,7 +25,7 @@ from service.monitoring.monitor import Monitor
 
 P = "/internal/monitoring"
 MAX_HOURS = 24 * 400
-INTERNAL_FIELDS = ("emergency_mode", "emergency_saved")
+INTERNAL_FIELDS = tuple(k for k, f in SECTIONS["monitoring"].fields.items() if f.internal)
 OPTIMIZE_FIELDS = ("validation_mode", "enable_caching")
 
 
@@ -34,12 +35,6 @@ def _mon(request: web.Request) -> Monitor:
 
 def _hours(request: web.Request, default: float) -> float:
     return query_number(request, "hours", default, 0.001, MAX_HOURS)
-
-
-def _only(body: dict, *allowed: str) -> None:
-    for k in body:
-        if k not in allowed:
-            raise validation_error(k, f"unknown field; known: {list(allowed)}")
 
 
 def _sample_every(store) -> int:
@@ -195,7 +190,7 @@ async def memory_hotspots(request: web.Request) -> web.Response:
 async def memory_hotspots_post(request: web.Request) -> web.Response:
     mon = _mon(request)
     body = await read_object(request)
-    _only(body, "enabled", "frames")
+    only(body, ("enabled", "frames"))
     enabled = body.get("enabled", True)
     changes = {"memory_tracing": enabled}
     if "frames" in body:
@@ -218,7 +213,7 @@ async def memory_trends(request: web.Request) -> web.Response:
 async def run_gc(request: web.Request) -> web.Response:
     mon = _mon(request)
     body = await read_object(request)
-    _only(body, "generation", "trim")
+    only(body, ("generation", "trim"))
     gen = body.get("generation", 2)
     if isinstance(gen, bool) or not isinstance(gen, int) or not 0 <= gen <= 2:
         raise validation_error("generation", "must be 0, 1 or 2")
@@ -235,7 +230,7 @@ async def optimize(request: web.Request) -> web.Response:
     mon = _mon(request)
     store = mon.store
     body = await read_object(request, allow_empty=False)
-    _only(body, *OPTIMIZE_FIELDS)
+    only(body, OPTIMIZE_FIELDS)
     # validation_mode is read by the text handlers, enable_caching by the cache: both live here only
     entries = await store.update_many({"monitoring": dict(body)}, source="api:/internal/monitoring/optimize",
                                       **actor(request))
@@ -263,9 +258,7 @@ async def get_configuration(request: web.Request) -> web.Response:
 async def configure(request: web.Request) -> web.Response:
     mon = _mon(request)
     body = await read_object(request, allow_empty=False)
-    for k in body:
-        if k in INTERNAL_FIELDS:
-            raise validation_error(k, "is set by POST /internal/monitoring/emergency-mode")
+    mon.store.refuse_internal("monitoring", body)  # emergency_mode, emergency_saved: POST .../emergency-mode
     entry = await mon.store.update("monitoring", body, source="api:/internal/monitoring/configure",
                                    **actor(request))
     if entry["changes"]:
@@ -310,7 +303,7 @@ async def benchmark_cancel(request: web.Request) -> web.Response:
 
 async def save_baseline(request: web.Request) -> web.Response:
     body = await read_object(request)
-    _only(body, "job_id")
+    only(body, ("job_id",))
     if "job_id" in body and not isinstance(body["job_id"], str):
         raise validation_error("job_id", "must be a string")
     baseline = await _mon(request).benchmarks.save_baseline(body.get("job_id"))
@@ -390,7 +383,7 @@ async def emergency_get(request: web.Request) -> web.Response:
 async def emergency_post(request: web.Request) -> web.Response:
     mon = _mon(request)
     body = await read_object(request)
-    _only(body, "enabled", "reason")
+    only(body, ("enabled", "reason"))
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise validation_error("enabled", "must be a boolean")

@@ -10,8 +10,9 @@ import time
 from aiohttp import web
 
 from service.context import CTX
+from service.config.schema import ConfigValidationError
 from service.errors import ApiError
-from service.http import json_response, read_object
+from service.http import json_response, only, read_object
 from service.internal.audit import actor
 from service.providers.base import OPERATIONS
 from service.resilience import analysis
@@ -23,13 +24,6 @@ P = "/internal/resilience"
 
 def _res(request: web.Request):
     return request.app[CTX].resilience
-
-
-def _only(body: dict, allowed: tuple[str, ...]) -> None:
-    extra = sorted(set(body) - set(allowed))
-    if extra:
-        raise ApiError(422, "VALIDATION_ERROR", f"{extra[0]}: unknown field; accepted: {', '.join(allowed)}",
-                       field=extra[0])
 
 
 def _changes(entries: list[dict]) -> dict:
@@ -57,7 +51,7 @@ async def apply_preset(request: web.Request) -> web.Response:
     """Switch the resilience preset (operation -> strategy) live."""
     res = _res(request)
     body = await read_object(request, allow_empty=False)
-    _only(body, ("preset",))
+    only(body, ("preset",))
     if "preset" not in body:
         raise ApiError(422, "VALIDATION_ERROR", "preset: required; one of " + ", ".join(PRESETS), field="preset")
     previous = res.ctx.store.get("resilience")["preset"]
@@ -76,7 +70,7 @@ async def optimize_config(request: web.Request) -> web.Response:
     """Tune for speed: performance mode, deadline ceiling, breaker threshold."""
     res = _res(request)
     body = await read_object(request, allow_empty=False)
-    _only(body, ("prioritize_speed", "max_timeout_seconds", "circuit_breaker_threshold"))
+    only(body, ("prioritize_speed", "max_timeout_seconds", "circuit_breaker_threshold"))
     ch: dict[str, dict] = {"ai": {}, "resilience": {}}
     if "prioritize_speed" in body:
         if not isinstance(body["prioritize_speed"], bool):
@@ -86,29 +80,17 @@ async def optimize_config(request: web.Request) -> web.Response:
         ch["ai"]["timeout_seconds"] = body["max_timeout_seconds"]
     if "circuit_breaker_threshold" in body:
         ch["resilience"]["failure_threshold"] = body["circuit_breaker_threshold"]
-    _validate_named(res, ch, {"ai.timeout_seconds": "max_timeout_seconds",
-                              "resilience.failure_threshold": "circuit_breaker_threshold"})
-    entries = await res.ctx.store.update_many({k: v for k, v in ch.items() if v},
-                                              source=f"api:{P}/config/optimize-performance",
-                                              **actor(request))
+    try:
+        entries = await res.ctx.store.update_many({k: v for k, v in ch.items() if v},
+                                                  source=f"api:{P}/config/optimize-performance", **actor(request))
+    except ConfigValidationError as e:
+        raise e.renamed({"timeout_seconds": "max_timeout_seconds",
+                         "failure_threshold": "circuit_breaker_threshold"}) from None
     return json_response({"status": "applied", "changes": _changes(entries),
                           "mapping": {"prioritize_speed": "resilience.performance_mode",
                                       "max_timeout_seconds": "ai.timeout_seconds (deadline of every AI call)",
                                       "circuit_breaker_threshold": "resilience.failure_threshold"},
                           "config": current_config(res)})
-
-
-def _validate_named(res, ch: dict[str, dict], names: dict[str, str]) -> None:
-    """Validate with the store, but name the request's field in the error."""
-    from service.config.schema import ConfigValidationError
-    for section, changes in ch.items():
-        if not changes:
-            continue
-        try:
-            res.ctx.store.validate(section, changes)
-        except ConfigValidationError as e:
-            field = names.get(f"{section}.{e.field}", e.field)
-            raise ApiError(422, "VALIDATION_ERROR", f"{field}: {e.message}", field=field)
 
 
 # ---- circuit breakers ----------------------------------------------------------------------
@@ -117,7 +99,7 @@ async def configure_breakers(request: web.Request) -> web.Response:
     res = _res(request)
     body = await read_object(request, allow_empty=False)
     fields = ("failure_threshold", "recovery_timeout", "half_open_max_calls", "performance_mode")
-    _only(body, fields)
+    only(body, fields)
     entry = await res.ctx.store.update("resilience", body, source=f"api:{P}/circuit-breakers/configure",
                                        **actor(request))
     return json_response({"status": "applied", "changes": entry["changes"],
@@ -168,7 +150,7 @@ async def apply_optimizations(request: web.Request) -> web.Response:
     """Apply the measured recommendations (or dry_run) and record what changed."""
     res = _res(request)
     body = await read_object(request, allow_empty=True)
-    _only(body, ("dry_run",))
+    only(body, ("dry_run",))
     dry = body.get("dry_run", False)
     if not isinstance(dry, bool):
         raise ApiError(422, "VALIDATION_ERROR", "dry_run: must be a boolean", field="dry_run")

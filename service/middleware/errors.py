@@ -62,9 +62,9 @@ def make(ctx):
             except ApiError as e:
                 resp = error_response(request, e.status, e.error_code, e.message, e.details, e.headers)
             except ConfigValidationError as e:
-                resp = error_response(request, 422, "VALIDATION_ERROR", f"{e.section}.{e.field}: {e.message}",
-                                      {"section": e.section, "field": e.field,
-                                       "errors": [{"field": e.field, "message": e.message}]})
+                resp = error_response(request, 422, "VALIDATION_ERROR", str(e),
+                                      {"section": e.section, "field": e.field, "fields": e.fields,
+                                       "errors": e.errors})
             except web.HTTPException as e:
                 if e.status < 400:
                     raise

@@ -1,26 +1,17 @@
 """L2 on a real redis-server: sharing, key hygiene, SCAN invalidation, outage and recovery."""
 import asyncio
-import time
 
 import redis
 
 from exporter.tally import flush_all
 from exporter.metrics import REGISTRY
 from tests.cache.conftest import TEXT, Provider, req
+from tests.helpers import wait_until
 
 
 def sample(name: str, **labels) -> float:
     flush_all()  # as a scrape does: batched counts reach the metrics
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def wait_until(pred, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
 
 
 async def test_l2_is_shared_and_keys_hold_no_text(make_cache, redis_url):

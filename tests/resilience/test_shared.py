@@ -11,6 +11,7 @@ from service.providers.fake_upstream import FakeUpstream
 from service.providers.manager import ProviderManager
 from service.redis_client import make_redis
 from service.resilience import AIUnavailable, Resilience
+from tests.helpers import wait_until
 
 TEXT = "Circuit breakers stop calls to a failing service so that callers fail fast instead of waiting."
 
@@ -26,14 +27,6 @@ async def _replica(up, redis_url):
     return ctx
 
 
-async def _until(cond, timeout=3.0):
-    for _ in range(int(timeout / 0.02)):
-        if cond():
-            return True
-        await asyncio.sleep(0.02)
-    return cond()
-
-
 async def test_open_and_close_propagate_between_replicas(redis_url):
     up = await FakeUpstream(error_rate=1.0, error_status=503).start()
     a = await _replica(up, redis_url)
@@ -45,7 +38,7 @@ async def test_open_and_close_propagate_between_replicas(redis_url):
                 await a.resilience.call(TextRequest("summarize", TEXT))
         assert a.resilience.breakers["openai.summarize"].state == "open"
         bb = b.resilience.breaker("openai", "summarize")
-        assert await _until(lambda: bb.state == "open")
+        assert await wait_until(lambda: bb.state == "open")
         assert bb.transitions[-1]["source"] == "redis"
         calls = up.state.calls
         with pytest.raises(AIUnavailable) as ei:
@@ -53,7 +46,7 @@ async def test_open_and_close_propagate_between_replicas(redis_url):
         assert ei.value.error_code == "CIRCUIT_BREAKER_OPEN"
         assert up.state.calls == calls  # replica b failed fast without calling the upstream
         a.resilience.reset_breaker("openai.summarize")
-        assert await _until(lambda: bb.state == "closed")
+        assert await wait_until(lambda: bb.state == "closed")
         # no echo: a heard nothing back that changed it
         assert a.resilience.breakers["openai.summarize"].state == "closed"
         assert b.resilience.shared.info()["received"] == 2
