@@ -84,6 +84,8 @@ section(
     access_log=F(bool, True, env="ACCESS_LOG", help="log one line per request"),
 )
 
+_PRESETS = ("simple", "development", "production", "aggressive")  # service/resilience/strategies.py PRESETS
+
 section(
     "monitoring", "Monitoring history, request admission, background tasks and emergency mode",
     retention_hours=F(float, 24.0, 0.01, 8760, env="MONITORING_RETENTION_HOURS", help="minute snapshots kept for this long"),
@@ -109,7 +111,7 @@ section(
     emergency_max_concurrent_requests=F(int, 20, 1, 100_000, help="admission limit in emergency mode"),
     emergency_queue_size=F(int, 20, 0, 1_000_000, help="admission queue in emergency mode"),
     emergency_cache_ttl_factor=F(float, 0.25, 0.01, 1.0, help="cache TTLs are multiplied by this in emergency mode"),
-    emergency_resilience_preset=F(str, "aggressive", help="resilience preset in emergency mode"),
+    emergency_resilience_preset=F(str, "aggressive", choices=_PRESETS, help="resilience preset in emergency mode"),
     emergency_mode=F(bool, False, internal=True, help="set by POST /internal/monitoring/emergency-mode"),
     emergency_saved=F(dict, {}, internal=True, help="values emergency mode replaced, restored when it ends"),
 )
@@ -137,7 +139,7 @@ section(
 section(
     "resilience", "AI-call resilience: preset, circuit breakers (per provider and operation); "
                   "deadline and retry ceiling are ai.timeout_seconds and ai.max_retries",
-    preset=F(str, "simple", choices=("simple", "development", "production", "aggressive"), env="RESILIENCE_PRESET",
+    preset=F(str, "simple", choices=_PRESETS, env="RESILIENCE_PRESET",
              help="maps each operation to a strategy (aggressive, balanced, conservative, critical)"),
     failure_threshold=F(int, 5, 1, 1000, env="CIRCUIT_BREAKER_FAILURE_THRESHOLD",
                         help="consecutive failures that open a breaker (scaled per strategy)"),

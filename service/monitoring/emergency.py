@@ -1,11 +1,15 @@
 """Emergency mode: one atomic config change that trades quality for survival.
 
 On: AI timeouts and retries are capped, the resilience preset becomes the
-aggressive one, admission control sheds beyond a small queue, and cache TTLs
-shrink.  Only fields that exist in the config store at that moment are
-touched (other subsystems' sections are discovered at run time), every value
-is clamped to its field's range, and the values replaced are saved in
-monitoring.emergency_saved in the same update_many call.
+emergency one, admission control sheds beyond a small queue.  The fields it
+changes are named below (CHANGES), each with the monitoring.emergency_*
+setting that gives its emergency value; every value is clamped to its
+field's range, and the values replaced are saved in monitoring.emergency_saved
+in the same update_many call.
+
+Cache TTLs are not rewritten: while monitoring.emergency_mode is on,
+service/cache/ttl.py multiplies every TTL by monitoring.emergency_cache_ttl_factor
+(once: 3600 s x 0.25 = 900 s).
 
 Off: the saved values are written back in one update_many, so the config is
 exactly what it was before (fields an operator changed meanwhile included).
@@ -15,10 +19,16 @@ from __future__ import annotations
 
 from exporter.metrics import EMERGENCY_MODE
 
-PRESET_FIELDS = ("preset", "active_preset", "default_preset", "strategy_preset")
-TIMEOUT_FIELDS = {"ai": ("timeout_seconds",), "resilience": ("timeout_seconds", "max_timeout_seconds",
-                                                             "deadline_seconds")}
-RETRY_FIELDS = {"ai": ("max_retries",), "resilience": ("max_retries", "max_attempts")}
+CAP, SET, LIMIT = "cap", "set", "limit"
+# (section, field, how, monitoring setting): cap = at most the setting; set = the setting;
+# limit = the setting when the field is 0 (unlimited) or above it
+CHANGES = (
+    ("ai", "timeout_seconds", CAP, "emergency_ai_timeout_seconds"),
+    ("ai", "max_retries", CAP, "emergency_max_retries"),
+    ("resilience", "preset", SET, "emergency_resilience_preset"),
+    ("monitoring", "max_concurrent_requests", LIMIT, "emergency_max_concurrent_requests"),
+    ("monitoring", "queue_size", CAP, "emergency_queue_size"),
+)
 
 
 def _clamp(f, v):
@@ -32,50 +42,17 @@ def _clamp(f, v):
 def plan(store) -> dict[str, dict]:
     """The changes emergency mode makes to the current config, by section."""
     m = store.get("monitoring")
-    sections = store.sections
     out: dict[str, dict] = {}
-
-    def put(sec, field, value):
-        if store.get(sec).get(field) != value:
-            out.setdefault(sec, {})[field] = value
-
-    for sec, fields in TIMEOUT_FIELDS.items():
-        for name in fields:
-            f = sections.get(sec) and sections[sec].fields.get(name)
-            if f and f.type in (int, float):
-                cur = store.get(sec)[name]
-                if cur is not None:
-                    put(sec, name, _clamp(f, min(cur, m["emergency_ai_timeout_seconds"])))
-    for sec, fields in RETRY_FIELDS.items():
-        for name in fields:
-            f = sections.get(sec) and sections[sec].fields.get(name)
-            if f and f.type is int:
-                cur = store.get(sec)[name]
-                if cur is not None:
-                    put(sec, name, _clamp(f, min(cur, m["emergency_max_retries"])))
-    if "resilience" in sections:
-        for name in PRESET_FIELDS:
-            f = sections["resilience"].fields.get(name)
-            if f and f.type is str and (f.choices is None or m["emergency_resilience_preset"] in f.choices):
-                put("resilience", name, m["emergency_resilience_preset"])
-                break
-    if "cache" in sections:
-        factor = m["emergency_cache_ttl_factor"]
-        for name, f in sections["cache"].fields.items():
-            if "ttl" not in name.lower() or "stale" in name.lower():
-                continue
-            cur = store.get("cache")[name]
-            if f.type in (int, float) and isinstance(cur, (int, float)) and not isinstance(cur, bool) and cur > 0:
-                put("cache", name, _clamp(f, cur * factor))
-            elif f.type is dict and isinstance(cur, dict) and cur:
-                new = {k: (type(v)(max(1, v * factor)) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and v > 0 else v) for k, v in cur.items()}
-                put("cache", name, new)
-    cur_limit = m["max_concurrent_requests"]
-    if cur_limit <= 0 or cur_limit > m["emergency_max_concurrent_requests"]:
-        put("monitoring", "max_concurrent_requests", m["emergency_max_concurrent_requests"])
-    if m["queue_size"] > m["emergency_queue_size"]:
-        put("monitoring", "queue_size", m["emergency_queue_size"])
+    for sec, name, how, setting in CHANGES:
+        cur, want = store.get(sec)[name], m[setting]
+        if how == CAP:
+            value = _clamp(store.sections[sec].fields[name], min(cur, want))
+        elif how == LIMIT:
+            value = want if cur <= 0 or cur > want else cur
+        else:
+            value = want
+        if value != cur:
+            out.setdefault(sec, {})[name] = value
     return out
 
 
