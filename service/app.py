@@ -67,7 +67,10 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     ctx = Context(settings=settings, store=store)
     if settings.redis_url:
         from service.redis_client import make_redis
-        ctx.redis = make_redis(settings.redis_url, env)
+        try:
+            ctx.redis = make_redis(settings.redis_url, env)
+        except ValueError as e:  # a REDIS_URL that names no usable topology: say why and stop
+            raise SystemExit(str(e)) from None
     ctx.providers = ProviderManager(store)
     ctx.cache = ResponseCache(ctx)
     ctx.resilience = Resilience(ctx)

@@ -24,7 +24,7 @@ from typing import Callable
 from exporter.metrics import CACHE_L2_ERRORS, CACHE_L2_TRANSITIONS, CACHE_L2_UP, REDIS_LATENCY, REDIS_UP
 from service.background import cancel_and_wait
 from service.cache.keys import REDIS_PREFIX
-from service.redis_client import follow
+from service.redis_client import follow, publish
 
 log = logging.getLogger("service.cache")
 
@@ -157,7 +157,7 @@ class RedisTier:
             return
         try:
             async with asyncio.timeout(self._timeout()):
-                await self.r.publish(EVENTS_CHANNEL, json.dumps({**event, "origin": self.origin}))
+                await publish(self.r, EVENTS_CHANNEL, json.dumps({**event, "origin": self.origin}))
         except Exception as e:
             self.failed("publish", e)
 

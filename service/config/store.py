@@ -40,7 +40,7 @@ import yaml
 from exporter.metrics import CONFIG_CHANGES, CONFIG_VERSION
 from service.config.schema import ConfigValidationError, Section, coerce, parse_env
 from service.errors import ApiError
-from service.redis_client import follow
+from service.redis_client import follow, publish
 
 log = logging.getLogger("service.config")
 
@@ -334,7 +334,7 @@ class ConfigStore:
         if self._redis is None:
             return
         try:
-            await self._redis.publish(f"{KEY_PREFIX}:changed", json.dumps(
+            await publish(self._redis, f"{KEY_PREFIX}:changed", json.dumps(
                 {"origin": self._origin, "sections": [e["section"] for e in entries],
                  "version": entries[-1]["version"]}))
         except Exception as e:  # persisted: peers load it at their next start or change
@@ -381,7 +381,8 @@ class ConfigStore:
                 self.version = int(await redis.get(f"{KEY_PREFIX}:version") or 0)
                 hist = await redis.lrange(f"{KEY_PREFIX}:history", 0, HISTORY_LIMIT - 1)
                 self.history.extend(json.loads(h) for h in reversed(hist))
-                self._pubsub_task = asyncio.create_task(follow(redis, f"{KEY_PREFIX}:changed", self._on_message, log))
+                self._pubsub_task = asyncio.create_task(follow(redis, f"{KEY_PREFIX}:changed", self._on_message, log,
+                                                               subscribed=self._catch_up))
                 CONFIG_VERSION.set(self.version)
                 return
             except Exception:
@@ -409,6 +410,12 @@ class ConfigStore:
             log.warning("config: ignoring a malformed change announcement")
             return
         await self._reload([n for n in names if n in self.sections], version)
+
+    async def _catch_up(self) -> None:
+        """On (re)subscribing: load what peers changed while this process was not listening."""
+        version = int(await self._redis.get(f"{KEY_PREFIX}:version") or 0)
+        if version > self.version:
+            await self._reload(list(self.sections), version)
 
     async def _reload(self, names: list[str], version: int) -> None:
         """A peer's change: load its sections (validated: a bad one is refused and logged)."""

@@ -125,16 +125,13 @@ class RateLimiter:
 
     def _client(self):
         if self._redis is None:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+            from service.redis_client import make_redis
 
             cfg = self.store.get("rate_limit")
-            t = cfg["redis_timeout_ms"] / 1000.0
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.redis_url, max_connections=cfg["redis_pool_size"], timeout=t, socket_timeout=t,
-                socket_connect_timeout=t, health_check_interval=0, retry=Retry(NoBackoff(), 0))
-            self._redis = aioredis.Redis(connection_pool=pool)
+            # any topology; the script's one key decides the node, and a NOSCRIPT (a new primary, a
+            # flushed script cache) loads it again there
+            self._redis = make_redis(self.redis_url, {}, max_connections=cfg["redis_pool_size"],
+                                     timeout=cfg["redis_timeout_ms"] / 1000.0, retries=0)
             self._script = self._redis.register_script(LEASE_SCRIPT)
         return self._redis
 

@@ -17,7 +17,7 @@ import logging
 import uuid
 
 from service.providers.base import OPERATIONS
-from service.redis_client import follow
+from service.redis_client import follow, publish
 
 log = logging.getLogger("service.resilience")
 
@@ -56,7 +56,7 @@ class SharedBreakers:
 
     async def _publish(self, msg: dict) -> None:
         try:
-            await self.redis.publish(CHANNEL, json.dumps(msg))
+            await publish(self.redis, CHANNEL, json.dumps(msg))
             self.sent += 1
         except Exception as e:
             self.errors += 1
