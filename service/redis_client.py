@@ -275,6 +275,7 @@ async def listen(client, channel: str, poll: float = 1.0, subscribed=None):
 
     try:
         if sharded:
+            await client.initialize()  # the slot map routes the subscription (a no-op once loaded)
             await pubsub.ssubscribe(channel)
         else:
             await pubsub.subscribe(channel)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import API_KEY, RedisServer, start_fake_upstream, start_service
+from tests.helpers import API_KEY, RedisClusterServers, RedisServer, start_fake_upstream, start_service
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,24 @@ def redis_url(redis_server):
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A 3-primary Redis Cluster with a replica each, shared by the session (tests flush it)."""
+    srv = RedisClusterServers().start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.topology)])
+def any_redis_url(request):
+    """The same test on one redis-server and on a Redis Cluster (flushed before the test)."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
+    return request.getfixturevalue("redis_url")
 
 
 @pytest.fixture

@@ -341,3 +341,15 @@ class RedisSentinelServers:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sync_redis(url: str):
+    """A blocking redis-py client for inspecting what the service wrote (one node or a cluster)."""
+    import redis
+
+    from service.redis_client import parse_url
+    t = parse_url(url)
+    if t.topology == "cluster":
+        return redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in t.nodes],
+                                  username=t.username, password=t.password)
+    return redis.Redis.from_url(url)

@@ -13,9 +13,15 @@ SEED = os.path.join(SHARED, "seed", "PERFORMANCE_OPTIMIZATION.md")
 
 
 @pytest.mark.skipif(not os.path.exists(REPLAY), reason="shared/ (the spec and its replay tool) is not beside the repo")
-@pytest.mark.parametrize("with_redis", [False, True])
-def test_every_seed_command_holds(service_factory, redis_url, with_redis):
-    env = {"REDIS_URL": redis_url} if with_redis else {}
+@pytest.mark.parametrize("topology", ["memory", "single", pytest.param("cluster", marks=pytest.mark.topology)])
+def test_every_seed_command_holds(service_factory, request, topology):
+    env = {}
+    if topology == "single":
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    elif topology == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        env["REDIS_URL"] = cluster.url
     svc = service_factory(**env)
     r = subprocess.run([sys.executable, REPLAY, SEED, svc.url, API_KEY], capture_output=True, text=True, timeout=600)
     last = r.stdout.strip().splitlines()[-1]

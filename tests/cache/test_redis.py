@@ -6,7 +6,7 @@ import redis
 from exporter.tally import flush_all
 from exporter.metrics import REGISTRY
 from tests.cache.conftest import TEXT, Provider, req
-from tests.helpers import wait_until
+from tests.helpers import sync_redis, wait_until
 
 
 def sample(name: str, **labels) -> float:
@@ -14,9 +14,9 @@ def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_l2_is_shared_and_keys_hold_no_text(make_cache, redis_url):
-    a = await make_cache(redis_url)
-    b = await make_cache(redis_url)
+async def test_l2_is_shared_and_keys_hold_no_text(make_cache, any_redis_url):
+    a = await make_cache(any_redis_url)
+    b = await make_cache(any_redis_url)
     pa, pb = Provider(), Provider()
     value, hit = await a.get_or_compute(req(), pa)
     assert hit is False
@@ -25,7 +25,7 @@ async def test_l2_is_shared_and_keys_hold_no_text(make_cache, redis_url):
     assert b.stats.totals()["redis_hits"] == 1
     assert (await b.get_or_compute(req(), pb)) == (value, True)   # now from its L1
     assert b.stats.totals()["memory_hits"] == 1
-    r = redis.Redis.from_url(redis_url)
+    r = sync_redis(any_redis_url)
     keys = [k.decode() for k in r.scan_iter(match="*cache*")]
     assert keys == ["{llmapi}:cache:" + a.key_for(req())]
     assert "Prometheus" not in keys[0]
@@ -33,47 +33,52 @@ async def test_l2_is_shared_and_keys_hold_no_text(make_cache, redis_url):
     r.close()
 
 
-async def test_compressed_values_travel_through_l2(make_cache, redis_url):
-    a = await make_cache(redis_url, compression_threshold_mb=0.0005)
-    b = await make_cache(redis_url)
+async def test_compressed_values_travel_through_l2(make_cache, any_redis_url):
+    a = await make_cache(any_redis_url, compression_threshold_mb=0.0005)
+    b = await make_cache(any_redis_url)
     big = b'{"result":"' + b"repeated words make it compressible " * 100
 
     async def compute(r):
         return big
 
     await a.get_or_compute(req(), compute)
-    r = redis.Redis.from_url(redis_url)
+    r = sync_redis(any_redis_url)
     raw = r.get("{llmapi}:cache:" + a.key_for(req()))
     r.close()
     assert len(raw) < len(big) / 3
     assert await b.get_or_compute(req(), Provider()) == (big, True)
 
 
-async def test_invalidation_scans_redis_and_reaches_other_processes(make_cache, redis_url):
-    a = await make_cache(redis_url)
-    b = await make_cache(redis_url)
+async def test_invalidation_scans_redis_and_reaches_other_processes(make_cache, any_redis_url):
+    a = await make_cache(any_redis_url)
+    b = await make_cache(any_redis_url)
     p = Provider()
     for i in range(5):
         await a.get_or_compute(req(f"{TEXT} {i}"), p)
         await a.get_or_compute(req(f"{TEXT} {i}", op="sentiment"), p)
         await b.get_or_compute(req(f"{TEXT} {i}"), p)       # b holds the summarize keys in its L1
     assert p.calls == 10 and len(b.l1) == 5
-    r = redis.Redis.from_url(redis_url)
-    r.config_resetstat()
+    r = sync_redis(any_redis_url)
+    on_primaries = {"target_nodes": r.PRIMARIES} if isinstance(r, redis.RedisCluster) else {}
+    r.config_resetstat(**on_primaries)
     res = await a.invalidate("summarize:*")
     assert res["memory_removed"] == 5 and res["redis_removed"] == 5
     assert sorted(k.decode().split(":")[2] for k in r.scan_iter(match="{llmapi}:cache:*")) == ["sentiment"] * 5
-    stats = r.info("commandstats")
-    assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
+    stats = r.info("commandstats", **on_primaries)
+    if on_primaries:  # SCAN went to every primary (whichever holds the keys' slot); KEYS to none
+        assert all("cmdstat_scan" in st and "cmdstat_keys" not in st for st in stats.values()), stats
+        assert len(stats) == 3
+    else:
+        assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
     assert await wait_until(lambda: len(b.l1) == 0, 5)    # pub/sub told b
     r.close()
 
 
-async def test_stale_copies_come_from_l2(make_cache, redis_url):
-    a = await make_cache(redis_url, base_ttl_seconds=1, ttl_by_operation={}, adaptive_ttl=False)
+async def test_stale_copies_come_from_l2(make_cache, any_redis_url):
+    a = await make_cache(any_redis_url, base_ttl_seconds=1, ttl_by_operation={}, adaptive_ttl=False)
     value, _ = await a.get_or_compute(req(), Provider())
     await asyncio.sleep(1.1)
-    b = await make_cache(redis_url, base_ttl_seconds=1, ttl_by_operation={}, adaptive_ttl=False)
+    b = await make_cache(any_redis_url, base_ttl_seconds=1, ttl_by_operation={}, adaptive_ttl=False)
     assert await b.get_stale(req()) == value           # expired, but kept in Redis for fallbacks
     assert b.stats.stale_served["redis"] == 1
     p = Provider()

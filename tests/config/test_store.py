@@ -123,7 +123,8 @@ def test_file_persistence_survives_restart(service_factory):
     assert cfg["overrides"]["text"] == {"max_text_length": 4321}
 
 
-def test_change_reaches_other_process_through_redis(service_factory, redis_url):
+def test_change_reaches_other_process_through_redis(service_factory, any_redis_url):
+    redis_url = any_redis_url
     a = service_factory(REDIS_URL=redis_url)
     b = service_factory(REDIS_URL=redis_url)
     _post(f"{a.url}/internal/config/text", {"max_text_length": 2222})

@@ -3,11 +3,9 @@ import json
 import urllib.error
 import urllib.request
 
-import redis
-
 from service.monitoring import snapshot as S
 from service.monitoring.history import INSTANCES
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, sync_redis
 
 TEXT = "Prometheus scrapes metrics from instrumented jobs and evaluates alerting rules over them every minute."
 
@@ -49,14 +47,15 @@ def _summarize_count(doc: dict) -> int:
     return sum(e["requests"] for e in doc["endpoints"] if e["endpoint"] == "POST /v1/text/summarize")
 
 
-def test_instances_sharing_redis_are_counted_together(service_factory, redis_url):
+def test_instances_sharing_redis_are_counted_together(service_factory, any_redis_url):
+    redis_url = any_redis_url
     env = dict(REDIS_URL=redis_url, MONITORING_SNAPSHOT_INTERVAL="3600")
     a, b = service_factory(**env), service_factory(**env)
     for svc, n in ((a, 3), (b, 5)):
         for _ in range(n):
             _call(f"{svc.url}/v1/text/summarize", "POST", {"text": TEXT})
     _call(f"{b.url}/internal/monitoring/snapshot", "POST", {})  # b's requests reach Redis
-    r = redis.Redis.from_url(redis_url)
+    r = sync_redis(redis_url)
     r.hset(INSTANCES, "gone:1:0", "1.0")  # an instance last seen in 1970: forgotten, not counted
     # a counts its own live interval and b's last snapshot
     both = _call(f"{a.url}/internal/monitoring/slow-endpoints")
@@ -89,7 +88,8 @@ def test_without_redis_an_instance_reports_itself(service_factory):
         assert e.code == 422 and json.loads(e.read())["details"]["field"] == "instances"
 
 
-async def test_peers_give_hour_rollups_for_long_windows(redis_url):
+async def test_peers_give_hour_rollups_for_long_windows(any_redis_url):
+    redis_url = any_redis_url
     import time
 
     from service.config.sections import SECTIONS
@@ -113,7 +113,8 @@ async def test_peers_give_hour_rollups_for_long_windows(redis_url):
     await client.aclose()
 
 
-async def test_peers_read_a_long_minutes_list_back_to_the_window(redis_url):
+async def test_peers_read_a_long_minutes_list_back_to_the_window(any_redis_url):
+    redis_url = any_redis_url
     import time
 
     from service.config.sections import SECTIONS

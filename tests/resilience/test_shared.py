@@ -27,7 +27,8 @@ async def _replica(up, redis_url):
     return ctx
 
 
-async def test_open_and_close_propagate_between_replicas(redis_url):
+async def test_open_and_close_propagate_between_replicas(any_redis_url):
+    redis_url = any_redis_url
     up = await FakeUpstream(error_rate=1.0, error_status=503).start()
     a = await _replica(up, redis_url)
     b = await _replica(up, redis_url)
