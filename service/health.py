@@ -10,6 +10,7 @@ from aiohttp import web
 from service import __version__
 from service.context import CTX
 from service.http import json_response
+from service.redis_client import topology
 
 CHECK_TIMEOUT = 1.0
 RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -29,8 +30,10 @@ async def _timed(name: str, coro) -> dict:
 
 
 async def _config_check(ctx) -> dict:
-    return {"status": "healthy", "version": ctx.store.version,
-            "backend": "redis" if ctx.store.shared else "file"}
+    out = {"status": "healthy", "version": ctx.store.version, "backend": "redis" if ctx.store.shared else "file"}
+    if ctx.store.shared:
+        out["redis_topology"] = topology(ctx.redis)
+    return out
 
 
 async def health(request: web.Request) -> web.Response:

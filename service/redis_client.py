@@ -249,6 +249,13 @@ def pool_stats(client) -> dict:
     return out
 
 
+async def ping(client) -> bool:
+    """PING; on a cluster every primary (a primary without answer leaves its slots unserved)."""
+    if is_cluster(client):
+        return await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    return await client.ping()
+
+
 # ---- pub/sub that works on every topology ------------------------------------------
 async def publish(client, channel: str, data) -> int:
     """PUBLISH, or SPUBLISH on a cluster (delivered by the shard owning the channel's slot)."""

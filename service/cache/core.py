@@ -39,6 +39,7 @@ from service.cache.maintenance import Maintenance
 from service.cache.memory import Entry, MemoryTier
 from service.cache.redis_tier import RedisTier
 from service.cache.warming import Warmer
+from service.redis_client import topology
 
 log = logging.getLogger("service.cache")
 
@@ -348,6 +349,8 @@ class ResponseCache:
     async def health(self) -> dict:
         out = {"backend": "memory" if not self.l2.configured else "memory+redis", "entries": len(self.l1),
                "memory_bytes": self.l1.bytes}
+        if self.l2.configured:
+            out["redis_topology"] = topology(self.ctx.redis)
         if not self.l2.configured or not self.store.get("cache")["use_redis"]:
             return {"status": "healthy", **out}
         if not self.l2.up:

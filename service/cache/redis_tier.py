@@ -24,7 +24,7 @@ from typing import Callable
 from exporter.metrics import CACHE_L2_ERRORS, CACHE_L2_TRANSITIONS, CACHE_L2_UP, REDIS_LATENCY, REDIS_UP
 from service.background import cancel_and_wait
 from service.cache.keys import REDIS_PREFIX
-from service.redis_client import follow, publish
+from service.redis_client import follow, ping, publish
 
 log = logging.getLogger("service.cache")
 
@@ -149,7 +149,7 @@ class RedisTier:
         """Round trip in seconds; raises when Redis does not answer."""
         t = time.perf_counter()
         async with asyncio.timeout(self._timeout()):
-            await self.r.ping()
+            await ping(self.r)
         return time.perf_counter() - t
 
     async def publish(self, event: dict) -> None:
