@@ -145,10 +145,10 @@ class RedisTier:
             return None
         return n
 
-    async def ping(self) -> float:
+    async def ping(self, timeout: float | None = None) -> float:
         """Round trip in seconds; raises when Redis does not answer."""
         t = time.perf_counter()
-        async with asyncio.timeout(self._timeout()):
+        async with asyncio.timeout(timeout or self._timeout()):
             await ping(self.r)
         return time.perf_counter() - t
 
@@ -228,8 +228,8 @@ class RedisTier:
         if not self.configured:
             CACHE_L2_UP.set(0)
             return
-        try:
-            await self.ping()
+        try:  # (the first ping may also load a cluster's slot map and connect to every primary)
+            await self.ping(max(5.0, self._timeout()))
             REDIS_UP.set(1)
         except Exception as e:
             self.failed("ping", e)
