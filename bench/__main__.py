@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench import batching
+from bench import accesslog, batching
 from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
@@ -53,7 +53,8 @@ def service(**env):
         extra = dict(env)
         if extra.pop("redis", False):
             extra["REDIS_URL"] = redis.url
-        return Proc([PYTHON, "-m", "service"], service_env(port, state, LOG_LEVEL="WARNING", **extra), port,
+        # the default config a user gets: LOG_LEVEL=INFO, so the access log writes a line per request
+        return Proc([PYTHON, "-m", "service"], service_env(port, state, LOG_LEVEL="INFO", **extra), port,
                     "/v1/health")
     return start
 
@@ -76,6 +77,8 @@ SCENARIOS = {
     "middleware_stack_redis": (middleware_bench.starter(full=True, redis=True), True, middleware_bench.run),
     # the whole default stack against the same service with only the errors middleware (bench/stackless.py)
     "middleware_stack_whole": (middleware_bench.starter(), False, middleware_bench.run_whole),
+    # the access log on (the default) against off, one process, alternating rounds (bench/accesslog.py)
+    "access_log_cost": (accesslog.starter(), False, accesslog.run),
 }
 
 

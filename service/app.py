@@ -95,6 +95,11 @@ def lifecycle(ctx: Context) -> list:
     overrides must be applied before they start); the Redis client is closed
     last, after everything that uses it; the collectors sample the others, so
     they start last and stop first."""
+    async def access_log(app):
+        yield
+        if ctx.access_log is not None:
+            ctx.access_log.flush()  # the lines of the last requests, once every other part stopped
+
     async def batched_counts(app):
         yield
         from exporter.tally import flush_all
@@ -145,4 +150,5 @@ def lifecycle(ctx: Context) -> list:
         await cancel_and_wait(ctx.background)
         ctx.background.clear()
 
-    return [batched_counts, redis_client, config, ai_providers, cache, resilience, rate_limiter, monitoring, collectors]
+    return [access_log, batched_counts, redis_client, config, ai_providers, cache, resilience, rate_limiter,
+            monitoring, collectors]

@@ -21,6 +21,7 @@ class Context:
     text: Any = None                   # service.text.service.TextService
     ratelimiter: Any = None            # service.ratelimit
     monitoring: Any = None             # service.monitoring (history, analytics)
+    access_log: Any = None             # service.accesslog.AccessLog (set by the errors middleware)
     extras: dict = field(default_factory=dict)  # other subsystems by name
     background: list = field(default_factory=list)  # asyncio tasks to cancel on shutdown
 

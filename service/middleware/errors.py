@@ -1,4 +1,4 @@
-"""Outermost middleware: request id, error rendering, access log.
+"""Outermost middleware: request id, error rendering, access log (service/accesslog.py).
 
 Every failure leaves as the one JSON error shape.  An unexpected exception is
 logged with its traceback and answered 500 with only the request id.
@@ -13,12 +13,12 @@ import time
 
 from aiohttp import web
 
+from service.accesslog import AccessLog
 from service.config.schema import ConfigValidationError
 from service.errors import ApiError, error_response
 from service.log import request_id_var
 
 log = logging.getLogger("service.request")
-access = logging.getLogger("service.access")
 
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
@@ -40,6 +40,9 @@ def _request_id(request: web.Request) -> str:
 
 def make(ctx):
     store = ctx.store
+    if ctx.access_log is None:
+        ctx.access_log = AccessLog()
+    access_line = ctx.access_log.line
     log_access = False  # access log on and INFO enabled: re-read when the logging section changes
 
     def _on_config(section: str, new: dict, old: dict) -> None:
@@ -81,9 +84,7 @@ def make(ctx):
                                       "internal error; quote the request_id when reporting it")
             resp.headers["X-Request-ID"] = rid
             if log_access:
-                access.info("%s %s %s", request.method, request.path, resp.status,
-                            extra={"status": resp.status, "method": request.method, "path": request.path,
-                                   "duration_ms": round((time.perf_counter() - start) * 1000, 3)})
+                access_line(request.method, request.path, resp.status, rid, time.perf_counter() - start)
             return resp
         finally:
             request_id_var.reset(token)

@@ -1,0 +1,109 @@
+"""The access log (service/accesslog.py): one JSON line per request in the layout of every other log
+line, written in batches of whole lines, none lost on shutdown."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import urllib.request
+
+from service.accesslog import AccessLog
+from service.log import JsonFormatter, request_id_var
+from tests.helpers import API_KEY
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
+    r, w = os.pipe()
+    try:
+        al = AccessLog(fd=w)
+        path = '/v1/text/"odd"\\path/é'
+        al.line("POST", path, 422, "rid-1", 0.0012345)
+        al.flush()
+        line = _read_all(r).decode()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert line.endswith("}\n") and line.count("\n") == 1
+    doc = json.loads(line)
+    # what service/log.py's formatter makes of the same record, for comparison
+    rec = logging.LogRecord("service.access", logging.INFO, __file__, 1, "%s %s %s", ("POST", path, 422), None)
+    for k, v in {"status": 422, "method": "POST", "path": path, "duration_ms": 1.234}.items():
+        setattr(rec, k, v)
+    token = request_id_var.set("rid-1")
+    try:
+        ref = json.loads(JsonFormatter().format(rec))
+    finally:
+        request_id_var.reset(token)
+    assert list(doc) == list(ref)
+    assert {k: v for k, v in doc.items() if k != "time"} == {k: v for k, v in ref.items() if k != "time"}
+    assert doc["time"].endswith("Z") and len(doc["time"]) == len(ref["time"])
+    assert line.isascii()  # non-ASCII is escaped, as json.dumps does
+
+
+async def test_a_batch_is_written_in_whole_lines_no_write_larger_than_pipe_buf():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    writes = []
+    real = os.write
+
+    def spy(fd, data):
+        writes.append(bytes(data))
+        return real(fd, data)
+    al = AccessLog(fd=w)
+    os.write = spy
+    try:
+        for i in range(200):
+            al.line("GET", f"/v1/text/operations?i={i}", 200, f"{i:032x}", 0.001)
+        assert al.pending() == 200  # nothing written yet: batched
+        al.flush()
+    finally:
+        os.write = real
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 1 << 20)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.close(w)
+    assert len(writes) > 1
+    assert all(len(c) <= select.PIPE_BUF and c.endswith(b"\n") for c in writes)
+    lines = data.decode().splitlines()
+    assert [json.loads(x)["request_id"] for x in lines] == [f"{i:032x}" for i in range(200)]
+
+
+def test_every_request_is_logged_once_and_none_is_lost_on_shutdown(service_factory):
+    svc = service_factory(LOG_LEVEL="INFO")
+    n = 120
+    for i in range(n):
+        req = urllib.request.Request(f"{svc.url}/v1/text/operations", headers={"X-API-Key": API_KEY,
+                                                                                "X-Request-ID": f"req-{i}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+    svc.stop()  # SIGTERM right after the last answer: its line may still be in the buffer
+    lines = [json.loads(x) for x in svc.output().splitlines() if '"service.access"' in x]
+    ids = [d["request_id"] for d in lines if d["path"] == "/v1/text/operations"]
+    assert ids == [f"req-{i}" for i in range(n)]
+    assert all(d["status"] == 200 and d["method"] == "GET" and d["duration_ms"] >= 0 for d in lines)
+
+
+def test_access_log_off_writes_no_line(service_factory):
+    svc = service_factory(LOG_LEVEL="INFO", ACCESS_LOG="false")
+    req = urllib.request.Request(f"{svc.url}/v1/text/operations", headers={"X-API-Key": API_KEY})
+    urllib.request.urlopen(req, timeout=10).read()
+    svc.stop()
+    assert '"service.access"' not in svc.output()
