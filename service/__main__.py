@@ -1,8 +1,9 @@
 """`python -m service`: run the service on HOST:PORT with WORKERS processes.
 
 With WORKERS > 1 this process supervises N workers that share the port
-through SO_REUSEPORT, and sets PROMETHEUS_MULTIPROC_DIR so /metrics sums
-over all of them.
+through SO_REUSEPORT, sets PROMETHEUS_MULTIPROC_DIR so /metrics sums
+over all of them, hands them one deployment secret (service/secret.py) and
+passes SIGHUP (re-read API_KEYS_FILE) on to each.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 
 
 def run_worker() -> None:
+    _ignore_sighup()  # until the app's handler (API_KEYS_FILE reload) is installed at start-up
     try:
         import uvloop
         uvloop.install()
@@ -23,12 +25,13 @@ def run_worker() -> None:
         pass
     from aiohttp import web
 
-    from service.app import create_app
+    from service.app import create_app, reload_keys_on_sighup
     from service.settings import Settings
 
     try:
         settings = Settings.from_env()
         app = create_app(settings)
+        reload_keys_on_sighup(app)
     except SystemExit as e:  # configuration refused: say why, exit 2 so a supervisor stops
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
@@ -39,18 +42,27 @@ def run_worker() -> None:
                 access_log=None, print=lambda *a: None, handle_signals=True)
 
 
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (inherited across exec, unlike a handler)
+
+
 def supervise(workers: int, shared: bool) -> None:
     if not shared:
         print(f"warning: WORKERS={workers} without REDIS_URL: each worker keeps its own config, cache and rate "
               "limits, so a change through /internal reaches only the worker that answers it; set REDIS_URL to "
               "share them", file=sys.stderr, flush=True)
+    from service.secret import ENV as SECRET_ENV, new_secret
+
     mp_dir = tempfile.mkdtemp(prefix="llmapi-metrics-")
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=mp_dir, LLMAPI_WORKER="1")
+    # one deployment secret for all workers (service/secret.py), even without Redis
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=mp_dir, LLMAPI_WORKER="1", **{SECRET_ENV: new_secret()})
     procs: dict[int, subprocess.Popen] = {}
     stopping = False
 
     def spawn(i: int) -> None:
-        procs[i] = subprocess.Popen([sys.executable, "-m", "service"], env=dict(env, WORKER_ID=str(i)))
+        # SIGHUP ignored until the worker's own handler is installed: a reload while it starts must not kill it
+        procs[i] = subprocess.Popen([sys.executable, "-m", "service"], env=dict(env, WORKER_ID=str(i)),
+                                    preexec_fn=_ignore_sighup)
 
     def stop(signum, frame):
         nonlocal stopping
@@ -59,6 +71,12 @@ def supervise(workers: int, shared: bool) -> None:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
+    def reload(signum, frame):  # SIGHUP: every worker re-reads API_KEYS_FILE
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, reload)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for i in range(workers):

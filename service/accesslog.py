@@ -1,8 +1,8 @@
 """The access log: one JSON line per request, rendered without the logging machinery and written in batches.
 
 A line has the fields of every other log line (service/log.py's JsonFormatter:
-time, level, logger, message, request_id) and then status, method, path and
-duration_ms, in the same JSON layout, so one parser reads both.  What makes it
+time, level, logger, message, request_id) and then key_name, status, method,
+path and duration_ms, in the same JSON layout, so one parser reads both.  What makes it
 cheap:
 
 - no LogRecord, no formatter, no handler lock: the line is one %-format of
@@ -44,10 +44,18 @@ class AccessLog:
         self._sec = -1
         self._sec_text = ""
         self._shapes: dict[tuple, tuple[str, str]] = {}
+        self._names: dict[str | None, str] = {}
         atexit.register(self.flush)
 
     def _fd(self) -> int:
         return sys.stderr.fileno() if self.fd is None else self.fd
+
+    def _name(self, key_name: str | None) -> str:
+        """', "key_name": "<name>"' (a configured key's name, never the key; null before auth ran)."""
+        text = ', "key_name": ' + ("null" if key_name is None else _q(key_name))
+        if len(self._names) < MAX_SHAPES:
+            self._names[key_name] = text
+        return text
 
     def _shape(self, method: str, path: str, status: int) -> tuple[str, str]:
         """The two fixed parts of a line: before the request id, and between it and the duration."""
@@ -58,14 +66,18 @@ class AccessLog:
             self._shapes[(method, path, status)] = (head, tail)
         return head, tail
 
-    def line(self, method: str, path: str, status: int, request_id: str, seconds: float) -> None:
+    def line(self, method: str, path: str, status: int, request_id: str, seconds: float,
+             key_name: str | None = None) -> None:
         now = time.time()
         sec = int(now)
         if sec != self._sec:
             self._sec, self._sec_text = sec, '{"time": "' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         head, tail = self._shapes.get((method, path, status)) or self._shape(method, path, status)
-        text = "%s.%03dZ%s%s%s%.3f}\n" % (self._sec_text, (now - sec) * 1000, head, _q(request_id), tail,
-                                           seconds * 1000)
+        name = self._names.get(key_name)
+        if name is None:
+            name = self._name(key_name)
+        text = "%s.%03dZ%s%s%s%s%.3f}\n" % (self._sec_text, (now - sec) * 1000, head, _q(request_id), name, tail,
+                                             seconds * 1000)
         self._lines.append(text)
         self._size += len(text)
         if self._size >= MAX_BUFFER:

@@ -6,8 +6,11 @@ Resilience -> ProviderManager -> provider.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import os
+import signal
 
 from aiohttp import web
 
@@ -17,10 +20,12 @@ from service.cache import ResponseCache
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
 from service.context import CTX, Context
+from service.keys import KeyRing
 from service.log import setup_logging
 from service.middleware import build_stack
 from service.providers.manager import ProviderManager
 from service.resilience import Resilience
+from service.secret import DeploymentSecret
 from service.settings import Settings
 from service.text.service import TextService
 
@@ -42,12 +47,21 @@ ROUTE_MODULES = (
 
 
 def check_bind_safety(settings: Settings) -> None:
-    if settings.api_keys:
+    if settings.keys_configured:
         return
     if not settings.loopback:
         raise SystemExit(f"refusing to start: no API_KEY configured and HOST={settings.host} is not loopback. "
-                         "Set API_KEY (and optionally ADDITIONAL_API_KEYS), or bind to 127.0.0.1.")
+                         "Set API_KEY (and optionally ADDITIONAL_API_KEYS, ADMIN_API_KEYS, API_KEYS_FILE), "
+                         "or bind to 127.0.0.1.")
     log.warning("no API keys configured: running OPEN on loopback %s only", settings.host)
+
+
+def build_keys(settings: Settings, store: ConfigStore) -> KeyRing:
+    ring = KeyRing(settings.api_keys, settings.api_keys_file,
+                   tiers=lambda: store.get("rate_limit")["client_tier_limits"].keys())
+    if ring.configured:
+        log.info("api keys", extra={"api_keys": ring.describe(), "api_keys_file": settings.api_keys_file})
+    return ring
 
 
 def build_store(settings: Settings, env=None) -> ConfigStore:
@@ -64,7 +78,8 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     store.subscribe(lambda name, new, old: name == "logging" and logging.getLogger().setLevel(new["level"]))
     check_bind_safety(settings)
 
-    ctx = Context(settings=settings, store=store)
+    ctx = Context(settings=settings, store=store, keys=build_keys(settings, store),
+                  secret=DeploymentSecret(os.environ if env is None else env))
     if settings.redis_url:
         from service.redis_client import make_redis
         try:
@@ -86,6 +101,15 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     for part in lifecycle(ctx):
         app.cleanup_ctx.append(part)
     return app
+
+
+def reload_keys_on_sighup(app: web.Application) -> None:
+    """`kill -HUP` re-reads API_KEYS_FILE (the process entry point installs this; tests' apps do not)."""
+    async def install(app: web.Application) -> None:
+        keys = app[CTX].keys
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
+        keys.reload_if_changed()
+    app.on_startup.append(install)
 
 
 def lifecycle(ctx: Context) -> list:
@@ -114,6 +138,12 @@ def lifecycle(ctx: Context) -> list:
         await ctx.store.start(ctx.redis)
         yield
         await ctx.store.stop()
+
+    async def deployment_secret(app):
+        # adopted from Redis before the first request, so every process hashes and exempts alike
+        if ctx.redis is not None and not await ctx.secret.share(ctx.redis):
+            ctx.background.append(asyncio.ensure_future(ctx.secret.keep_shared(ctx.redis)))
+        yield
 
     async def ai_providers(app):
         yield
@@ -150,5 +180,5 @@ def lifecycle(ctx: Context) -> list:
         await cancel_and_wait(ctx.background)
         ctx.background.clear()
 
-    return [access_log, batched_counts, redis_client, config, ai_providers, cache, resilience, rate_limiter,
+    return [access_log, batched_counts, redis_client, config, deployment_secret, ai_providers, cache, resilience, rate_limiter,
             monitoring, collectors]

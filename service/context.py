@@ -14,6 +14,8 @@ from aiohttp import web
 class Context:
     settings: Any                      # service.settings.Settings (process-level, from env)
     store: Any                         # service.config.store.ConfigStore
+    keys: Any = None                   # service.keys.KeyRing (names, scopes, tiers of the API keys)
+    secret: Any = None                 # service.secret.DeploymentSecret (benchmark token, client ip ids)
     redis: Any = None                  # redis.asyncio.Redis or None
     providers: Any = None              # service.providers.manager.ProviderManager
     cache: Any = None                  # service.cache (ResponseCache)

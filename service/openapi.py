@@ -70,6 +70,16 @@ def _content(name: str) -> dict:
     return {"application/json": {"schema": _ref(name)}}
 
 
+# the scope each route needs (service/middleware/auth.py); /metrics and /v1/health only when protected
+SCOPE_PREFIXES = (("/v1/text", "text"), ("/internal", "admin"))
+SCOPE_OF = {"/metrics": "metrics", "/v1/health": "health"}
+KEYS_DOC = ("API keys (README: Keys and scopes). API_KEY is the operator's key (name `operator`, scopes text and "
+            "admin); ADDITIONAL_API_KEYS are client keys (scope text: /v1/text only); ADMIN_API_KEYS are admin keys "
+            "(scope admin: every /internal route, and /metrics and /v1/health when protected); API_KEYS_FILE names "
+            "keys (or their SHA-256) with their own scopes and rate-limit tier. A missing or unknown key gets 401, "
+            "a key without the route's scope (x-required-scope) gets 403 FORBIDDEN.")
+
+
 def _operation(method: str, path: str, handler) -> dict:
     req, resp = None, "Object"
     if path.startswith("/v1/text/") and method == "POST":
@@ -89,8 +99,17 @@ def _operation(method: str, path: str, handler) -> dict:
     params = re.findall(r"{(\w+)}", path)
     if params:
         op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
-    if path.startswith(("/v1/text", "/internal")):
-        op["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    scope = SCOPE_OF.get(path) or next((s for prefix, s in SCOPE_PREFIXES if path.startswith(prefix)), None)
+    if scope is not None:
+        optional = path in SCOPE_OF
+        op["security"] = ([{}] if optional else []) + [{"ApiKey": []}, {"Bearer": []}]
+        op["x-required-scope"] = scope
+        when = f" (only when {'AUTH_PROTECT_METRICS' if scope == 'metrics' else 'AUTH_PROTECT_HEALTH'} is set)" \
+            if optional else ""
+        op["responses"]["401"] = {"description": f"missing or unknown API key{when} (MISSING_API_KEY, "
+                                                 "INVALID_API_KEY)", "content": _content("Error")}
+        op["responses"]["403"] = {"description": f"the key lacks the scope {scope!r}{when} (FORBIDDEN; "
+                                                 "details.required_scope names it)", "content": _content("Error")}
     return op
 
 
@@ -105,8 +124,8 @@ def build_document(app: web.Application) -> dict:
             "info": {"title": "LLM text-processing API", "version": __version__},
             "paths": dict(sorted(paths.items())),
             "components": {"schemas": SCHEMAS, "securitySchemes": {
-                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "Bearer": {"type": "http", "scheme": "bearer"}}}}
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": KEYS_DOC},
+                "Bearer": {"type": "http", "scheme": "bearer", "description": "the same keys as X-API-Key"}}}}
 
 
 async def openapi(request: web.Request) -> web.Response:

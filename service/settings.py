@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from service.keys import KeyConfigError, env_keys
+
 
 # Every process-level env var, once: name -> (default, meaning).  Read at start;
 # the README table is generated from this (service/docgen.py).  Runtime tunables
@@ -17,8 +19,12 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     "HOST": ("127.0.0.1", "bind address; without API keys only loopback is allowed"),
     "PORT": ("8000", "listen port"),
     "WORKERS": ("1", "worker processes sharing the port (SO_REUSEPORT); /metrics sums over them"),
-    "API_KEY": ("", "API key clients send as X-API-Key or Authorization: Bearer"),
-    "ADDITIONAL_API_KEYS": ("", "more keys, comma-separated"),
+    "API_KEY": ("", "the operator's key (name `operator`, scopes text + admin), sent as X-API-Key or "
+                    "Authorization: Bearer"),
+    "ADDITIONAL_API_KEYS": ("", "client keys, comma-separated: scope text only, named client-1, client-2, ..."),
+    "ADMIN_API_KEYS": ("", "admin keys, comma-separated: scope admin (/internal, /metrics, /v1/health) only, "
+                           "named admin-1, admin-2, ..."),
+    "API_KEYS_FILE": ("", "YAML list of {name, key | sha256, scopes, tier}; re-read on SIGHUP (README: Keys and scopes)"),
     "REDIS_URL": ("", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only)"),
     "REDIS_MAX_CONNECTIONS": ("20", "Redis connection pool cap"),
     "REDIS_POOL_SIZE": ("10", "Redis connections opened at start"),
@@ -51,10 +57,11 @@ def env_number(env, name: str, cast=int, lo: float | None = None, default: str |
     return v
 
 
-def _keys(env) -> tuple[str, ...]:
-    keys = [env.get("API_KEY", "").strip()]
-    keys += [k.strip() for k in env.get("ADDITIONAL_API_KEYS", "").split(",")]
-    return tuple(k for k in keys if k)
+def _keys(env) -> tuple:
+    try:
+        return env_keys(env)
+    except KeyConfigError as e:
+        raise SystemExit(f"refusing to start: {e}")
 
 
 @dataclass(frozen=True)
@@ -62,13 +69,18 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys: tuple = field(default=(), repr=False)  # service.keys.Key of the env vars: names, scopes, digests
+    api_keys_file: str | None = None
     redis_url: str | None = None
     config_file: str | None = None
     state_dir: str = ".state"
     graceful_timeout: float = 30.0
     keepalive_timeout: float = 75.0
     worker_id: int = 0  # which of the WORKERS this process is (set by the supervisor; 0 alone)
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys) or bool(self.api_keys_file)
 
     @property
     def loopback(self) -> bool:
@@ -87,6 +99,7 @@ class Settings:
             port=env_number(env, "PORT", int, 0),
             workers=env_number(env, "WORKERS", int, 1),
             api_keys=_keys(env),
+            api_keys_file=env_str(env, "API_KEYS_FILE") or None,
             redis_url=env_str(env, "REDIS_URL") or None,
             config_file=env_str(env, "CONFIG_FILE") or None,
             state_dir=env_str(env, "STATE_DIR"),

@@ -138,7 +138,8 @@ class Proc:
 
 
 def service_env(port: int, state_dir: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "API_", "AI_", "OPENAI_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "API_", "AI_", "OPENAI_", "ADDITIONAL_API_", "ADMIN_API_", "LLMAPI_"))}
     env.update({"HOST": "127.0.0.1", "PORT": str(port), "API_KEY": API_KEY, "STATE_DIR": state_dir,
                 "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
     env.update({k: str(v) for k, v in extra.items()})

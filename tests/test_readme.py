@@ -16,7 +16,8 @@ def test_ci_runs_make_test():
 
 
 # set by the service for its own child processes, not by operators
-INTERNAL_ENV = {"LLMAPI_WORKER", "WORKER_ID", "PROMETHEUS_MULTIPROC_DIR", "LOADGEN_API_KEY"}
+INTERNAL_ENV = {"LLMAPI_WORKER", "WORKER_ID", "PROMETHEUS_MULTIPROC_DIR", "LOADGEN_BENCHMARK_TOKEN",
+                "LLMAPI_DEPLOYMENT_SECRET"}
 
 
 def test_every_env_var_the_code_reads_is_declared_once():

@@ -295,7 +295,7 @@ section(
     redis_retry_seconds=F(float, 2.0, 0.05, 600, help="after a Redis failure, use the local limiter this long"),
     client_tier_limits=F(dict, {"premium": 200, "standard": 100, "basic": 50}, 1, 1_000_000_000, item_type=int,
                          help="requests per minute by tier"),
-    client_tiers=F(dict, {}, item_type=str, help="client id (hash of the key) -> tier"),
+    client_tiers=F(dict, {}, item_type=str, help="key name -> tier (overrides the tier of its API_KEYS_FILE entry)"),
     adaptive_limits=F(bool, False, help="multiply limits by peak_multiplier in peak hours, else off_peak_multiplier"),
     peak_multiplier=F(float, 1.0, 0.01, 100.0),
     off_peak_multiplier=F(float, 1.0, 0.01, 100.0),

@@ -9,7 +9,6 @@ nothing changes.  auto-optimize decides from the measurements
 """
 from __future__ import annotations
 
-import hmac
 import re
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from service.internal.audit import actor
 from service.middleware import ORDER, advisor
 from service.middleware.stackperf import module_name
 from service.middleware.versioning import normalize
-from service.ratelimit import client_id
+from service.keys import NAME_PATTERN, NAME_RE
 
 P = "/internal/middleware"
 M = "/internal/monitoring"
@@ -183,19 +182,15 @@ async def monitoring_compression(request: web.Request) -> web.Response:
 RATE_FIELDS = ("enabled", "requests_per_minute", "burst_size", "redis_pool_size", "local_cache_size", "use_redis",
                "lease_window_ms", "redis_timeout_ms", "redis_retry_seconds", "client_tier_limits", "client_tiers",
                "adaptive_limits", "peak_multiplier", "off_peak_multiplier", "peak_hours", "paths", "headers")
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
 def _tier_client(ctx, raw: str, field: str) -> str:
-    """A client named by its id, or by one of the configured API keys (stored only as its id)."""
-    if not isinstance(raw, str) or not raw:
-        raise validation_error(field, "must be a client id or an API key")
-    for k in ctx.settings.api_keys:
-        if hmac.compare_digest(raw.encode(), k.encode()):
-            return client_id(k)
-    if _HEX16.match(raw):
-        return raw
-    raise validation_error(field, "is neither a client id (16 hex digits) nor a configured API key")
+    """A client is named by its key's name (GET /internal/auth/keys lists them), never by the key."""
+    if not isinstance(raw, str) or not NAME_RE.match(raw):
+        raise validation_error(field, f"must be a key name ({NAME_PATTERN})")
+    if ctx.keys.get(raw) is None:
+        raise validation_error(field, f"no configured key has this name; configured: {ctx.keys.names()}")
+    return raw
 
 
 async def rate_optimize(request: web.Request) -> web.Response:
@@ -206,7 +201,7 @@ async def rate_optimize(request: web.Request) -> web.Response:
     if "client_tiers" in body:
         tiers = body["client_tiers"]
         if not isinstance(tiers, dict):
-            raise validation_error("client_tiers", "must be an object of client (id or API key) -> tier")
+            raise validation_error("client_tiers", "must be an object of key name -> tier")
         mapped = dict(cfg["client_tiers"])
         for i, (who, tier) in enumerate(tiers.items()):
             cid = _tier_client(ctx, who, f"client_tiers[{i}]")
@@ -222,7 +217,7 @@ async def rate_optimize(request: web.Request) -> web.Response:
 
 
 def _public_rate_cfg(cfg: dict) -> dict:
-    return dict(cfg)  # client ids are hashes already
+    return dict(cfg)  # clients are key names, never keys
 
 
 def _rate_perf(ctx) -> dict:

@@ -1,37 +1,53 @@
-"""API-key auth: X-API-Key or Authorization: Bearer, compared in constant time.
+"""API-key auth and scopes: X-API-Key or Authorization: Bearer, looked up in the key ring (service/keys.py).
 
-Protected: every /v1/text and /internal route; /v1/health and /metrics when
-the auth section says so.  With no keys configured the service only runs on
-loopback (checked at start-up in service/app.py).
+The scope a route needs:
+    /v1/text/*     text
+    /internal/*    admin (reads included)
+    /metrics       metrics, when auth.protect_metrics
+    /v1/health     health, when auth.protect_health
+A missing or unknown key gets 401; a valid key without the scope gets 403
+FORBIDDEN naming the scope.  Every request leaves here with
+request["key_name"] (a configured name; `anonymous` when no key was needed or
+none is configured) and request["scopes"] (a frozenset).  With no keys
+configured the service runs open, on loopback only (checked at start-up in
+service/app.py): every request is `anonymous` with every scope.
+
+X-Benchmark: the service's own load generator sends a token derived from the
+deployment secret (service/secret.py), which no client can compute.  It
+exempts the request from rate limits and, without a key, authenticates it as
+`benchmark` with scope text.  Anything else in that header is ignored.
 """
 from __future__ import annotations
-
-import hashlib
-import hmac
 
 from aiohttp import web
 
 from service.errors import ApiError
+from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
 
-PROTECTED_PREFIXES = ("/v1/text", "/internal")
-
-
-def key_matches(presented: str, keys: tuple[bytes, ...]) -> bool:
-    """Constant time in the presented key; every configured key is compared."""
-    p = presented.encode()
-    ok = False
-    for k in keys:
-        ok |= hmac.compare_digest(p, k)
-    return ok
+BENCHMARK_HEADER = "X-Benchmark"
+BENCHMARK_KEY = Key(BENCHMARK, b"", frozenset({"text"}), None, "deployment secret")
+NO_SCOPES: frozenset = frozenset()
 
 
-def benchmark_token(key: str) -> str:
-    """What the service's own benchmark client sends as X-Benchmark: an HMAC of its key.
-
-    Requests that carry it are exempt from rate limits and the global throttle,
-    so an operator's benchmark does not use up the clients' budget.
-    """
-    return hmac.new(key.encode(), b"llmapi-benchmark", hashlib.sha256).hexdigest()[:32]
+def required_scope(path: str, auth_cfg: dict) -> str | None:
+    """The scope `path` needs, or None.  /vN/... (served by the /v1 routes, middleware/versioning.py) needs
+    what its /v1 route needs, so the key is known to the outer middlewares (access log) too."""
+    if path.startswith("/v1/text"):
+        return "text"
+    if path.startswith("/internal"):
+        return "admin"
+    if path[:2] == "/v" and path[2:3].isdigit() and not path.startswith("/v1/"):
+        i = path.find("/", 2)
+        if i < 0:
+            return None
+        path = "/v1" + path[i:]
+        if path.startswith("/v1/text"):
+            return "text"
+    if path == "/v1/health":
+        return "health" if auth_cfg["protect_health"] else None
+    if path == "/metrics":
+        return "metrics" if auth_cfg["protect_metrics"] else None
+    return None
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -40,36 +56,54 @@ def presented_key(request: web.Request) -> str | None:
         return key
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
+        return auth[7:].strip() or None
     return None
 
 
-def is_protected(path: str, auth_cfg: dict) -> bool:
-    if path.startswith(PROTECTED_PREFIXES):
-        return True
-    if path == "/v1/health":
-        return auth_cfg["protect_health"]
-    if path == "/metrics":
-        return auth_cfg["protect_metrics"]
-    return False
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, {"field": "X-API-Key"}, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(key: Key, scope: str) -> ApiError:
+    return ApiError(403, "FORBIDDEN", f"the key {key.name!r} lacks the scope {scope!r} this route needs",
+                    {"field": "X-API-Key", "required_scope": scope, "key_name": key.name,
+                     "key_scopes": sorted(key.scopes)})
 
 
 def make(ctx):
-    keys = tuple(k.encode() for k in ctx.settings.api_keys)
+    ring = ctx.keys
+    secret = ctx.secret
+    get = ctx.store.get
+
     @web.middleware
     async def auth_middleware(request: web.Request, handler):
-        if keys and is_protected(request.path, ctx.store.get("auth")):
-            key = presented_key(request)
+        mark = request.headers.get(BENCHMARK_HEADER)
+        bench = mark is not None and secret.is_benchmark_token(mark)
+        if bench:
+            request["benchmark"] = True
+        if not ring.configured:
+            request["key_name"] = ANONYMOUS
+            request["scopes"] = ALL_SCOPES
+            return await handler(request)
+        scope = required_scope(request.path, get("auth"))
+        if scope is None:
+            request["key_name"] = ANONYMOUS
+            request["scopes"] = NO_SCOPES
+            return await handler(request)
+        raw = presented_key(request)
+        if raw is not None:
+            key = ring.authenticate(raw)
             if key is None:
-                raise ApiError(401, "MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)",
-                               headers={"WWW-Authenticate": "Bearer"})
-            if not key_matches(key, keys):
-                raise ApiError(401, "INVALID_API_KEY", "the API key is not valid",
-                               headers={"WWW-Authenticate": "Bearer"})
-            request["client_key"] = key
-            mark = request.headers.get("X-Benchmark")
-            if mark is not None and hmac.compare_digest(mark.encode(), benchmark_token(key).encode()):
-                request["benchmark"] = True
+                raise _unauthorized("INVALID_API_KEY", "the API key is not valid")
+        elif bench:
+            key = BENCHMARK_KEY
+        else:
+            raise _unauthorized("MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)")
+        request["key_name"] = key.name
+        request["scopes"] = key.scopes
+        request["key_tier"] = key.tier
+        if scope not in key.scopes:
+            raise forbidden(key, scope)
         return await handler(request)
 
     return auth_middleware

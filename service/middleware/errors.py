@@ -84,7 +84,8 @@ def make(ctx):
                                       "internal error; quote the request_id when reporting it")
             resp.headers["X-Request-ID"] = rid
             if log_access:
-                access_line(request.method, request.path, resp.status, rid, time.perf_counter() - start)
+                access_line(request.method, request.path, resp.status, rid, time.perf_counter() - start,
+                            request.get("key_name"))
             return resp
         finally:
             request_id_var.reset(token)

@@ -1,4 +1,9 @@
-"""Rate limiting per client (API key, by its hash) and the global throttle.
+"""Rate limiting per client and the global throttle.
+
+A client is its key's name (`key:<name>`, from auth), or for a request without
+a key (public routes, the open mode) a keyed hash of its address
+(`ip:<hmac>`, service/secret.py).  Its tier is `rate_limit.client_tiers[name]`,
+else the tier of its API_KEYS_FILE entry, else the default limit.
 
 Innermost, after auth, so the client is known.  Only paths under
 `rate_limit.paths` are limited (/v1/text by default): health, metrics and
@@ -17,6 +22,7 @@ from aiohttp import web
 
 from service.errors import ApiError
 from service.middleware.stackperf import SAMPLE, timed_inner
+from service.keys import ANONYMOUS, BENCHMARK
 from service.ratelimit import GLOBAL, RateLimiter
 
 NAME = "rate_limit"
@@ -42,6 +48,8 @@ def make(ctx):
     if rl is None:
         rl = ctx.ratelimiter = RateLimiter(ctx.store, ctx.settings.redis_url)
     get = ctx.store.get
+    secret = ctx.secret
+    unnamed = (None, ANONYMOUS, BENCHMARK)
 
     @web.middleware
     async def rate_limit_middleware(request: web.Request, handler):
@@ -62,9 +70,13 @@ def make(ctx):
                     rl.count(False, "global")
                     raise _refuse(rl, d, glimit, burst, "global", None, None)
             if enabled:
-                secret = request.get("client_key") or f"ip:{request.remote}"
-                cid = rl.client_of(secret)
-                limit, tier = rl.limit_for(cid, cfg)
+                name = request.get("key_name")
+                if name in unnamed:
+                    name = None
+                    cid = secret.client_ip_id(request.remote)
+                else:
+                    cid = "key:" + name
+                limit, tier = rl.limit_for(name, request.get("key_tier"), cfg)
                 d = rl.check(cid, limit, burst)
                 if d is None:
                     d = await rl.acquire(cid, limit, burst)

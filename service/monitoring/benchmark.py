@@ -29,6 +29,7 @@ from collections import OrderedDict
 from service.errors import ApiError, validation_error
 from service.monitoring import snapshot as S
 from service.monitoring.loadgen import TEXT
+from service.secret import ENV as SECRET_ENV
 
 log = logging.getLogger("service.monitoring.benchmark")
 
@@ -233,9 +234,8 @@ class Benchmarks:
         total = cfg["duration_seconds"]
         done_before = 0.0
         env = dict(os.environ)
-        keys = self.ctx.settings.api_keys
-        if keys:
-            env["LOADGEN_API_KEY"] = keys[0]
+        env.pop(SECRET_ENV, None)  # the child gets the benchmark token, not the secret it is derived from
+        env["LOADGEN_BENCHMARK_TOKEN"] = self.ctx.secret.benchmark_token
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "service.monitoring.loadgen", stdin=asyncio.subprocess.PIPE,

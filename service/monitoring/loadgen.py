@@ -2,8 +2,10 @@
 
 Runs in its own process (`python -m service.monitoring.loadgen`) so the load
 it makes does not share the event loop it measures.  It reads the plan as
-JSON on stdin and the API key from the LOADGEN_API_KEY env var (never argv,
-which `ps` shows), prints one JSON progress line per second and one final
+JSON on stdin and the benchmark token from the LOADGEN_BENCHMARK_TOKEN env var
+(never argv, which `ps` shows): sent as X-Benchmark, it authenticates the load
+as the key `benchmark` (scope text) and exempts it from rate limits; it is
+derived from the deployment secret (service/secret.py), so no client can forge it, prints one JSON progress line per second and one final
 line {"done": true, "scenarios": [...]}.
 
 A scenario is {name, method, path, body | bodies: "unique" , duration, concurrency};
@@ -18,8 +20,6 @@ import sys
 import time
 
 import aiohttp
-
-from service.middleware.auth import benchmark_token
 
 TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally and runs "
         "rules over this data to aggregate and record new time series or generate alerts. Grafana can be "
@@ -95,11 +95,10 @@ async def run_scenario(session: aiohttp.ClientSession, base: str, sc: dict, prog
     return summarise(sc["name"], sc, lat, status, errors, time.perf_counter() - start)
 
 
-async def run(plan: dict, api_key: str | None, progress=lambda *a: None) -> list[dict]:
+async def run(plan: dict, token: str | None, progress=lambda *a: None) -> list[dict]:
     headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["X-API-Key"] = api_key
-        headers["X-Benchmark"] = benchmark_token(api_key)  # exempt from client rate limits
+    if token:
+        headers["X-Benchmark"] = token
     conc = max(sc["concurrency"] for sc in plan["scenarios"])
     timeout = aiohttp.ClientTimeout(total=plan.get("request_timeout", 30))
     out = []
@@ -123,7 +122,7 @@ def main() -> None:
     def progress(name, frac, n):
         print(json.dumps({"scenario": name, "progress": round(frac, 4), "requests": n}), flush=True)
 
-    scenarios = asyncio.run(run(plan, os.environ.get("LOADGEN_API_KEY"), progress))
+    scenarios = asyncio.run(run(plan, os.environ.get("LOADGEN_BENCHMARK_TOKEN"), progress))
     print(json.dumps({"done": True, "scenarios": scenarios}), flush=True)
 
 

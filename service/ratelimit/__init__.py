@@ -1,8 +1,8 @@
 """Rate limiting: one global limit per client across processes, without a Redis call per request.
 
 Each client (and the global throttle) is a GCRA bucket in Redis
-("{llmapi}:rl:c:<client id>", "{llmapi}:rl:global"; the client id is a
-hash of the API key, never the key).  A process does not ask Redis per
+("{llmapi}:rl:c:<client id>", "{llmapi}:rl:global"; the client id is
+`key:<key name>` or `ip:<keyed hash of the address>`, never a key).  A process does not ask Redis per
 request: it leases tokens, a few at a time, with one atomic Lua call
 (service/ratelimit/gcra.py) and spends them locally.  Redis never grants
 more than the limit allows, so the limit holds exactly across any number of
@@ -23,7 +23,6 @@ limiting, never a 5xx.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
@@ -47,11 +46,6 @@ async def _close_quietly(client) -> None:
         await client.aclose()
     except Exception:
         pass
-
-
-def client_id(secret: str) -> str:
-    """A stable, non-reversible id of an API key (or client address), safe for logs, labels and Redis keys."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 class Bucket:
@@ -85,7 +79,6 @@ class RateLimiter:
         self._closing: set = set()
         self.down_until = 0.0
         self._probe = None
-        self._ids: dict[str, str] = {}
         self._policy: dict = {}
         self.prefixes: tuple = ()
         self.reset_stats()
@@ -160,17 +153,9 @@ class RateLimiter:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
     # ---- who and how much ------------------------------------------------------------
-    def client_of(self, secret: str) -> str:
-        cid = self._ids.get(secret)
-        if cid is None:
-            cid = client_id(secret)
-            if len(self._ids) > 4096:
-                self._ids.clear()
-            self._ids[secret] = cid
-        return cid
-
-    def limit_for(self, cid: str, cfg: dict) -> tuple[int, str]:
-        tier = cfg["client_tiers"].get(cid)
+    def limit_for(self, name: str | None, key_tier: str | None, cfg: dict) -> tuple[int, str]:
+        """(limit, tier) of a client: client_tiers[key name], else its key's own tier, else the default."""
+        tier = cfg["client_tiers"].get(name, key_tier) if name is not None else None
         limit = cfg["client_tier_limits"].get(tier) if tier is not None else None
         if limit is None:
             tier = "default"

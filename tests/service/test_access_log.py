@@ -28,7 +28,7 @@ def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
     try:
         al = AccessLog(fd=w)
         path = '/v1/text/"odd"\\path/é'
-        al.line("POST", path, 422, "rid-1", 0.0012345)
+        al.line("POST", path, 422, "rid-1", 0.0012345, "ci-bot")
         al.flush()
         line = _read_all(r).decode()
     finally:
@@ -38,7 +38,7 @@ def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
     doc = json.loads(line)
     # what service/log.py's formatter makes of the same record, for comparison
     rec = logging.LogRecord("service.access", logging.INFO, __file__, 1, "%s %s %s", ("POST", path, 422), None)
-    for k, v in {"status": 422, "method": "POST", "path": path, "duration_ms": 1.234}.items():
+    for k, v in {"key_name": "ci-bot", "status": 422, "method": "POST", "path": path, "duration_ms": 1.234}.items():
         setattr(rec, k, v)
     token = request_id_var.set("rid-1")
     try:

@@ -1,0 +1,91 @@
+"""The deployment secret: a random value only the service's own processes know.
+
+It is made at start (32 random bytes).  The supervisor of WORKERS > 1 makes
+one and hands it to its workers in the environment (LLMAPI_DEPLOYMENT_SECRET),
+so the workers of one host share it without Redis.  With REDIS_URL the first
+process stores its value (SET NX on `{llmapi}:deployment-secret`) and every
+process and replica adopts the stored one, so all of them agree.
+
+What is derived from it (each with its own HMAC label, so one never reveals another):
+    benchmark_token   the X-Benchmark value of the service's own load generator
+                      (service/monitoring/loadgen.py): exempt from rate limits
+    client_ip_id      the rate-limit client id of a request without a key: a keyed
+                      hash of the address, not reversible without the secret
+No client can compute either.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+
+log = logging.getLogger("service.secret")
+
+ENV = "LLMAPI_DEPLOYMENT_SECRET"
+REDIS_KEY = "{llmapi}:deployment-secret"
+RETRY_SECONDS = 5.0
+MAX_IDS = 4096
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class DeploymentSecret:
+    def __init__(self, env=None):
+        raw = (env or {}).get(ENV) or ""
+        try:
+            value = bytes.fromhex(raw) if len(raw) >= 32 else b""
+        except ValueError:
+            value = b""
+        self.source = "supervisor" if value else "random"
+        self._set(value or secrets.token_bytes(32))
+
+    def _set(self, value: bytes) -> None:
+        self._value = value
+        self.benchmark_token = hmac.new(value, b"llmapi-benchmark", hashlib.sha256).hexdigest()
+        self._ip_key = hmac.new(value, b"llmapi-client-ip", hashlib.sha256).digest()
+        self._ids: dict[str, str] = {}
+
+    def is_benchmark_token(self, presented: str) -> bool:
+        return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), self.benchmark_token.encode())
+
+    def client_ip_id(self, address: str | None) -> str:
+        """`ip:` and 16 hex digits of HMAC(secret, address): stable within the deployment, not reversible."""
+        addr = address or "unknown"
+        cid = self._ids.get(addr)
+        if cid is None:
+            cid = "ip:" + hmac.new(self._ip_key, addr.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
+            if len(self._ids) >= MAX_IDS:
+                self._ids.clear()
+            self._ids[addr] = cid
+        return cid
+
+    # ---- sharing through Redis ---------------------------------------------------------------
+    async def share(self, redis, timeout: float = 2.0) -> bool:
+        """Store ours unless one is stored (SET NX), then adopt the stored one.  False when Redis failed."""
+        try:
+            await asyncio.wait_for(redis.set(REDIS_KEY, self._value.hex(), nx=True), timeout)
+            stored = await asyncio.wait_for(redis.get(REDIS_KEY), timeout)
+        except Exception as e:  # an outage at start: keep ours, retry in the background
+            log.warning("deployment secret: Redis unavailable (%s); using this process's own until it answers",
+                        type(e).__name__)
+            return False
+        if stored is not None:
+            if isinstance(stored, bytes):
+                stored = stored.decode()
+            try:
+                value = bytes.fromhex(stored)
+            except ValueError:
+                value = b""
+            if len(value) >= 16 and value != self._value:
+                self._set(value)
+            self.source = "redis"
+        return True
+
+    async def keep_shared(self, redis) -> None:
+        """Retry `share` until Redis answers once (started only when it failed at start)."""
+        while not await self.share(redis):
+            await asyncio.sleep(RETRY_SECONDS)
