@@ -53,7 +53,7 @@ INVARIANTS = [
      ("/internal/middleware/versioning/optimize", {"supported_versions": ["v2"]},
       {"default_version", "supported_versions"})),
     ("client-tier-known", "rate_limit", {"client_tiers": {"0123456789abcdef": "gold"}}, {"client_tiers.0123456789abcdef"},
-     None, ("/internal/middleware/rate-limiting/optimize", {"client_tiers": {"0123456789abcdef": "gold"}},
+     None, ("/internal/middleware/rate-limiting/optimize", {"client_tiers": {"operator": "gold"}},
             {"client_tiers[0]"})),
     ("text-min-under-max", "text", {"min_text_length": 500, "max_text_length": 100},
      {"min_text_length", "max_text_length"}, {"TEXT_MIN_LENGTH": "500", "TEXT_MAX_LENGTH": "100"}, None),
