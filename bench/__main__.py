@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench import accesslog, batching
+from bench import accesslog, batching, upstream
 from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
@@ -79,6 +79,9 @@ SCENARIOS = {
     "middleware_stack_whole": (middleware_bench.starter(), False, middleware_bench.run_whole),
     # the access log on (the default) against off, one process, alternating rounds (bench/accesslog.py)
     "access_log_cost": (accesslog.starter(), False, accesslog.run),
+    # the uncached path over the upstream called directly, and beside bench/proxy_floor.py (bench/upstream.py)
+    "uncached_overhead": (upstream.starter(), False, upstream.overhead),
+    "proxy_capacity": (upstream.starter(), False, upstream.capacity),
 }
 
 

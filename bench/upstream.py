@@ -1,0 +1,130 @@
+"""Bench scenarios for the uncached path: the service in front of the fake OpenAI-compatible upstream
+(AI_PROVIDER=openai, ENABLE_CACHING=false, the default config otherwise), against the upstream called
+directly and against bench/proxy_floor.py, each pair in alternating rounds of one run.
+
+uncached_overhead   p50 the service adds over the upstream called directly, at c=1 with a 0 ms and a
+                    50 ms upstream, and p99 at c=64 with the 50 ms upstream (targets: <= 0.5 ms at
+                    c=1; p99 within 10 ms at c=64)
+proxy_capacity      req/s at c=256 with the 50 ms upstream, the pool sized for it (MAX_CONNECTIONS=1000),
+                    against proxy_floor with the same pool (target: >= 0.8x)
+"""
+from __future__ import annotations
+
+import json
+
+from bench.load import drive
+from service.providers.base import TextRequest
+from service.providers.openai_compat import SYSTEM_PROMPT, build_prompt
+from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env, start_fake_upstream
+
+TEXT = ("Operators measure what the gateway adds to every call: the time between the client's request "
+        "and the upstream's answer that is not the upstream's own.")
+BODY = json.dumps({"text": TEXT, "options": {"max_length": 20}}).encode()
+ROUNDS = 4
+POOL = 1000
+
+
+def _chat_body() -> bytes:
+    req = TextRequest(operation="summarize", text=TEXT, options={"max_length": 20})
+    return json.dumps({"model": "gpt-4o-mini", "temperature": 0.0,
+                       "messages": [{"role": "system", "content": SYSTEM_PROMPT},
+                                    {"role": "user", "content": build_prompt(req)}]}).encode()
+
+
+class _Group:
+    """Processes started together, stopped together."""
+
+    def __init__(self, state: str):
+        self.state = state
+        self.procs: list[Proc] = []
+
+    def keep(self, p: Proc) -> Proc:
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+
+    def upstream(self, latency_ms: float) -> Proc:
+        return self.keep(start_fake_upstream("--latency-ms", str(latency_ms)))
+
+    def service(self, up: Proc, **env) -> Proc:
+        port = free_port()
+        e = service_env(port, self.state, LOG_LEVEL="INFO", AI_PROVIDER="openai", OPENAI_BASE_URL=f"{up.url}/v1",
+                        OPENAI_API_KEY="sk-bench", ENABLE_CACHING="false", **env)
+        return self.keep(Proc([PYTHON, "-m", "service"], e, port, "/v1/health"))
+
+    def floor(self, up: Proc) -> Proc:
+        port = free_port()
+        return self.keep(Proc([PYTHON, "-m", "bench.proxy_floor", "--port", str(port), "--upstream",
+                               f"{up.url}/v1", "--pool", str(POOL)], dict(self.procs[0].env), port, "/v1/health"))
+
+
+def starter():
+    return lambda state, _redis: _Group(state)
+
+
+def _median(v: list[float]) -> float:
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def _pairs(a: tuple, b: tuple, duration: float, connections: int) -> tuple[list[dict], list[dict]]:
+    """ROUNDS rounds of (url, body, headers) a and b back to back, alternating which goes first."""
+    per = max(1.0, duration / ROUNDS)
+    ra, rb = [], []
+    for i in range(ROUNDS):
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            url, body, headers = (a, b)[which]
+            (ra, rb)[which].append(drive(url, body, headers, per, connections))
+    return ra, rb
+
+
+def overhead(group: _Group, duration: float, _connections: int) -> dict:
+    svc_h = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    up_h = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+    chat = _chat_body()
+    out = {}
+    for latency, conns, stat in ((0, 1, "p50_ms"), (50, 1, "p50_ms"), (50, 64, "p99_ms")):
+        group.stop()
+        up = group.upstream(latency)
+        svc = group.service(up)
+        for url, body, h in ((f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h)):
+            drive(url, body, h, 1.0, conns)  # warm: connections, memo
+        rs, rd = _pairs((f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h),
+                        duration, conns)
+        diffs = [s[stat] - d[stat] for s, d in zip(rs, rd)]
+        key = f"{latency}ms_c{conns}"
+        out[key] = {"service_" + stat: round(_median([r[stat] for r in rs]), 3),
+                    "direct_" + stat: round(_median([r[stat] for r in rd]), 3),
+                    "added_" + stat: round(_median(diffs), 3), "rounds": [round(d, 3) for d in diffs],
+                    "errors": sum(r["errors"] for r in rs)}
+        print(f"  upstream {latency} ms, c={conns}: the service adds {out[key]['added_' + stat]:.3f} ms at "
+              f"{stat[:3]} ({out[key]['service_' + stat]:.2f} vs {out[key]['direct_' + stat]:.2f} direct)")
+    first = out["50ms_c1"]
+    return {"rps": 0.0, "p50_ms": first["service_p50_ms"], "p99_ms": out["50ms_c64"]["service_p99_ms"],
+            "requests": 0, "errors": sum(v["errors"] for v in out.values()), "overhead": out}
+
+
+def capacity(group: _Group, duration: float, _connections: int) -> dict:
+    conns = 256
+    up = group.upstream(50)
+    svc = group.service(up, MAX_CONNECTIONS=str(POOL), KEEPALIVE_CONNECTIONS=str(POOL))
+    floor = group.floor(up)
+    svc_h = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    a = (f"{svc.url}/v1/text/summarize", BODY, svc_h)
+    b = (f"{floor.url}/v1/text/summarize", BODY, {"Content-Type": "application/json"})
+    for url, body, h in (a, b):
+        drive(url, body, h, 1.0, conns)
+    rs, rf = _pairs(a, b, duration, conns)
+    ratios = [s["rps"] / f["rps"] for s, f in zip(rs, rf) if f["rps"]]
+    rps, frps = _median([r["rps"] for r in rs]), _median([r["rps"] for r in rf])
+    ratio = round(_median(ratios), 3) if ratios else None
+    print(f"  c={conns}, 50 ms upstream, pool {POOL}: service {rps:.0f} req/s, proxy_floor {frps:.0f} req/s: "
+          f"{ratio}x")
+    return {"rps": rps, "p50_ms": _median([r["p50_ms"] for r in rs]), "p99_ms": _median([r["p99_ms"] for r in rs]),
+            "requests": sum(r["requests"] for r in rs), "errors": sum(r["errors"] for r in rs),
+            "proxy_floor_rps": round(frps, 1), "ratio_vs_proxy_floor": ratio,
+            "ratio_rounds": [round(r, 3) for r in ratios]}
