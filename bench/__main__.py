@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench import accesslog, batching, upstream
+from bench import accesslog, batching, scrape, soak, upstream
 from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
@@ -82,6 +82,11 @@ SCENARIOS = {
     # the uncached path over the upstream called directly, and beside bench/proxy_floor.py (bench/upstream.py)
     "uncached_overhead": (upstream.starter(), False, upstream.overhead),
     "proxy_capacity": (upstream.starter(), False, upstream.capacity),
+    # GET /metrics after the seed replay, one worker and two, and the loop stall it causes (bench/scrape.py)
+    "scrape_cost": (scrape.starter(), False, scrape.run),
+    "scrape_cost_workers2": (scrape.starter(workers=2), False, scrape.run),
+    # cache misses with varied texts; RSS once the cache is full (bench/soak.py; BENCH_SOAK_SECONDS)
+    "soak": (soak.starter(), False, soak.run),
 }
 
 
