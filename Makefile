@@ -32,7 +32,9 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest -q -rfE tests
 
-bench: install
+bench: install system-deps
+	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian wrk (the load generator)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench
 
 dashboards: install

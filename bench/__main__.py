@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench import accesslog, batching, scrape, soak, upstream
+from bench import accesslog, batching, scrape, soak, upstream, workers
 from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
@@ -85,6 +85,8 @@ SCENARIOS = {
     # GET /metrics after the seed replay, one worker and two, and the loop stall it causes (bench/scrape.py)
     "scrape_cost": (scrape.starter(), False, scrape.run),
     "scrape_cost_workers2": (scrape.starter(workers=2), False, scrape.run),
+    # WORKERS=2 against WORKERS=1 on cache hits, alternating rounds (bench/workers.py)
+    "workers_scaling": (workers.starter(), False, workers.run),
     # cache misses with varied texts; RSS once the cache is full (bench/soak.py; BENCH_SOAK_SECONDS)
     "soak": (soak.starter(), False, soak.run),
 }
