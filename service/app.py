@@ -21,6 +21,7 @@ from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
 from service.context import CTX, Context
 from service.keys import KeyRing
+from service.lifecycle import drain_on_sigterm
 from service.log import setup_logging
 from service.middleware import build_stack
 from service.providers.manager import ProviderManager
@@ -181,4 +182,4 @@ def lifecycle(ctx: Context) -> list:
         ctx.background.clear()
 
     return [access_log, batched_counts, redis_client, config, deployment_secret, ai_providers, cache, resilience, rate_limiter,
-            monitoring, collectors]
+            monitoring, collectors, drain_on_sigterm(ctx)]

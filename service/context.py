@@ -16,7 +16,7 @@ class Context:
     store: Any                         # service.config.store.ConfigStore
     keys: Any = None                   # service.keys.KeyRing (names, scopes, tiers of the API keys)
     secret: Any = None                 # service.secret.DeploymentSecret (benchmark token, client ip ids)
-    redis: Any = None                  # redis.asyncio.Redis or None
+    redis: Any = None                  # redis.asyncio Redis / RedisCluster (service/redis_client.py) or None
     providers: Any = None              # service.providers.manager.ProviderManager
     cache: Any = None                  # service.cache (ResponseCache)
     resilience: Any = None             # service.resilience (Resilience)
@@ -26,6 +26,7 @@ class Context:
     access_log: Any = None             # service.accesslog.AccessLog (set by the errors middleware)
     extras: dict = field(default_factory=dict)  # other subsystems by name
     background: list = field(default_factory=list)  # asyncio tasks to cancel on shutdown
+    draining_since: float | None = None  # SIGTERM arrived: /v1/health/ready answers 503 (service/lifecycle.py)
 
 
 CTX: web.AppKey[Context] = web.AppKey("ctx", Context)

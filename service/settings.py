@@ -33,6 +33,9 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     "CONFIG_FILE": ("", "optional YAML file: {section: {field: value}} seeding the config store"),
     "STATE_DIR": (".state", "where runtime config changes and history persist without Redis"),
     "GRACEFUL_TIMEOUT": ("30", "seconds to finish in-flight requests on SIGTERM"),
+    "SHUTDOWN_DRAIN_SECONDS": ("0", "on SIGTERM, keep serving this long with /v1/health/ready answering 503 "
+                                    "(load balancers stop routing), then close the listener and finish in-flight "
+                                    "requests within GRACEFUL_TIMEOUT"),
     "KEEPALIVE_TIMEOUT": ("75", "HTTP keep-alive timeout, seconds"),
     "OPENAI_API_KEY": ("", "key for the OpenAI-compatible provider (never logged)"),
     "MONITORING_INSTANCE": ("", "name of this instance in the persisted monitoring history (default: host:port:worker)"),
@@ -75,6 +78,7 @@ class Settings:
     config_file: str | None = None
     state_dir: str = ".state"
     graceful_timeout: float = 30.0
+    drain_seconds: float = 0.0
     keepalive_timeout: float = 75.0
     worker_id: int = 0  # which of the WORKERS this process is (set by the supervisor; 0 alone)
 
@@ -104,6 +108,7 @@ class Settings:
             config_file=env_str(env, "CONFIG_FILE") or None,
             state_dir=env_str(env, "STATE_DIR"),
             graceful_timeout=env_number(env, "GRACEFUL_TIMEOUT", float, 0),
+            drain_seconds=env_number(env, "SHUTDOWN_DRAIN_SECONDS", float, 0),
             keepalive_timeout=env_number(env, "KEEPALIVE_TIMEOUT", float, 0),
             worker_id=int(env.get("WORKER_ID") or 0),
         )
