@@ -37,7 +37,7 @@ STATUSES = ("good", "target", "warning", "critical")  # the service's status wor
 
 # Routes that are the service watching itself: not API traffic, excluded from
 # the API latency and error-rate KPIs (scrapes and health probes would dilute them).
-SELF_ROUTES = ("/metrics", "/v1/health")
+SELF_ROUTES = ("/metrics", "/v1/health", "/v1/health/live", "/v1/health/ready")  # probes are not API traffic
 API_ROUTE_MATCHER = 'route!~"' + "|".join(SELF_ROUTES) + '"'
 
 WINDOW = "5m"  # evaluation window of every rate in the KPI expressions

@@ -81,5 +81,5 @@ def test_config_conversion_and_order_check():
 def test_expressions_take_window_matchers_and_grouping():
     e = kpis.BY_KEY["error_rate"].expr("1m", 'job="x"', "job, route")
     assert "[1m]" in e and 'job="x"' in e and "sum by (job, route)" in e
-    assert 'route!~"/metrics|/v1/health"' in e
+    assert kpis.API_ROUTE_MATCHER in e and '/v1/health/ready' in kpis.API_ROUTE_MATCHER
     assert kpis.sel() == "" and kpis.sel("", 'a="b"') == '{a="b"}'
