@@ -39,9 +39,11 @@ bench: install system-deps
 
 dashboards: install
 	$(BIN)/python -m dashboards.generate
+	$(BIN)/python -m deploy.kubernetes.generate
 
 alerts: install
 	$(BIN)/python -m alerts.generate
+	$(BIN)/python -m deploy.kubernetes.generate
 
 docs: install
 	$(BIN)/python -m service.docgen --write README.md
