@@ -44,8 +44,9 @@ def test_every_prefix_and_channel_hashes_to_one_slot():
     from service.monitoring.history import INSTANCES, PREFIX as HISTORY
     from service.ratelimit import KEY_PREFIX as RATE
     from service.resilience.shared import CHANNEL
+    from service.secret import REDIS_KEY as SECRET
     names = [REDIS_PREFIX + "x", EVENTS_CHANNEL, CONFIG + ":version", BENCH + ":baseline", HISTORY + ":i:minutes",
-             INSTANCES, RATE + ":c:0", CHANNEL]
+             INSTANCES, RATE + ":c:0", CHANNEL, SECRET]
     assert {hash_tag(n) for n in names} == {"llmapi"}
     assert len({key_slot(n.encode()) for n in names}) == 1
 
