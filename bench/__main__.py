@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 from bench import accesslog, batching, scrape, soak, upstream, workers
+from bench import lag as lag_bench
 from bench import middleware as middleware_bench
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, RedisServer, free_port, service_env
@@ -89,6 +90,8 @@ SCENARIOS = {
     "workers_scaling": (workers.starter(), False, workers.run),
     # cache misses with varied texts; RSS once the cache is full (bench/soak.py; BENCH_SOAK_SECONDS)
     "soak": (soak.starter(), False, soak.run),
+    # the event-loop lag while each analysis endpoint answers, 1 M entries cached (bench/lag.py)
+    "analysis_lag_1m": (lag_bench.starter(), False, lag_bench.run),
 }
 
 

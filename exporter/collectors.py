@@ -3,7 +3,9 @@
 `await start(ctx)` sets the static gauges (build info, CPU and memory limits,
 KPI thresholds) and returns the asyncio tasks that keep the others current:
 
-* event-loop lag: a sleeper that measures how late it wakes up;
+* event-loop lag: the process's one probe (LagProbe, ctx.extras["lag"]), a
+  sleeper that measures how late it wakes up; the gauge and /internal/monitoring
+  (the monitor's snapshots, system-load) read it;
 * process CPU seconds and RSS (llmapi_process_*), summed over workers;
 * CPU and memory limits: cgroup v2, else cgroup v1, else the host;
 * Redis up and ping latency, when REDIS_URL is set;
@@ -224,15 +226,35 @@ def watch_thresholds(store) -> None:
 
 
 # ---- loops ---------------------------------------------------------------------
-async def _lag_loop() -> None:
-    loop = asyncio.get_running_loop()
-    recent: collections.deque[float] = collections.deque(maxlen=LAG_WINDOW)
-    while True:
-        t0 = loop.time()
-        await asyncio.sleep(LAG_INTERVAL)
-        lag = max(0.0, loop.time() - t0 - LAG_INTERVAL)
-        recent.append(lag)
-        EVENT_LOOP_LAG.set(max(recent))
+class LagProbe:
+    """How late a LAG_INTERVAL sleep wakes up: `last`, the worst since `take_peak()` (`peak`),
+    and llmapi_event_loop_lag_seconds (the worst of the last LAG_WINDOW probes)."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.peak = 0.0
+        self.recent: collections.deque[float] = collections.deque(maxlen=LAG_WINDOW)
+
+    def take_peak(self) -> float:
+        """The worst lag since the previous call; the next period starts from the latest probe."""
+        peak, self.peak = self.peak, self.last
+        return peak
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, loop.time() - t0 - LAG_INTERVAL)
+            self.last = lag
+            self.peak = max(self.peak, lag)
+            self.recent.append(lag)
+            EVENT_LOOP_LAG.set(max(self.recent))
+
+
+def lag_probe(ctx) -> LagProbe:
+    """The context's probe (created on first use; started by start())."""
+    return ctx.extras.setdefault("lag", LagProbe())
 
 
 async def _every(interval: float, fn, name: str) -> None:
@@ -275,7 +297,7 @@ async def start(ctx) -> list[asyncio.Task]:
     sample_process()
     watch_thresholds(ctx.store)
     tasks = [
-        asyncio.create_task(_lag_loop(), name="collector:event-loop-lag"),
+        asyncio.create_task(lag_probe(ctx).run(), name="collector:event-loop-lag"),
         asyncio.create_task(_every(PROCESS_INTERVAL, sample_process, "process"), name="collector:process"),
         asyncio.create_task(_every(LIMITS_INTERVAL, update_limits, "limits"), name="collector:limits"),
     ]

@@ -115,6 +115,21 @@ class Analytics:
         return {op: round(t / n, 6) for op, (n, t) in self.compute.items() if n}
 
 
+def sample(cache) -> tuple[list, dict]:
+    """Entries to analyse (all of them up to analysis_sample_size, else that many at random) and how they were drawn."""
+    entries = cache.l1.sample(cache.store.get("cache")["analysis_sample_size"])
+    total = len(cache.l1)
+    return entries, {"sampled": len(entries) < total, "sample_size": len(entries), "entries": total}
+
+
+def expired_estimate(entries: list, total: int, now: float) -> int:
+    """Expired entries in the tier, from a sample of it (exact when the sample is the whole tier)."""
+    if not entries:
+        return 0
+    n = sum(1 for e in entries if e.expires_at <= now)
+    return n if len(entries) == total else round(n * total / len(entries))
+
+
 def recommendations(cache) -> list[dict]:
     """Each: {id, category, priority, reason, evidence, action: {endpoint, body, changes} | None}."""
     cfg = cache.store.get("cache")
@@ -205,12 +220,14 @@ def recommendations(cache) -> list[dict]:
             {"memory_utilization": round(mem_util, 4), "entry_utilization": round(entry_util, 4)},
             "/internal/cache/configure-size", {"max_memory_mb": new})
 
-    # 7. stale entries occupy memory without auto cleanup
-    expired_now = sum(1 for e in cache.l1.entries() if e.expires_at <= time.time())
+    # 7. stale entries occupy memory without auto cleanup (counted in a random sample of a large tier)
+    entries, sampling = sample(cache)
+    expired_now = expired_estimate(entries, len(cache.l1), time.time())
     if len(cache.l1) and expired_now / len(cache.l1) >= 0.25 and not cfg["auto_cleanup"]:
         add("enable_auto_cleanup", "memory", "low",
-            f"{expired_now} of {len(cache.l1)} entries have expired and wait for eviction",
-            {"expired_entries": expired_now, "entries": len(cache.l1)},
+            f"{'about ' if sampling['sampled'] else ''}{expired_now} of {len(cache.l1)} entries have expired "
+            "and wait for eviction",
+            {"expired_entries": expired_now, "entries": len(cache.l1), "sampling": sampling},
             "/internal/cache/enable-auto-cleanup", None, {"auto_cleanup": True})
 
     # 8. Redis outages (no automatic action)

@@ -54,6 +54,7 @@ class ResponseCache:
         self.keys = KeyBuilder(self.store.get("cache"), self.store.values.get("ai"))
         self.hot: dict[str, Entry] = {}          # popular keys (warming candidates)
         self.fps: dict[bytes, int] = {}          # fingerprint -> entries (duplicate analysis)
+        self.duplicates = 0                      # entries beyond the first of their fingerprint
         self._flights: dict[str, asyncio.Future] = {}
         self._compute = None                     # the latest compute callable (warming reuses it)
         self._gen = 0                            # bumped by invalidation: older computes are not stored
@@ -266,7 +267,10 @@ class ResponseCache:
             self._evicted_metric("too_large")
             return
         self.l1.put(e)
-        self.fps[e.fp] = self.fps.get(e.fp, 0) + 1
+        n = self.fps.get(e.fp, 0)
+        self.fps[e.fp] = n + 1
+        if n:
+            self.duplicates += 1
         self.l1.enforce(cfg["max_entries"], max_bytes, cfg["eviction_policy"], now, "capacity", protect=e)
         self.maint.check_pressure(cfg, now)
         self._gauges()
@@ -280,6 +284,7 @@ class ResponseCache:
         n = self.fps.get(e.fp, 0) - 1
         if n > 0:
             self.fps[e.fp] = n
+            self.duplicates -= 1
         else:
             self.fps.pop(e.fp, None)
         if self.hot.get(e.key) is e:
@@ -368,7 +373,7 @@ class ResponseCache:
     async def invalidate(self, match: str) -> dict:
         """Drop every key matching the glob `match` ("<operation>:<digest>") in both tiers."""
         self._gen += 1
-        n1, b1 = self.l1.remove_where(lambda e: fnmatch.fnmatchcase(e.key, match), "invalidated")
+        n1, b1 = await self.l1.remove_matching(lambda e: fnmatch.fnmatchcase(e.key, match), "invalidated")
         n2 = await self.l2.delete_matching(match) if self.l2.configured else -1
         await self.l2.publish({"kind": "invalidate", "match": match})
         self._gauges()
@@ -379,12 +384,15 @@ class ResponseCache:
     def _on_event(self, event: dict) -> None:
         if event.get("kind") == "invalidate" and isinstance(event.get("match"), str):
             self._gen += 1
-            self.l1.remove_where(lambda e: fnmatch.fnmatchcase(e.key, event["match"]), "invalidated")
-            self._gauges()
+            self._spawn(self._invalidate_here(event["match"]))
+
+    async def _invalidate_here(self, match: str) -> None:
+        await self.l1.remove_matching(lambda e: fnmatch.fnmatchcase(e.key, match), "invalidated")
+        self._gauges()
 
     def duplicate_entries(self) -> int:
-        """Entries whose fully normalized content is already cached under another key."""
-        return sum(n - 1 for n in self.fps.values() if n > 1)
+        """Entries whose fully normalized content is already cached under another key (kept as they come and go)."""
+        return self.duplicates
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -431,5 +439,5 @@ class ResponseCache:
         self.optimizations.append(run)
         return run
 
-    def emergency_cleanup(self) -> dict:
-        return self.maint.emergency_cleanup()
+    async def emergency_cleanup(self) -> dict:
+        return await self.maint.emergency_cleanup()

@@ -83,7 +83,7 @@ class Maintenance:
         cache.l1.enforce(cfg["max_entries"], int(cfg["max_memory_mb"] * MB), cfg["eviction_policy"], now, "capacity")
         self.check_pressure(cfg, now)
         if cfg["auto_cleanup"] and now - self.last_cleanup >= cfg["cleanup_interval_minutes"] * 60:
-            self.cleanup(cfg, now)
+            await self.cleanup(cfg, now)
         await self.count_l2(L2_COUNT_INTERVAL)
         cache._gauges()
 
@@ -134,8 +134,8 @@ class Maintenance:
         return rec["last"]
 
     # ---- cleanup ----------------------------------------------------------------------
-    def cleanup(self, cfg: dict, now: float) -> dict:
-        n, freed = self.cache.l1.clear_expired(now, grace=cfg["stale_ttl_seconds"])
+    async def cleanup(self, cfg: dict, now: float) -> dict:
+        n, freed = await self.cache.l1.drop_expired(now, grace=cfg["stale_ttl_seconds"])
         self.last_cleanup = now
         c = self.cache.stats.cleanups
         c["runs"] += 1
@@ -145,15 +145,15 @@ class Maintenance:
         self.cache._gauges()
         return {"entries_removed": n, "bytes_freed": freed}
 
-    def emergency_cleanup(self) -> dict:
+    async def emergency_cleanup(self) -> dict:
         cache = self.cache
         cfg = cache.store.get("cache")
         now = time.time()
         l1 = cache.l1
         before = {"entries": len(l1), "memory_bytes": l1.bytes}
-        n1, b1 = l1.clear_expired(now)
+        n1, b1 = await l1.drop_expired(now)
         target = cfg["emergency_cleanup_target"] * cfg["max_memory_mb"] * MB
-        n2, b2 = l1.evict_while(lambda: l1.bytes > target, cfg["eviction_policy"], now, "emergency")
+        n2, b2 = await l1.evict_down(lambda: l1.bytes > target, cfg["eviction_policy"], now, "emergency")
         cache._gauges()
         return {"before": before, "after": {"entries": len(l1), "memory_bytes": l1.bytes},
                 "expired_removed": n1, "evicted": n2, "bytes_freed": b1 + b2,

@@ -12,26 +12,36 @@ Eviction always takes expired entries first, then by policy:
 Each entry's `size` estimates the bytes it really holds (value, key, entry
 object, dict slot, attached request text); tests check the estimate against
 tracemalloc.
+
+The analysis views never walk every entry (there may be ten million): the
+tier keeps a few counts as entries come and go (per operation, per key
+length) and a random-access list of its entries (`slot` is each entry's index,
+removal swaps the last one in), so `sample(n)` draws n entries at random in
+O(n) whatever the size.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
+import random
 import sys
 from collections import OrderedDict
 from typing import Callable, Iterable
 
 SAMPLE = 16
+CHUNK = 4096  # entries an admin-sized removal handles between two yields to the event loop
 # bytes of one entry besides value, key and attached text: the Entry object
 # with its floats, the dict + linked-list node in the OrderedDict, the
-# fingerprint and its index slot.  Calibrated with tracemalloc (tests/cache/test_memory.py).
-ENTRY_OVERHEAD = 420
+# fingerprint and its index slot, the sampling list's pointer and the entry's index
+# in it.  Calibrated with tracemalloc (tests/cache/test_core.py).
+ENTRY_OVERHEAD = 464
 _BYTES_HDR = sys.getsizeof(b"")
 _STR_HDR = sys.getsizeof("")
 
 
 class Entry:
     __slots__ = ("key", "value", "compressed", "size", "op", "tier", "stored_at", "expires_at", "ttl",
-                 "hits", "recent", "fp", "req", "popular", "warming")
+                 "hits", "recent", "fp", "req", "popular", "warming", "slot")
 
     def __init__(self, key: str, value: bytes, compressed: bool, op: str, tier: str, stored_at: float,
                  ttl: float, fp: bytes | None = None):
@@ -49,6 +59,7 @@ class Entry:
         self.req = None     # the request, attached once the key is popular (warming recomputes it)
         self.popular = False
         self.warming = False
+        self.slot = -1      # index in MemoryTier.slots while stored
         self.size = entry_size(key, value)
 
     def attach(self, req) -> int:
@@ -73,6 +84,9 @@ class MemoryTier:
         self.data: OrderedDict[str, Entry] = OrderedDict()
         self.bytes = 0
         self.on_remove = on_remove
+        self.slots: list[Entry] = []               # the same entries, randomly accessible (sampling)
+        self.by_op: dict[str, int] = {}            # operation -> entries
+        self.key_lengths: dict[int, int] = {}      # key length -> entries
 
     def __len__(self) -> int:
         return len(self.data)
@@ -82,9 +96,29 @@ class MemoryTier:
         old = self.data.pop(e.key, None)
         if old is not None:
             self.bytes -= old.size
+            self._unindex(old)
             self.on_remove(old, "replaced")
         self.data[e.key] = e
         self.bytes += e.size
+        e.slot = len(self.slots)
+        self.slots.append(e)
+        self.by_op[e.op] = self.by_op.get(e.op, 0) + 1
+        n = len(e.key)
+        self.key_lengths[n] = self.key_lengths.get(n, 0) + 1
+
+    def _unindex(self, e: Entry) -> None:
+        slots = self.slots
+        last = slots.pop()
+        if last is not e:
+            slots[e.slot] = last
+            last.slot = e.slot
+        e.slot = -1
+        for counts, k in ((self.by_op, e.op), (self.key_lengths, len(e.key))):
+            left = counts[k] - 1
+            if left:
+                counts[k] = left
+            else:
+                del counts[k]
 
     def grow(self, e: Entry, extra: int) -> None:
         if self.data.get(e.key) is e:
@@ -94,6 +128,7 @@ class MemoryTier:
         e = self.data.pop(key, None)
         if e is not None:
             self.bytes -= e.size
+            self._unindex(e)
             self.on_remove(e, reason)
         return e
 
@@ -112,10 +147,10 @@ class MemoryTier:
         return window[0]
 
     def evict_while(self, over: Callable[[], bool], policy: str, now: float, reason: str,
-                    protect: Entry | None = None) -> tuple[int, int]:
-        """Evict by policy while over() holds (never `protect`); returns (entries, bytes) evicted."""
+                    protect: Entry | None = None, limit: int | None = None) -> tuple[int, int]:
+        """Evict by policy while over() holds (never `protect`; at most `limit`); returns (entries, bytes) evicted."""
         n = freed = 0
-        while self.data and over():
+        while self.data and over() and (limit is None or n < limit):
             e = self.victim(policy, now, protect)
             if e is None:
                 break
@@ -135,6 +170,41 @@ class MemoryTier:
             self.remove(e.key, reason)
         return len(doomed), sum(e.size for e in doomed)
 
+    async def remove_matching(self, pred: Callable[[Entry], bool], reason: str, chunk: int = CHUNK) -> tuple[int, int]:
+        """remove_where for calls that may meet the whole tier (admin commands, background cleanup):
+        `chunk` entries at a time, yielding to the event loop in between."""
+        n = freed = 0
+        i = len(self.slots) - 1
+        while i >= 0:
+            stop = i - chunk
+            while i > stop and i >= 0:
+                if i < len(self.slots):
+                    e = self.slots[i]
+                    if pred(e):
+                        self.remove(e.key, reason)
+                        n += 1
+                        freed += e.size
+                i -= 1
+            await asyncio.sleep(0)
+            i = min(i, len(self.slots) - 1)  # others may have removed entries meanwhile
+        return n, freed
+
+    async def evict_down(self, over: Callable[[], bool], policy: str, now: float, reason: str,
+                         chunk: int = CHUNK) -> tuple[int, int]:
+        """evict_while, yielding to the event loop every `chunk` evictions."""
+        n = freed = 0
+        while True:
+            k, b = self.evict_while(over, policy, now, reason, limit=chunk)
+            n, freed = n + k, freed + b
+            if k < chunk:
+                return n, freed
+            await asyncio.sleep(0)
+
+    async def drop_expired(self, now: float, grace: float = 0.0) -> tuple[int, int]:
+        """clear_expired in chunks (see remove_matching)."""
+        cutoff = now - grace
+        return await self.remove_matching(lambda e: e.expires_at <= cutoff, "expired")
+
     def clear_expired(self, now: float, grace: float = 0.0) -> tuple[int, int]:
         """Drop entries expired more than `grace` seconds ago."""
         cutoff = now - grace
@@ -146,3 +216,10 @@ class MemoryTier:
     # ---- views -----------------------------------------------------------
     def entries(self) -> Iterable[Entry]:
         return self.data.values()
+
+    def sample(self, n: int) -> list[Entry]:
+        """n entries drawn at random, with replacement (all of them when there are no more than n): O(n)
+        whatever the tier's size (random.sample would copy a population of up to ~4n)."""
+        if len(self.slots) <= n:
+            return list(self.slots)
+        return random.choices(self.slots, k=n)

@@ -1,7 +1,15 @@
-"""The read side of /internal/cache: every answer computed from measurements."""
+"""The read side of /internal/cache: every answer computed from measurements.
+
+No view walks the whole memory tier (it may hold ten million entries): counts
+kept as entries come and go are exact (entries, bytes, keys by operation, key
+lengths, duplicates); what depends on each entry's state now (expired, hits)
+is read from `cache.analysis_sample_size` entries drawn at random, and the
+answer says so in `sampling` {sampled, sample_size, entries}.
+"""
 from __future__ import annotations
 
-import statistics
+import heapq
+import itertools
 import time
 
 from exporter.kpis import BY_KEY
@@ -9,7 +17,7 @@ from exporter.metrics import CACHE_HITS, CACHE_MISSES, PROCESS_WORKERS
 from exporter.read import counter_sums, samples
 from service import spans
 from service.cache import ttl as ttlmod
-from service.cache.analytics import MB, recommendations
+from service.cache.analytics import MB, expired_estimate, recommendations, sample
 from service.providers.base import OPERATIONS
 
 HIT_KPI = BY_KEY["cache_hit_ratio"]
@@ -32,11 +40,12 @@ def _memory(cache) -> dict:
     l1 = cache.l1
     max_bytes = cfg["max_memory_mb"] * MB
     st = cache.stats
+    entries, sampling = sample(cache)
     return {"entries": len(l1), "memory_bytes": l1.bytes, "memory_mb": _r(l1.bytes / MB, 4),
             "max_entries": cfg["max_entries"], "max_memory_mb": cfg["max_memory_mb"],
             "memory_utilization": _r(l1.bytes / max_bytes, 4), "entry_utilization": _r(len(l1) / cfg["max_entries"], 4),
             "avg_entry_bytes": round(l1.bytes / len(l1)) if len(l1) else 0,
-            "expired_entries": sum(1 for e in l1.entries() if e.expires_at <= time.time()),
+            "expired_entries": expired_estimate(entries, len(l1), time.time()), "sampling": sampling,
             "popular_entries": len(cache.hot),
             "compression_ratio": _r(st.stored_bytes / st.set_bytes, 4) if st.set_bytes else None,
             "compressed_values": st.compressed_sets}
@@ -104,14 +113,19 @@ async def performance_analysis(cache) -> dict:
 async def usage_patterns(cache, minutes: int = 60) -> dict:
     st = cache.stats
     tot = st.totals()
-    entries = list(cache.l1.entries())
+    entries, sampling = sample(cache)
     hits = sorted((e.hits for e in entries), reverse=True)
     total_hits = sum(hits)
-    top = sorted(entries, key=lambda e: e.hits, reverse=True)[:10]
+    # the most hit keys are popular ones: look at (up to a sample's worth of) those too
+    n = sampling["sample_size"] or 1
+    candidates = {id(e): e for e in itertools.chain(entries, itertools.islice(cache.hot.values(), n))}
+    top = heapq.nlargest(10, candidates.values(), key=lambda e: e.hits)
     buckets = {"0": 0, "1": 0, "2-4": 0, "5-9": 0, "10-99": 0, "100+": 0}
     for h in hits:
         k = "0" if h == 0 else "1" if h == 1 else "2-4" if h < 5 else "5-9" if h < 10 else "10-99" if h < 100 else "100+"
         buckets[k] += 1
+    if sampling["sampled"]:  # the sample's counts, scaled to the whole tier
+        buckets = {k: round(v * sampling["entries"] / len(entries)) for k, v in buckets.items()}
     top10 = max(1, len(hits) // 10)
     ops = {op: g["lookups"] for op, g in st.breakdown(0).items()}
     n_ops = sum(ops.values())
@@ -119,7 +133,8 @@ async def usage_patterns(cache, minutes: int = 60) -> dict:
         "lookups": tot["lookups"], "hit_ratio": tot["hit_ratio"],
         "per_minute": st.series(minutes), "by_hour_utc": st.hourly(),
         "operation_mix": {op: {"lookups": n, "share": _r(n / n_ops, 4) if n_ops else 0.0} for op, n in ops.items()},
-        "popularity": {"entries": len(entries), "hits_per_entry": buckets,
+        "sampling": sampling,
+        "popularity": {"entries": sampling["entries"], "hits_per_entry": buckets,
                        "top_10_percent_hit_share": _r(sum(hits[:top10]) / total_hits, 4) if total_hits else None,
                        "popular_entries": len(cache.hot), "popularity_threshold": cache._pop_thr},
         "top_keys": [{"key": e.key, "operation": e.op, "hits": e.hits, "age_seconds": round(time.time() - e.stored_at, 1),
@@ -147,43 +162,34 @@ async def hit_miss_analysis(cache) -> dict:
 
 
 async def key_analysis(cache) -> dict:
-    entries = list(cache.l1.entries())
-    sizes = [len(e.key) for e in entries]
-    redis_sizes = [len(e.key) + len("{llmapi}:cache:") for e in entries]
-    dup = cache.duplicate_entries()
+    """Every figure is exact: the memory tier counts key lengths and operations as entries come and go."""
+    l1 = cache.l1
+    n = len(l1)
+    prefix = len("{llmapi}:cache:")
+    lengths = l1.key_lengths  # memory key length -> entries
     dist: dict[str, int] = {}
-    for s in redis_sizes:
+    for length, count in sorted(lengths.items()):
+        s = length + prefix
         b = f"{(s // 16) * 16}-{(s // 16) * 16 + 15}"
-        dist[b] = dist.get(b, 0) + 1
-    by_op: dict[str, int] = {}
-    for e in entries:
-        by_op[e.op] = by_op.get(e.op, 0) + 1
+        dist[b] = dist.get(b, 0) + count
+    total_len = sum(length * count for length, count in lengths.items())
+    dup = cache.duplicate_entries()
     st = cache.stats
     return {
-        "keys": len(entries),
+        "keys": n,
         "key_format": "{llmapi}:cache:<operation>:<digest> (no raw text)",
         "strategy": cache.keys.strategy,
-        "key_size_bytes": {"min": min(redis_sizes, default=0), "max": max(redis_sizes, default=0),
-                           "avg": _r(statistics.fmean(redis_sizes), 2) if redis_sizes else 0,
-                           "memory_key_avg": _r(statistics.fmean(sizes), 2) if sizes else 0,
+        "key_size_bytes": {"min": min(lengths, default=-prefix) + prefix, "max": max(lengths, default=-prefix) + prefix,
+                           "avg": _r(total_len / n + prefix, 2) if n else 0,
+                           "memory_key_avg": _r(total_len / n, 2) if n else 0,
                            "distribution": dist},
-        "keys_by_operation": by_op,
-        "duplication": {"duplicate_entries": dup, "duplicate_ratio": _r(dup / len(entries), 4) if entries else 0.0,
+        "keys_by_operation": dict(sorted(l1.by_op.items())),
+        "duplication": {"duplicate_entries": dup, "duplicate_ratio": _r(dup / n, 4) if n else 0.0,
                         "removable_by": "whitespace, case and Unicode NFC normalization",
-                        "bytes_removable": sum(e.size for e in _duplicates(entries)),
+                        "bytes_removable": round(dup * l1.bytes / n) if n else 0,
+                        "bytes_removable_from": "duplicate entries x average entry bytes",
                         "misses_normalization_would_hit": st.normalization_misses},
     }
-
-
-def _duplicates(entries: list) -> list:
-    seen: set[bytes] = set()
-    out = []
-    for e in entries:
-        if e.fp in seen:
-            out.append(e)
-        else:
-            seen.add(e.fp)
-    return out
 
 
 async def optimization_recommendations(cache) -> dict:

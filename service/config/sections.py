@@ -210,6 +210,8 @@ section(
     # analysis
     text_size_tiers=F(dict, {"small": 500, "medium": 5000, "large": 50_000}, 1, 10 ** 9, item_type=int,
                       help="upper bounds (characters) of the text-size tiers in hit-miss-analysis; above: xlarge"),
+    analysis_sample_size=F(int, 2000, 100, 1_000_000,
+                           help="entries the analysis views look at, drawn at random when the memory tier holds more"),
     rules=[at_most("base_ttl_seconds", "max_ttl_seconds"),
            keys_in("ttl_by_operation", OPERATIONS, "operation"),
            at_most("pressure_threshold", "emergency_threshold", strict=True)],

@@ -93,7 +93,7 @@ async def weekly_optimization(request: web.Request) -> web.Response:
 
 async def emergency_cleanup(request: web.Request) -> web.Response:
     await _no_body(request, "emergency-cleanup")
-    return json_response({"status": "completed", "time": time.time(), **_cache(request).emergency_cleanup()})
+    return json_response({"status": "completed", "time": time.time(), **(await _cache(request).emergency_cleanup())})
 
 
 async def invalidate(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ import time
 import tracemalloc
 from collections import deque
 
+from exporter.collectors import lag_probe
 from exporter.metrics import ADMISSION_ACTIVE, EMERGENCY_MODE, MONITORING_SNAPSHOTS
 from service.background import cancel_and_wait
 from service.monitoring import snapshot as S
@@ -26,7 +27,7 @@ from service.monitoring.tasks import TaskPool
 
 log = logging.getLogger("service.monitoring")
 
-LAG_INTERVAL = 0.25
+TICK = 1.0  # seconds between admission-gauge and short-term CPU samples
 
 
 def instance_id(settings, env=None) -> str:
@@ -57,8 +58,7 @@ class Monitor:
         self.base_counters = S.counters()
         self.interval_start = time.time()
         self.started = time.time()
-        self.lag_max = 0.0
-        self.lag_last = 0.0
+        self.lag = lag_probe(ctx)  # the process's one event-loop lag probe (run by exporter/collectors.py)
         self._tasks: list[asyncio.Task] = []
         self._hotspot_prev = None
         self._snap_lock = asyncio.Lock()
@@ -79,7 +79,7 @@ class Monitor:
         self.cpu = CpuMeter()
         self.interval_start = time.time()
         self._tasks = [asyncio.create_task(self._snapshot_loop(), name="monitoring:snapshots"),
-                       asyncio.create_task(self._lag_loop(), name="monitoring:loop-lag")]
+                       asyncio.create_task(self._tick_loop(), name="monitoring:tick")]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
@@ -132,29 +132,29 @@ class Monitor:
                 except Exception:
                     log.exception("monitoring: snapshot failed")
 
-    async def _lag_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        n = 0
+    @property
+    def lag_max(self) -> float:
+        """The worst event-loop lag since the last snapshot."""
+        return self.lag.peak
+
+    @property
+    def lag_last(self) -> float:
+        return self.lag.last
+
+    async def _tick_loop(self) -> None:
         while True:
-            t = loop.time()
-            await asyncio.sleep(LAG_INTERVAL)
-            lag = max(0.0, loop.time() - t - LAG_INTERVAL)
-            self.lag_last = lag
+            await asyncio.sleep(TICK)
             ADMISSION_ACTIVE.set(self.admission.active)
-            if lag > self.lag_max:
-                self.lag_max = lag
-            n += 1
-            if n % 4 == 0:  # about once a second: short-term CPU
-                r = self._cpu_short.read()
-                self.recent_cpu.append((r["seconds"], r["busy_seconds"], r["cores"]))
+            r = self._cpu_short.read()
+            self.recent_cpu.append((r["seconds"], r["busy_seconds"], r["cores"]))
 
     def _extra(self, reset: bool) -> dict:
         if reset:
             max_active, max_queue = self.admission.take_peaks()
-            lag, self.lag_max = self.lag_max, self.lag_last
+            lag = self.lag.take_peak()
         else:
             max_active, max_queue = self.admission.max_active, self.admission.max_queue
-            lag = self.lag_max
+            lag = self.lag.peak
         return {"max_active": max_active, "max_queue": max_queue, "loop_lag_max": lag}
 
     async def take_snapshot(self) -> dict:

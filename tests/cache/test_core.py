@@ -293,7 +293,7 @@ async def test_emergency_cleanup_drops_expired_and_evicts_to_target(make_cache):
     await asyncio.sleep(1.1)
     for i in range(200):
         await cache.get_or_compute(req(f"{TEXT} {i}", op="qa"), p)
-    res = cache.emergency_cleanup()
+    res = await cache.emergency_cleanup()
     assert res["expired_removed"] == 30 and res["evicted"] > 0
     assert cache.l1.bytes <= 0.05 * 1024 * 1024 == res["target_bytes"] or cache.l1.bytes <= res["target_bytes"]
     assert res["after"]["entries"] == len(cache.l1) < res["before"]["entries"]

@@ -18,7 +18,7 @@ async def test_memory_analysis_reports_process_gc_and_subsystems(mon_client):
         await c.post("/v1/text/summarize", json={"text": f"Some text to cache, number {i}. It has two sentences."})
     d = await (await c.get(f"{M}/memory-analysis")).json()
     assert d["process"]["rss_bytes"] > 10 * 2 ** 20 and d["process"]["limit_bytes"] > d["process"]["rss_bytes"]
-    assert d["gc"]["tracked_objects"] > 1000 and len(d["gc"]["generations"]) == 3
+    assert isinstance(d["gc"]["young_objects"], int) and len(d["gc"]["generations"]) == 3
     assert d["tracemalloc"] == {"enabled": False}
     subs = d["subsystems"]
     assert "cache" in subs and "monitoring_history" in subs and "config_history" in subs

@@ -67,3 +67,20 @@ def test_start_up_order_is_declared():
     names = [f.__name__ for f in lifecycle(Context(settings=None, store=None))]
     assert names.index("config") < names.index("cache") < names.index("monitoring") < names.index("collectors")
     assert names.index("redis_client") < names.index("config")  # so Redis closes after all its users
+
+
+async def test_one_event_loop_lag_probe_feeds_the_gauge_and_the_monitor(make_client, monkeypatch):
+    import time
+
+    from exporter import collectors
+    from exporter.metrics import EVENT_LOOP_LAG
+    monkeypatch.setattr(collectors, "LAG_INTERVAL", 0.05)
+    client = await make_client()
+    await asyncio.sleep(0.1)
+    probes = [t for t in asyncio.all_tasks() if "lag" in t.get_name()]
+    assert len(probes) == 1, [t.get_name() for t in probes]
+    time.sleep(0.3)  # block the loop: the probe wakes at least 0.25 s late
+    await asyncio.sleep(0.12)
+    assert EVENT_LOOP_LAG._value.get() >= 0.2
+    load = await (await client.get("/internal/monitoring/system-load")).json()
+    assert load["event_loop"]["lag_max_ms"] >= 200

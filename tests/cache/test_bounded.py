@@ -1,0 +1,116 @@
+"""The analysis views and admin removals on a large memory tier: bounded work, honest answers."""
+import asyncio
+import random
+import time
+
+from bench.fill import fill
+from service.cache import views
+from service.cache.analytics import recommendations
+from service.cache.memory import Entry, MemoryTier
+
+
+async def _large(make_cache, n=3000, sample=500, **cfg):
+    cache = await make_cache(max_entries=1_000_000, max_memory_mb=10_000.0, analysis_sample_size=sample, **cfg)
+    fill(cache, n, expired_share=0.3)
+    return cache
+
+
+def _touches(cache) -> list:
+    """Count reads of `expires_at`/`hits` of every entry: what a view really looks at."""
+    seen: list = []
+
+    class Spy(Entry):
+        __slots__ = ()
+
+    for e in cache.l1.slots:
+        e.__class__ = Spy
+    orig_exp = Entry.expires_at
+    orig_hits = Entry.hits
+    Spy.expires_at = property(lambda s: (seen.append(id(s)), orig_exp.__get__(s))[1],
+                              lambda s, v: orig_exp.__set__(s, v))
+    Spy.hits = property(lambda s: (seen.append(id(s)), orig_hits.__get__(s))[1],
+                        lambda s, v: orig_hits.__set__(s, v))
+    return seen
+
+
+async def test_views_look_at_a_bounded_sample_and_say_so(make_cache):
+    cache = await _large(make_cache)
+    seen = _touches(cache)
+    st = (await views.performance_analysis(cache))["memory"]  # the memory block of stats too
+    up = await views.usage_patterns(cache)
+    recommendations(cache)
+    assert st["sampling"] == {"sampled": True, "sample_size": 500, "entries": 3000}
+    assert up["sampling"] == st["sampling"]
+    # each view read at most its sample (plus the popular keys it may rank), never the whole tier
+    assert len(set(seen)) <= 500 * 3 + len(cache.hot)
+    assert 500 <= len(set(seen)) < 3000
+    # the estimate is an estimate of the truth (30 % expired)
+    truth = sum(1 for e in cache.l1.slots if e.expires_at <= time.time())
+    assert abs(st["expired_entries"] - truth) <= 0.1 * 3000
+
+
+async def test_small_tiers_are_not_sampled(make_cache):
+    cache = await _large(make_cache, n=300)
+    st = (await views.performance_analysis(cache))["memory"]
+    assert st["sampling"] == {"sampled": False, "sample_size": 300, "entries": 300}
+    assert st["expired_entries"] == sum(1 for e in cache.l1.slots if e.expires_at <= time.time())
+
+
+async def test_key_analysis_counts_are_exact_without_a_scan(make_cache):
+    cache = await _large(make_cache)
+    seen = _touches(cache)
+    ka = await views.key_analysis(cache)
+    assert seen == []  # no entry looked at
+    entries = list(cache.l1.entries())
+    assert ka["keys"] == len(entries) == 3000
+    by_op: dict = {}
+    for e in entries:
+        by_op[e.op] = by_op.get(e.op, 0) + 1
+    assert ka["keys_by_operation"] == dict(sorted(by_op.items()))
+    sizes = [len(e.key) + len("{llmapi}:cache:") for e in entries]
+    assert (ka["key_size_bytes"]["min"], ka["key_size_bytes"]["max"]) == (min(sizes), max(sizes))
+    assert ka["key_size_bytes"]["avg"] == round(sum(sizes) / len(sizes), 2)
+    fps: dict = {}
+    for e in entries:
+        fps[e.fp] = fps.get(e.fp, 0) + 1
+    assert ka["duplication"]["duplicate_entries"] == sum(n - 1 for n in fps.values() if n > 1) > 0
+
+
+def test_the_sampling_index_stays_consistent_as_entries_come_and_go():
+    removed = []
+    tier = MemoryTier(lambda e, reason: removed.append(e))
+    rnd = random.Random(3)
+    keys = [f"summarize:{i}" for i in range(200)]
+    for _ in range(5000):
+        k = rnd.choice(keys)
+        if rnd.random() < 0.6:
+            tier.put(Entry(k, b"v", False, rnd.choice(["qa", "summarize"]), "small", 0.0, 10.0))
+        else:
+            tier.remove(k, "invalidated")
+    assert sorted(id(e) for e in tier.slots) == sorted(id(e) for e in tier.data.values())
+    assert all(tier.slots[e.slot] is e for e in tier.data.values())
+    assert sum(tier.by_op.values()) == sum(tier.key_lengths.values()) == len(tier.data)
+    assert len(tier.sample(50)) == min(50, len(tier.data))
+    assert {id(e) for e in tier.sample(len(tier.data))} == {id(e) for e in tier.data.values()}
+
+
+async def test_admin_removals_yield_to_the_loop_between_chunks(make_cache):
+    cache = await _large(make_cache, n=20_000, sample=100)
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    res = await cache.invalidate("qa:*")
+    stop = True
+    await t
+    assert res["memory_removed"] == sum(1 for i in range(20_000) if i % 5 == 4) or res["memory_removed"] > 0
+    assert not any(e.op == "qa" for e in cache.l1.entries())
+    assert ticks - before >= 20_000 // 4096  # the loop ran other work while 20,000 entries were examined
