@@ -267,7 +267,7 @@ async def test_pressure_response_evicts_below_the_threshold(make_cache):
 
 async def test_emergency_response_clears_expired(make_cache):
     cache = await make_cache(max_memory_mb=0.05, base_ttl_seconds=1, ttl_by_operation={"qa": 1000},
-                             adaptive_ttl=False, pressure_threshold=0.95, pressure_response="none",
+                             adaptive_ttl=False, pressure_threshold=0.94, pressure_response="none",
                              emergency_threshold=0.95, emergency_response="clear_expired")
     p = Provider()
     cap = 0.05 * 1024 * 1024
@@ -285,7 +285,7 @@ async def test_emergency_response_clears_expired(make_cache):
 
 async def test_emergency_cleanup_drops_expired_and_evicts_to_target(make_cache):
     cache = await make_cache(base_ttl_seconds=1, ttl_by_operation={"qa": 1000}, adaptive_ttl=False,
-                             max_memory_mb=1.0, emergency_cleanup_target=0.05, pressure_threshold=1.0,
+                             max_memory_mb=1.0, emergency_cleanup_target=0.05, pressure_threshold=0.99,
                              emergency_threshold=1.0)
     p = Provider()
     for i in range(30):
