@@ -1,11 +1,11 @@
 """GET /metrics: formats, gzip, off-loop rendering, promtool lint of a live scrape, WORKERS > 1."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -45,17 +45,36 @@ async def test_gzip_when_asked(kpi_client):
     assert b"llmapi_build_info" in await r.read()
 
 
-async def test_exposition_is_built_off_the_event_loop(kpi_client, monkeypatch):
-    seen = []
-    real = handler.render
+async def test_exposition_gives_the_event_loop_back_while_it_renders(kpi_client, monkeypatch):
+    """With a zero slice the exposition yields after every family: a task scheduled beside the scrape
+    runs during it, not only after it (without the yields it would see no turn until the answer)."""
+    ticks, during = 0, []
 
-    def spy(*args):
-        seen.append(threading.current_thread() is threading.main_thread())
-        return real(*args)
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
 
-    monkeypatch.setattr(handler, "render", spy)
-    assert (await kpi_client.get("/metrics")).status == 200
-    assert seen == [False]
+    real = handler.family_encoder
+
+    def spy(accept):
+        family, tail, ctype = real(accept)
+
+        def counting(m, add):
+            during.append(ticks)
+            family(m, add)
+        return counting, tail, ctype
+
+    monkeypatch.setattr(handler, "SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(handler, "family_encoder", spy)
+    task = asyncio.create_task(ticker())
+    try:
+        body, _ = await handler.render_on_loop("application/openmetrics-text")
+    finally:
+        task.cancel()
+    assert body.endswith(b"# EOF\n") and len(during) > 20
+    assert during[-1] - during[0] >= len(during) - 2  # the ticker ran between (almost) every two families
 
 
 def _scrape(url: str, accept: str = "text/plain") -> str:
