@@ -78,6 +78,7 @@ class ConfigStore:
         self.version = 0
         self.history: deque[dict] = deque(maxlen=HISTORY_LIMIT)
         self.known_actors: set[str] = set(FIXED_ACTORS)  # metric label values; others count as "other"
+        self.key_names: Callable[[], Any] = tuple  # the configured key names (app.py wires the key ring's)
         self._subs: list[Subscriber] = []
         self._redis = None
         self._pubsub_task: asyncio.Task | None = None
@@ -268,7 +269,7 @@ class ConfigStore:
 
     def _actor_label(self, actor: str) -> str:
         """Bounded metric label: configured key names and the fixed actors; anything else is "other"."""
-        if actor in self.known_actors:
+        if actor in self.known_actors or actor in self.key_names():
             return actor
         if actor.startswith("alertmanager:"):
             return "alertmanager"
