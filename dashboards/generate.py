@@ -307,6 +307,13 @@ def monitoring_row(L: Layout) -> None:
     L.add(ts("Monitoring history snapshots", [
         (f"max by (instance) (llmapi_monitoring_history_snapshots{_s()})", "{{instance}}")],
         "short", "Minute snapshots held in the monitoring history (bounded by its retention)."), 8, 8)
+    L.add(ts("Config changes by section and actor", [
+        (or_zero(f"sum by (section, actor) (increase(llmapi_config_changes_total{_s()}[{RI}]))"),
+         "{{section}} by {{actor}}")],
+        "short", "Runtime config changes (who: a key name, rollback, alertmanager; other); "
+                 "GET /internal/config/history says what changed."), 8, 8)
+    L.add(ts("Config version", [(f"max by (instance) (llmapi_config_version{_s()})", "{{instance}}")],
+             "short", "Version of the runtime config each instance runs; instances sharing Redis agree."), 8, 8)
 
 
 def process_row(L: Layout) -> None:

@@ -410,7 +410,9 @@ class ConfigStore:
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("config: ignoring a malformed change announcement")
             return
-        await self._reload([n for n in names if n in self.sections], version)
+        names = [n for n in names if isinstance(n, str) and n in self.sections] if isinstance(names, list) else []
+        if names:
+            await self._reload(names, version)
 
     async def _catch_up(self) -> None:
         """On (re)subscribing: load what peers changed while this process was not listening."""
