@@ -62,6 +62,7 @@ def build_keys(settings: Settings, store: ConfigStore) -> KeyRing:
                    tiers=lambda: store.get("rate_limit")["client_tier_limits"].keys())
     if ring.configured:
         log.info("api keys", extra={"api_keys": ring.describe(), "api_keys_file": settings.api_keys_file})
+    store.key_names = ring.names  # the audit metric's actor label: configured names only (SIGHUP included)
     return ring
 
 

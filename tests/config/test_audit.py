@@ -4,6 +4,7 @@ import logging
 from exporter.metrics import REGISTRY
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
+from service.context import CTX
 
 
 def _changes(section, actor):
@@ -16,7 +17,7 @@ async def test_history_records_actor_request_id_remote_and_fields(make_client):
     assert r.status == 200
     hist = await (await client.get("/internal/config/history")).json()
     e = hist["history"][0]
-    assert e["actor"] in ("operator", "api")  # the key's name once keys carry names
+    assert e["actor"] == "operator"  # API_KEY's name
     assert e["request_id"] == "rid-7" and e["remote"] == "127.0.0.1"
     assert e["previous"] == {"max_text_length": 10000} and e["changes"] == {"max_text_length": 4321}
     assert e["source"] == "api:/internal/config/text"
@@ -82,3 +83,16 @@ async def test_each_worker_without_redis_keeps_its_own_state_file(tmp_path):
         st = build_store(Settings(port=8123, workers=2, worker_id=wid, state_dir=str(tmp_path)), env={})
         await st.start()
         assert st.get("text")["max_text_length"] == want
+
+
+async def test_the_actor_label_takes_configured_key_names(make_client):
+    client = await make_client(ADDITIONAL_API_KEYS="client-key-0123456789", ADMIN_API_KEYS="ops-key-0123456789")
+    admin = "admin-1"  # ADMIN_API_KEYS' first key
+    assert admin in client.app[CTX].keys.names()
+    before = _changes("text", admin)
+    r = await client.post("/internal/config/text", json={"max_text_length": 4444},
+                          headers={"X-API-Key": "ops-key-0123456789"})
+    assert r.status == 200
+    assert _changes("text", admin) == before + 1
+    hist = (await (await client.get("/internal/config/history")).json())["history"]
+    assert hist[0]["actor"] == admin
