@@ -11,11 +11,30 @@ REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
+MAX_FIELD = 120  # longest field name (or echoed value) an error answer quotes
+
+
+def safe_field(name: str, limit: int = MAX_FIELD) -> str:
+    """A field name (or a client's value) fit to quote in an answer and a log line: printable
+    ASCII (anything else backslash-escaped, so a lone surrogate or NUL cannot break an
+    encoder) and at most `limit` characters; an empty name is shown as `""`."""
+    if not name:
+        return '""'
+    if not (name.isascii() and name.isprintable()):
+        name = name.encode("ascii", "backslashreplace").decode("ascii")
+        if not name.isprintable():
+            name = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in name)
+    return name if len(name) <= limit else f"{name[:limit]}…"
+
+
 class ApiError(Exception):
-    """Raise anywhere in request handling; the error middleware renders it."""
+    """Raise anywhere in request handling; the error middleware renders it.
+
+    `close`: the connection is closed after the answer (a body that could not be read to its end).
+    """
 
     def __init__(self, status: int, error_code: str, message: str, details: dict | None = None,
-                 field: str | None = None, headers: dict | None = None):
+                 field: str | None = None, headers: dict | None = None, close: bool = False):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
@@ -23,7 +42,11 @@ class ApiError(Exception):
         self.details = dict(details or {})
         if field is not None:
             self.details.setdefault("field", field)
+        f = self.details.get("field")
+        if isinstance(f, str) and (not f or len(f) > MAX_FIELD or not (f.isascii() and f.isprintable())):
+            self.details["field"] = safe_field(f)
         self.headers = headers or {}
+        self.close = close
 
 
 def error_response(request: web.Request | None, status: int, error_code: str, message: str,
@@ -36,6 +59,7 @@ def error_response(request: web.Request | None, status: int, error_code: str, me
 
 
 def validation_error(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:
+    field = safe_field(field)
     return ApiError(422, code, f"{field}: {message}", {"field": field, "errors": [{"field": field, "message": message}]})
 
 

@@ -4,8 +4,33 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from service.errors import ApiError
+from service import jsonbody
+from service.errors import ApiError, parse_reason, safe_field
+
+
+async def read_request(request: web.Request) -> bytes:
+    """request.read(), with the errors of a body that cannot be read to its end answered
+    in the error shape (and the connection closed): a compressed body that does not
+    decode (400 INVALID_CONTENT_ENCODING), a broken chunk or a body shorter than its
+    Content-Length (400 MALFORMED_REQUEST), a client gone before its body arrived."""
+    try:
+        return await request.read()
+    except (RequestPayloadError, HttpProcessingError) as e:  # the parser's error, as the request payload raises it
+        cause = e.__cause__ if isinstance(e, RequestPayloadError) else e
+        request.content.feed_eof()  # the rest is not read: aiohttp must not linger reading it (it would raise again)
+        if isinstance(cause, ContentEncodingError):
+            enc = safe_field(request.headers.get("Content-Encoding", ""), 20)
+            raise ApiError(400, "INVALID_CONTENT_ENCODING",
+                           f"the request body does not decode as Content-Encoding {enc!r}",
+                           {"field": "Content-Encoding"}, close=True)
+        reason = parse_reason(cause) if isinstance(cause, HttpProcessingError) else "unreadable body"
+        raise ApiError(400, "MALFORMED_REQUEST", f"malformed request body: {reason}", {"field": "body"}, close=True)
+    except ConnectionResetError:
+        raise ApiError(400, "INCOMPLETE_REQUEST", "the connection closed before the request body arrived",
+                       {"field": "body"}, close=True)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -18,7 +43,7 @@ async def read_body(request: web.Request) -> bytes:
     """
     content = request.content
     if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
-        return await request.read()
+        return await read_request(request)
     raw = content.read_nowait()
     limit = request._client_max_size
     if limit and len(raw) > limit:
@@ -36,19 +61,16 @@ async def read_json(request: web.Request, allow_empty: bool = False):
 
 
 def decode_json(request: web.Request, raw: bytes, allow_empty: bool = False):
-    """Decode a body already read (see read_json)."""
+    """Decode a body already read (see read_json), under the policy of service/jsonbody.py."""
     if not raw.strip():
         if allow_empty:
             return {}
         raise ApiError(400, "EMPTY_BODY", "a JSON request body is required", field="body")
     ctype = request.content_type
     if ctype not in ("application/json", "application/octet-stream", "text/plain", "") and not ctype.endswith("+json"):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be application/json, got {ctype}",
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be application/json, got {safe_field(ctype, 64)}",
                        field="Content-Type")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {e}", field="body")
+    return jsonbody.decode(raw, request.app["ctx"].store.get("text")["max_json_depth"])
 
 
 def only(body: dict, allowed) -> None:

@@ -6,6 +6,7 @@ import re
 from aiohttp import web
 
 from service import __version__
+from service.config.sections import SECTIONS as CONFIG_SECTIONS
 from service.http import json_response
 from service.providers.base import OPERATIONS
 from service.text.schemas import OPTION_LIMITS
@@ -58,8 +59,35 @@ BATCH_RESPONSE = {"type": "object", "properties": {
 
 GENERIC = {"type": "object", "additionalProperties": True}
 
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def section_schema(section) -> dict:
+    """The body POST /internal/config/<section> accepts: any subset of the section's fields."""
+    props = {}
+    for name, f in section.fields.items():
+        p = {"type": _JSON_TYPES[f.type]}
+        if f.type in (int, float):
+            if f.min is not None:
+                p["minimum"] = f.min
+            if f.max is not None:
+                p["maximum"] = f.max
+        if f.choices and f.type is not list:
+            p["enum"] = list(f.choices)
+        if f.type is list and f.item_type in _JSON_TYPES:
+            p["items"] = {"type": _JSON_TYPES[f.item_type], **({"enum": list(f.choices)} if f.choices else {})}
+        if f.nullable:
+            p["nullable"] = True
+        if f.help:
+            p["description"] = f.help
+        props[name] = p
+    return {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": props}
+
+
 SCHEMAS = {"Error": ERROR, "TextRequest": TEXT_REQUEST, "TextResponse": TEXT_RESPONSE,
-           "BatchRequest": BATCH_REQUEST, "BatchResponse": BATCH_RESPONSE, "Object": GENERIC}
+           "BatchRequest": BATCH_REQUEST, "BatchResponse": BATCH_RESPONSE, "Object": GENERIC,
+           **{f"ConfigSection_{name}": section_schema(sec) for name, sec in CONFIG_SECTIONS.items()}}
+CONFIG_BODY = {"oneOf": [{"$ref": f"#/components/schemas/ConfigSection_{n}"} for n in CONFIG_SECTIONS]}
 
 
 def _ref(name: str) -> dict:
@@ -96,9 +124,13 @@ def _operation(method: str, path: str, handler) -> dict:
         op["responses"]["200"] = {"description": "Prometheus exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
     if req:
         op["requestBody"] = {"required": req != "Object", "content": _content(req)}
+    if path == "/internal/config/{section}":
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": CONFIG_BODY}}}
     params = re.findall(r"{(\w+)}", path)
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        op["parameters"] = [{"name": p, "in": "path", "required": True,
+                             "schema": {"type": "string", "enum": list(CONFIG_SECTIONS)} if p == "section"
+                             else {"type": "string"}} for p in params]
     scope = SCOPE_OF.get(path) or next((s for prefix, s in SCOPE_PREFIXES if path.startswith(prefix)), None)
     if scope is not None:
         optional = path in SCOPE_OF

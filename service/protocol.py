@@ -6,15 +6,17 @@ offending line (an API key with a stray control character included).
 `install()` wraps `RequestHandler.handle_error` (aiohttp is pinned in
 pyproject.toml; tests/service/test_log.py checks the answer) so that such a
 4xx is the usual {error, error_code, message, details} naming only the
-reason.  Everything else, and non-HTTP bytes on the port (BadHttpMethod,
+reason (a Content-Encoding the parser knows but cannot decode, zstd without
+its package, is a 415 UNSUPPORTED_CONTENT_ENCODING).  Everything else, and non-HTTP bytes on the port (BadHttpMethod,
 logged at debug by aiohttp), keeps aiohttp's own handling.
 """
 from __future__ import annotations
 
 from aiohttp import web_protocol
-from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError, HttpProcessingError
 
 from service.errors import error_response, parse_reason
+from service.middleware.compression import REQUEST_ENCODINGS
 
 _aiohttp_handle_error = web_protocol.RequestHandler.handle_error
 
@@ -25,8 +27,12 @@ def _handle_error(self, request, status: int = 500, exc: BaseException | None = 
     self.log_exception("Error handling request from %s", request.remote, exc_info=exc)  # service/log.py shortens it
     if request.writer.output_size > 0:
         raise ConnectionError("Response is sent already, cannot send another response with the error message")
-    resp = error_response(None, status, "MALFORMED_REQUEST", f"malformed HTTP request: {parse_reason(exc)}",
-                          {"field": "request"})
+    if isinstance(exc, ContentEncodingError):  # a coding aiohttp knows but cannot decode here (zstd)
+        resp = error_response(None, 415, "UNSUPPORTED_CONTENT_ENCODING", "request Content-Encoding is not accepted",
+                              {"field": "Content-Encoding", "supported": sorted(REQUEST_ENCODINGS)})
+    else:
+        resp = error_response(None, status, "MALFORMED_REQUEST", f"malformed HTTP request: {parse_reason(exc)}",
+                              {"field": "request"})
     resp.force_close()
     return resp
 

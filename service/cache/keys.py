@@ -84,10 +84,10 @@ class KeyBuilder:
             q = q.casefold()
         head = f"{req.operation}{_SEP}{options_repr(req.options)}{_SEP}{q}{_SEP}{self.meta}{_SEP}"
         if self.short:
-            h = hashlib.blake2b(head.encode(), digest_size=16)
+            h = hashlib.blake2b(head.encode("utf-8", "surrogatepass"), digest_size=16)
         else:
-            h = hashlib.sha256(head.encode())
-        h.update(text.encode())
+            h = hashlib.sha256(head.encode("utf-8", "surrogatepass"))
+        h.update(text.encode("utf-8", "surrogatepass"))
         return f"{req.operation}:{h.hexdigest()}"
 
 
@@ -97,6 +97,6 @@ def fingerprint(req: TextRequest) -> bytes:
     text = normalize(req.text, True, True, True)
     q = normalize(req.question or "", True, True, True)
     head = f"{req.operation}{_SEP}{options_repr(req.options)}{_SEP}{q}{_SEP}"
-    h = hashlib.blake2b(head.encode(), digest_size=12)
-    h.update(text.encode())
+    h = hashlib.blake2b(head.encode("utf-8", "surrogatepass"), digest_size=12)
+    h.update(text.encode("utf-8", "surrogatepass"))
     return h.digest()

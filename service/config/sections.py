@@ -54,6 +54,8 @@ section(
     max_question_length=F(int, 1_000, 1, 100_000, env="TEXT_MAX_QUESTION_LENGTH", help="longest accepted question"),
     batch_max_items=F(int, 50, 1, 1000, env="BATCH_MAX_ITEMS", help="most items in one /v1/text/batch"),
     batch_concurrency=F(int, 8, 1, 256, env="BATCH_CONCURRENCY", help="items of one batch processed at once"),
+    max_json_depth=F(int, 32, 2, 256, env="MAX_JSON_DEPTH",
+                     help="deepest nesting of objects and arrays in a JSON request body, every route; deeper: 400 JSON_TOO_DEEP"),
     rules=[at_most("min_text_length", "max_text_length")],
 )
 

@@ -15,7 +15,9 @@ Requests: aiohttp's parser decodes a body sent with Content-Encoding gzip,
 deflate or br incrementally as it is read.  This middleware caps the decoded
 size at `max_decompressed_size` (and the request_size limit of the content
 type, whichever is lower) so a decompression bomb is stopped after that many
-bytes with a 413; unknown encodings get 415.
+bytes with a 413; a body that does not decode as its encoding gets 400
+INVALID_CONTENT_ENCODING (service/http.py read_request); unknown encodings
+get 415.  `x-gzip` is not among them: aiohttp's parser does not decode it.
 """
 from __future__ import annotations
 
@@ -36,16 +38,28 @@ NAME = "compression"
 PROBED = True
 
 ALGORITHMS = ("br", "gzip", "deflate")
-REQUEST_ENCODINGS = {"gzip", "x-gzip", "deflate", "br", "identity"}
+REQUEST_ENCODINGS = {"gzip", "deflate", "br", "identity"}  # what aiohttp's parser decodes (and identity)
 # size bands (upper bounds, bytes) the stats are kept by; auto-optimize reads them
 BANDS = (512, 1024, 2048, 4096, 16384, 65536, 262144, float("inf"))
 _TEXTUAL = ("text/", "application/json", "application/javascript", "application/xml", "+json", "+xml")
 
 
+MAX_CODINGS = 64  # codings of one Accept-Encoding looked at; the rest are ignored
+
+
+def _qvalue(v: str) -> float:
+    """An RFC 9110 qvalue (0 to 1); anything else (nan, inf, 2, -1, junk) counts as 0: not acceptable."""
+    try:
+        q = float(v)
+    except ValueError:
+        return 0.0
+    return q if 0.0 <= q <= 1.0 else 0.0
+
+
 def parse_accept_encoding(header: str) -> dict[str, float]:
-    """{coding: q} from an Accept-Encoding header (lower-cased codings)."""
+    """{coding: q} from an Accept-Encoding header (lower-cased codings, the first MAX_CODINGS)."""
     out: dict[str, float] = {}
-    for part in header.split(","):
+    for part in header.split(",", MAX_CODINGS)[:MAX_CODINGS]:
         part = part.strip()
         if not part:
             continue
@@ -54,10 +68,7 @@ def parse_accept_encoding(header: str) -> dict[str, float]:
         for p in params.split(";"):
             k, _, v = p.strip().partition("=")
             if k.strip().lower() == "q":
-                try:
-                    q = max(0.0, min(1.0, float(v)))
-                except ValueError:
-                    q = 0.0
+                q = _qvalue(v.strip())
         out[coding.strip().lower()] = q
     return out
 
@@ -126,7 +137,8 @@ class Compression:
         self.bands = [[0, 0, 0, 0.0] for _ in BANDS]            # same, by size band of the input
         self.skipped = {"too_small": 0, "excluded_type": 0, "not_acceptable": 0,
                         "not_smaller": 0, "already_encoded": 0, "streamed": 0}
-        self.requests = {"count": 0, "encoded_bytes": 0, "decoded_bytes": 0, "rejected": 0, "unsupported": 0}
+        self.requests = {"count": 0, "encoded_bytes": 0, "decoded_bytes": 0, "rejected": 0, "unsupported": 0,
+                         "undecodable": 0}
 
     # ---- decisions -----------------------------------------------------------
     def choose(self, accept_encoding: str) -> str | None:
@@ -281,12 +293,16 @@ async def _encoded_request(request, handler, comp: Compression, cfg: dict, encod
         resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
     except web.HTTPRequestEntityTooLarge:
         comp.requests["rejected"] += 1
-        DECOMPRESSION_REJECTIONS.labels(encoding if encoding != "x-gzip" else "gzip").inc()
+        DECOMPRESSION_REJECTIONS.labels(encoding).inc()
         resp = error_response(request, 413, "DECOMPRESSED_BODY_TOO_LARGE",
                               f"decoded request body exceeds the limit of {limit} bytes",
                               {"field": "body", "limit_bytes": limit, "content_encoding": encoding})
         resp.force_close()
         return resp
+    except ApiError as e:
+        if e.error_code == "INVALID_CONTENT_ENCODING":
+            comp.requests["undecodable"] += 1
+        raise
     content = request.content
     comp.requests["encoded_bytes"] += getattr(content, "total_compressed_bytes", None) or 0
     comp.requests["decoded_bytes"] += getattr(content, "total_bytes", 0)

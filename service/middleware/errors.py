@@ -15,7 +15,7 @@ from aiohttp import web
 
 from service.accesslog import AccessLog
 from service.config.schema import ConfigValidationError
-from service.errors import ApiError, error_response
+from service.errors import ApiError, error_response, safe_field
 from service.log import request_id_var
 
 log = logging.getLogger("service.request")
@@ -23,6 +23,9 @@ log = logging.getLogger("service.request")
 _HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
                422: "VALIDATION_ERROR", 429: "RATE_LIMITED", 503: "SERVICE_UNAVAILABLE"}
+# what the field of an aiohttp routing error is
+_HTTP_DETAILS = {404: lambda r: {"field": "path"},
+                 405: lambda r: {"field": "method", "method": r.method}}
 
 
 # 32 hex digits like uuid4().hex, unique without the 2 us uuid4 costs: a random
@@ -64,17 +67,22 @@ def make(ctx):
                 resp = await handler(request)
             except ApiError as e:
                 resp = error_response(request, e.status, e.error_code, e.message, e.details, e.headers)
+                if e.close:
+                    resp.force_close()
             except ConfigValidationError as e:
-                resp = error_response(request, 422, "VALIDATION_ERROR", str(e),
-                                      {"section": e.section, "field": e.field, "fields": e.fields,
-                                       "errors": e.errors})
+                errors = [{**x, "field": safe_field(x["field"])} for x in e.errors]
+                fields = list(dict.fromkeys(x["field"] for x in errors))
+                resp = error_response(request, 422, "VALIDATION_ERROR",
+                                      "; ".join(f"{e.section}.{x['field']}: {x['message']}" for x in errors),
+                                      {"section": e.section, "field": errors[0]["field"], "fields": fields,
+                                       "errors": errors})
             except web.HTTPException as e:
                 if e.status < 400:
                     raise
                 headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
                 resp = error_response(request, e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"),
                                       e.reason if e.text is None or e.text.startswith(str(e.status)) else e.text,
-                                      {"method": request.method} if e.status == 405 else None, headers)
+                                      _HTTP_DETAILS[e.status](request) if e.status in _HTTP_DETAILS else None, headers)
             except json.JSONDecodeError as e:
                 resp = error_response(request, 400, "INVALID_JSON", f"request body is not valid JSON: {e.msg}",
                                       {"field": "body", "line": e.lineno, "column": e.colno})

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from exporter.metrics import REQUEST_SIZE_REJECTIONS
 from service.errors import ApiError, error_response
+from service.http import read_request
 from service.middleware.stackperf import SAMPLE, timed_inner
 
 NAME = "request_size"
@@ -166,7 +167,7 @@ def make(ctx):
         request._client_max_size = limit  # aiohttp's read()/post() enforce it as the body streams in
         try:
             if not cfg["check_async"]:
-                await request.read()
+                await read_request(request)
             resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
         except web.HTTPRequestEntityTooLarge:
             return rs.reject(request, cls, request._client_max_size, declared, True,

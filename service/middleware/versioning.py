@@ -35,7 +35,7 @@ from time import perf_counter
 from aiohttp import web
 
 from exporter.metrics import API_VERSION_REQUESTS
-from service.errors import ApiError
+from service.errors import ApiError, safe_field
 from service.middleware.stackperf import SAMPLE, timed_inner
 from exporter.tally import Tally
 
@@ -146,8 +146,9 @@ class Versioning:
             if norm is None:
                 if source == "path":  # a path like /v1x/... is not a version claim
                     continue
-                raise ApiError(400, "INVALID_API_VERSION", f"{raw!r} is not an API version (use e.g. v1)",
-                               {"field": source, "requested": raw, "supported_versions": self.supported_list})
+                shown = safe_field(raw, 32)
+                raise ApiError(400, "INVALID_API_VERSION", f"{shown!r} is not an API version (use e.g. v1)",
+                               {"field": source, "requested": shown, "supported_versions": self.supported_list})
             version, major = norm
             if version in self.supported:
                 return version, source, None

@@ -28,6 +28,11 @@ ALL = frozenset({"br", "gzip", "deflate"})
     ("x-gzip", "gzip", "gzip"),
     ("GZIP;Q=1.0", "gzip", "gzip"),
     ("gzip;q=abc, br", "gzip", "br"),                # a malformed q is q=0
+    ("gzip;q=nan, br;q=0.1", "gzip", "br"),          # so are non-finite and out-of-range ones
+    ("gzip;q=inf", "gzip", None),
+    ("br;q=2, gzip;q=0.5", "br", "gzip"),
+    ("gzip;q=-1", "gzip", None),
+    (",".join(["identity"] * 64 + ["gzip"]), "gzip", None),  # only the first 64 codings are read
     ("", "gzip", None),
 ])
 def test_negotiation(header, preferred, expected):
@@ -40,7 +45,7 @@ def test_negotiation_respects_allowed():
 
 
 def test_parse_accept_encoding():
-    assert parse_accept_encoding("gzip;q=0.8, br , deflate;q=2") == {"gzip": 0.8, "br": 1.0, "deflate": 1.0}
+    assert parse_accept_encoding("gzip;q=0.8, br , deflate;q=2") == {"gzip": 0.8, "br": 1.0, "deflate": 0.0}
 
 
 @pytest.mark.parametrize("alg, decode", [
