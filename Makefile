@@ -7,7 +7,7 @@ SYSTEM_BINS := redis-server prometheus promtool prometheus-alertmanager amtool j
 SYSTEM_PKGS := redis-server prometheus prometheus-alertmanager jq bc curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test system-deps bench dashboards alerts docs generate clean stack stack-down incident
+.PHONY: install run test fuzz system-deps bench dashboards alerts docs generate clean stack stack-down incident
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -rfE tests
+
+# the hostile-input fuzz tests (tests/fuzz, also in `make test` with few examples) with the long profile
+fuzz: install system-deps
+	FUZZ_PROFILE=long $(BIN)/python -m pytest -q -rfE -m fuzz tests/fuzz
 
 bench: install system-deps
 	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian wrk (the load generator)"; \
