@@ -8,6 +8,7 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from service import jsonbody
+from service.context import CTX
 from service.errors import ApiError, parse_reason, safe_field
 
 
@@ -70,7 +71,7 @@ def decode_json(request: web.Request, raw: bytes, allow_empty: bool = False):
     if ctype not in ("application/json", "application/octet-stream", "text/plain", "") and not ctype.endswith("+json"):
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type must be application/json, got {safe_field(ctype, 64)}",
                        field="Content-Type")
-    return jsonbody.decode(raw, request.app["ctx"].store.get("text")["max_json_depth"])
+    return jsonbody.decode(raw, request.app[CTX].store.get("text")["max_json_depth"])
 
 
 def only(body: dict, allowed) -> None:

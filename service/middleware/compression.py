@@ -30,7 +30,7 @@ import brotli
 from aiohttp import web
 
 from exporter.metrics import COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS
-from service.errors import ApiError, error_response
+from service.errors import ApiError, error_response, safe_field
 from service.middleware.security import add_vary
 from service.middleware.stackperf import SAMPLE, timed_inner
 
@@ -278,7 +278,7 @@ async def _encoded_request(request, handler, comp: Compression, cfg: dict, encod
     if encoding not in REQUEST_ENCODINGS or (encoding != "identity" and not cfg["decompress_requests"]):
         comp.requests["unsupported"] += 1
         raise ApiError(415, "UNSUPPORTED_CONTENT_ENCODING",
-                       f"request Content-Encoding {encoding!r} is not accepted",
+                       f"request Content-Encoding {safe_field(encoding, 32)!r} is not accepted",
                        {"field": "Content-Encoding",
                         "supported": sorted(REQUEST_ENCODINGS) if cfg["decompress_requests"] else ["identity"]})
     if encoding == "identity":

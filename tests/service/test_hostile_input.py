@@ -168,14 +168,33 @@ async def test_an_over_long_version_header_is_answered_and_echoed_bounded(make_c
     assert len(doc["details"]["requested"]) <= 33 and len(doc["message"]) < 100
 
 
+async def test_an_unknown_content_encoding_is_echoed_bounded(make_client):
+    client = await make_client()
+    doc = await _error(await _post(client, "/v1/text/summarize", b"{}", **{"Content-Encoding": "x" * 4000}), 415,
+                       "UNSUPPORTED_CONTENT_ENCODING", "Content-Encoding")
+    assert len(doc["message"]) < 100
+
+
+@pytest.mark.parametrize("rid", ["\u00c0", "caf\u00e9-1", "a\u200bb"])
+async def test_a_request_id_that_is_not_printable_ascii_is_replaced(make_client, rid):
+    client = await make_client()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + rid.encode() + b"\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    head = (await reader.read()).split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    writer.close()
+    echoed = [line.split(": ", 1)[1] for line in head.split("\r\n") if line.lower().startswith("x-request-id:")]
+    assert len(echoed) == 1 and echoed[0].isascii() and len(echoed[0]) == 32, echoed
+
+
 async def test_unknown_paths_and_methods_name_their_field(make_client):
     client = await make_client()
     await _error(await client.get("/v1/text/nope"), 404, "NOT_FOUND", "path")
     await _error(await client.delete("/v1/text/summarize"), 405, "METHOD_NOT_ALLOWED", "method")
 
 
-async def test_each_rejection_logs_one_line_without_traceback(make_client, capsys):
-    client = await make_client(LOG_LEVEL="INFO")  # (the service's JSON log goes to stderr)
+async def test_each_rejection_logs_one_line_without_traceback(make_client, capfd):
+    client = await make_client(LOG_LEVEL="INFO")  # (the JSON log and the access log go to stderr)
     cases = [
         ("/v1/text/summarize", b"[" * 5000 + b"]" * 5000, {}),
         ("/v1/text/summarize", json.dumps({"text": TEXT}).encode(), {"Content-Encoding": "gzip"}),
@@ -184,11 +203,11 @@ async def test_each_rejection_logs_one_line_without_traceback(make_client, capsy
         ("/internal/config/text", b'{"max_text_length":1' + b"0" * 5000 + b"}", {}),
     ]
     for path, raw, headers in cases:
-        capsys.readouterr()
+        capfd.readouterr()
         r = await _post(client, path, raw, **headers)
         assert 400 <= r.status < 500, await r.text()
         await asyncio.sleep(0.05)  # aiohttp's own log of the connection, if any, comes after the answer
-        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
         assert len(lines) == 1, lines
         assert lines[0]["request_id"] == r.headers["X-Request-ID"] and lines[0]["status"] == r.status
         assert "traceback" not in lines[0] and lines[0]["level"] == "INFO"
