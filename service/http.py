@@ -12,12 +12,17 @@ from service.context import CTX
 from service.errors import ApiError, parse_reason, safe_field
 
 
-async def read_request(request: web.Request) -> bytes:
+async def read_request(request: web.Request, chunk_size: int | None = None, counts: dict | None = None) -> bytes:
     """request.read(), with the errors of a body that cannot be read to its end answered
     in the error shape (and the connection closed): a compressed body that does not
     decode (400 INVALID_CONTENT_ENCODING), a broken chunk or a body shorter than its
-    Content-Length (400 MALFORMED_REQUEST), a client gone before its body arrived."""
+    Content-Length (400 MALFORMED_REQUEST), a client gone before its body arrived.
+
+    With chunk_size, the body is read that many bytes at a time (counts["reads"] counts
+    the reads) and refused (413, as read() does) once it passes the request's read cap."""
     try:
+        if chunk_size is not None:
+            return await _read_in_chunks(request, chunk_size, counts)
         return await request.read()
     except (RequestPayloadError, HttpProcessingError) as e:  # the parser's error, as the request payload raises it
         cause = e.__cause__ if isinstance(e, RequestPayloadError) else e
@@ -32,6 +37,21 @@ async def read_request(request: web.Request) -> bytes:
     except ConnectionResetError:
         raise ApiError(400, "INCOMPLETE_REQUEST", "the connection closed before the request body arrived",
                        {"field": "body"}, close=True)
+
+
+async def _read_in_chunks(request: web.Request, chunk_size: int, counts: dict | None) -> bytes:
+    if request._read_bytes is not None:
+        return request._read_bytes
+    body = bytearray()
+    limit = request._client_max_size
+    while chunk := await request.content.read(chunk_size):
+        if counts is not None:
+            counts["reads"] = counts.get("reads", 0) + 1
+        body += chunk
+        if limit and len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    request._read_bytes = bytes(body)  # what read()/json() and the handler see
+    return request._read_bytes
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -312,7 +312,7 @@ async def size_stats(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     rs = ctx.extras["request_size"]
     return json_response({"by_content_class": rs.stats(), "rejected_while_streaming": rs.rejected_streaming,
-                          "config": ctx.store.get("request_size")})
+                          "checked_before_handler": dict(rs.checked), "config": ctx.store.get("request_size")})
 
 
 def _plan_size(ctx):

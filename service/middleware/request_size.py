@@ -6,7 +6,9 @@ decoded size the header does not tell) the limit is enforced while the body
 is read: the request's read cap (`_client_max_size`, what aiohttp's
 read()/post() check as the body streams in) is set to the limit, and the 413
 aiohttp raises is turned into the service's error shape.  With
-`check_async = false` the body is read and checked here, before the handler.
+`check_async = false` the body is read and checked here, before the handler,
+`chunk_size` bytes at a time: an oversized body is refused once the bytes
+read pass the limit, holding at most limit + chunk_size of it.
 
 A Content-Length that understates the body cannot smuggle bytes in: the
 HTTP parser reads exactly Content-Length bytes and treats the rest as the
@@ -62,6 +64,7 @@ class RequestSize:
         self.rejected = dict.fromkeys(CLASSES, 0)
         self.rejected_sizes = {c: [] for c in CLASSES}   # last few declared sizes of rejected requests
         self.rejected_streaming = 0
+        self.checked = {"bodies": 0, "reads": 0}         # bodies read before the handler, in chunk_size reads
         self._rejection_metric = {c: REQUEST_SIZE_REJECTIONS.labels(c) for c in CLASSES}
         self._build()
         store.subscribe(self._on_config)
@@ -167,7 +170,8 @@ def make(ctx):
         request._client_max_size = limit  # aiohttp's read()/post() enforce it as the body streams in
         try:
             if not cfg["check_async"]:
-                await read_request(request)
+                rs.checked["bodies"] += 1
+                await read_request(request, cfg["chunk_size"], rs.checked)
             resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
         except web.HTTPRequestEntityTooLarge:
             return rs.reject(request, cls, request._client_max_size, declared, True,

@@ -173,3 +173,25 @@ async def test_limits_change_live_and_disable(make_client):
     await client.post("/internal/config/request_size", json={"enabled": False})
     r = await client.post("/v1/text/summarize", data=big, headers={"Content-Type": "application/json"})
     assert r.status == 200
+
+
+async def test_chunk_size_is_the_read_size_of_the_check_before_the_handler(make_client):
+    """request_size.chunk_size (the guide's request-size/optimize sets it) is read: a body checked before
+    the handler is read that many bytes at a time, so an oversized one is refused within one chunk."""
+    client = await make_client(REQUEST_SIZE_CHECK_ASYNC="false")
+    body = json.dumps({"text": TEXT + " " + "word " * 1900}).encode()  # about 9.6 KiB
+
+    async def reads() -> int:
+        return (await (await client.get("/internal/middleware/request-size/stats")).json())["checked_before_handler"]["reads"]
+
+    r = await client.post("/internal/middleware/request-size/optimize", json={"chunk_size": 1024})
+    assert r.status == 200
+    before = await reads()
+    r = await client.post("/v1/text/summarize", data=body, headers={"Content-Type": "application/json"})
+    assert r.status == 200  # the body reached the handler whole
+    assert await reads() - before >= len(body) // 1024
+    r = await client.post("/internal/middleware/request-size/optimize", json={"chunk_size": 65536})
+    before = await reads()
+    r = await client.post("/v1/text/summarize", data=body, headers={"Content-Type": "application/json"})
+    assert r.status == 200
+    assert await reads() - before <= 2
