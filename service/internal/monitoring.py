@@ -167,24 +167,21 @@ async def memory_analysis(request: web.Request) -> web.Response:
     return json_response(memory.analysis(ctx, ctx.monitoring))
 
 
-async def _set_tracing(mon: Monitor, enabled: bool, frames: int | None, who: dict) -> dict:
-    changes = {"memory_tracing": enabled}
-    if frames is not None:
-        changes["tracing_frames"] = frames
-    entry = await mon.store.update("monitoring", changes, source=f"api:{P}/memory-hotspots", **who)
-    return entry["changes"]
-
-
 async def memory_hotspots(request: web.Request) -> web.Response:
+    """Read-only: tracing is switched by POST (memory_hotspots_post); a GET that asks with ?enable= is
+    answered with the current state and how to switch it."""
     mon = _mon(request)
     enable = _bool_query(request, "enable")
-    if enable is not None:
-        await _set_tracing(mon, enable, None, actor(request))
     limit = query_number(request, "limit", 20, 1, 500, integer=True)
     group = request.query.get("group_by", "lineno")
     if group not in ("lineno", "filename", "traceback"):
         raise ApiError(422, "VALIDATION_ERROR", "group_by must be lineno, filename or traceback", field="group_by")
-    return json_response(memory.hotspots(mon, limit, group))
+    out = memory.hotspots(mon, limit, group)
+    if enable is not None and enable != out["tracing"]:
+        out["enable"] = {"applied": False, "requested": enable,
+                         "message": "a GET does not change state: POST /internal/monitoring/memory-hotspots "
+                                    f'{{"enabled": {str(enable).lower()}}} switches memory tracing'}
+    return json_response(out)
 
 
 async def memory_hotspots_post(request: web.Request) -> web.Response:

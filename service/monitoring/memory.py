@@ -154,7 +154,7 @@ def hotspots(monitor, limit: int, key_type: str) -> dict:
     if not tracemalloc.is_tracing():
         return {"tracing": False, "hotspots": [], "growth": [],
                 "message": "memory tracing is off (the default, for speed); enable it with "
-                           "POST /internal/monitoring/memory-hotspots {\"enabled\": true} or ?enable=true"}
+                           "POST /internal/monitoring/memory-hotspots {\"enabled\": true}"}
     t = time.perf_counter()
     snap = tracemalloc.take_snapshot().filter_traces((
         tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),

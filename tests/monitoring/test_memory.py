@@ -46,10 +46,17 @@ async def test_hotspots_off_by_default_then_on_demand(mon_client):
         assert a["tracemalloc"]["enabled"] is True and a["tracemalloc"]["current_bytes"] >= 9_000_000
         r = await c.post(f"{M}/memory-hotspots", json={"enabled": "sure"})
         assert r.status == 422 and (await r.json())["details"]["field"] == "memory_tracing"
-        d = await (await c.get(f"{M}/memory-hotspots?enable=false")).json()
-        assert d["tracing"] is False and not tracemalloc.is_tracing()
+        # a GET never switches tracing: it answers with the state and how to switch it (POST)
+        version = ctx_of(c).store.version
+        r = await c.get(f"{M}/memory-hotspots?enable=false")
+        d = await r.json()
+        assert r.status == 200 and d["tracing"] is True and tracemalloc.is_tracing()
+        assert d["enable"]["applied"] is False and "POST /internal/monitoring/memory-hotspots" in d["enable"]["message"]
+        r = await c.post(f"{M}/memory-hotspots", json={"enabled": False})
+        assert (await r.json())["tracing"] is False and not tracemalloc.is_tracing()
         d = await (await c.get(f"{M}/memory-hotspots?enable=true")).json()
-        assert d["tracing"] is True
+        assert d["tracing"] is False and not tracemalloc.is_tracing() and d["enable"]["requested"] is True
+        assert ctx_of(c).store.version == version + 1  # only the POST changed the config
     finally:
         await ctx_of(c).store.update("monitoring", {"memory_tracing": False})
     assert not tracemalloc.is_tracing()
