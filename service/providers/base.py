@@ -38,11 +38,12 @@ class ProviderError(Exception):
     """kind: timeout | connection | rate_limited | server | client | parse"""
 
     def __init__(self, kind: str, message: str, status: int | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, tokens: dict | None = None):
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
+        self.tokens = tokens  # what the failed call still cost (an answer that did not parse was billed)
 
     @property
     def retryable(self) -> bool:

@@ -521,11 +521,19 @@ class OpenAIProvider(Provider):
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise ProviderError("parse", "upstream body has no choices[0].message.content", status=status) from None
-        payload = parse_output(req.operation, content, req.options)
-        tokens = self._tokens(data.get("usage"), prompt, content)
+            content = None
+        # the call was billed whether or not its answer is usable: count it first
+        tokens = self._tokens(data.get("usage"), prompt, content if isinstance(content, str) else "")
         for k in ("prompt", "completion", "total"):
             self.usage[k] += tokens[k]
+        if content is None:
+            raise ProviderError("parse", "upstream body has no choices[0].message.content", status=status,
+                                tokens=tokens)
+        try:
+            payload = parse_output(req.operation, content, req.options)
+        except ProviderError as e:
+            e.tokens = tokens
+            raise
         return ProviderResult(payload, self.name, str(data.get("model") or ai["model"]), tokens)
 
     @staticmethod

@@ -51,6 +51,13 @@ class AIUnavailable(Exception):
         self.retry_after = retry_after
 
 
+def _count_tokens(provider: str, tok: dict) -> None:
+    if tok.get("prompt"):
+        AI_TOKENS.labels(provider, "prompt").inc(tok["prompt"])
+    if tok.get("completion"):
+        AI_TOKENS.labels(provider, "completion").inc(tok["completion"])
+
+
 class Resilience:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -157,10 +164,7 @@ class Resilience:
                     br.record(ticket, failed=False)
                     AI_DURATION.labels(op, provider).observe(dt)
                     tok = result.tokens or {}
-                    if tok.get("prompt"):
-                        AI_TOKENS.labels(provider, "prompt").inc(tok["prompt"])
-                    if tok.get("completion"):
-                        AI_TOKENS.labels(provider, "completion").inc(tok["completion"])
+                    _count_tokens(provider, tok)
                     st.attempt(op, dt, True, None, retries > 0, tok)
                     total = time.perf_counter() - start
                     st.call(op, total, True, None, retries, backoff, dt)
@@ -171,7 +175,8 @@ class Resilience:
                 br.record(ticket, failed=err.kind != "client")  # a rejected request proves the upstream alive
                 AI_DURATION.labels(op, provider).observe(dt)
                 AI_ERRORS.labels(provider, op, err.kind).inc()
-                st.attempt(op, dt, False, err.kind, retries > 0)
+                _count_tokens(provider, err.tokens or {})  # a billed answer that did not parse
+                st.attempt(op, dt, False, err.kind, retries > 0, err.tokens)
                 remaining = deadline - time.perf_counter()
                 d = decide(err, retries, eff.max_retries, remaining, eff.backoff_base, eff.backoff_max, eff.jitter)
                 if d.retry and br.state == OPEN:

@@ -85,12 +85,12 @@ class Stats:
         s.attempts += 1
         s.attempt_seconds += seconds
         s.recent_attempts.append((time.time(), seconds, ok))
+        if tokens:  # a failed attempt may have been billed too (an answer that did not parse)
+            for k in ("prompt", "completion", "total"):
+                s.tokens[k] += int(tokens.get(k, 0) or 0)
         if ok:
             if is_retry:
                 s.retry_successes += 1
-            if tokens:
-                for k in ("prompt", "completion", "total"):
-                    s.tokens[k] += int(tokens.get(k, 0) or 0)
         else:
             s.attempt_errors[kind or "unknown"] = s.attempt_errors.get(kind or "unknown", 0) + 1
 

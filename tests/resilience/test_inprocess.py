@@ -6,7 +6,7 @@ import pytest
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
 from service.context import Context
-from service.providers.base import TextRequest
+from service.providers.base import ProviderError, TextRequest
 from service.providers.fake_upstream import FakeUpstream
 from service.providers.manager import ProviderManager
 from service.resilience import AIUnavailable, Resilience
@@ -100,3 +100,28 @@ async def test_switching_batching_off_sends_what_waits(stack):
     await ctx.store.update("ai", {"batch_processing": False})
     result = await asyncio.wait_for(task, 3)
     assert result.provider == "openai"
+
+
+@pytest.mark.parametrize("mode", ["garbage", "no_choices"])
+async def test_tokens_of_an_answer_that_failed_to_parse_are_counted(stack, mode):
+    """The upstream billed the call (its usage says so) even though its answer was unusable."""
+    from exporter.metrics import REGISTRY
+    from exporter.tally import flush_all
+
+    def tokens(kind):
+        flush_all()
+        return REGISTRY.get_sample_value("llmapi_ai_tokens_total", {"provider": "openai", "type": kind}) or 0.0
+
+    up, ctx = await stack(mode=mode)
+    before = {k: tokens(k) for k in ("prompt", "completion")}
+    provider = ctx.providers.current
+    usage_before = dict(provider.usage)
+    with pytest.raises(ProviderError) as e:
+        await ctx.resilience.call(TextRequest("summarize", TEXT))
+    assert e.value.kind == "parse"
+    assert provider.usage["prompt"] > usage_before["prompt"]
+    assert tokens("prompt") > before["prompt"]
+    spent = provider.usage["total"] - usage_before["total"]
+    assert ctx.resilience.stats.ops["summarize"].tokens["total"] == spent > 0
+    if mode == "garbage":  # an answer came back: its completion tokens were billed too
+        assert tokens("completion") > before["completion"]
