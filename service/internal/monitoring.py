@@ -143,7 +143,7 @@ async def system_load(request: web.Request) -> web.Response:
     status = ("normal", "elevated", "high", "critical")[level]
     rec = []
     if level >= 2:
-        rec.append("POST /internal/monitoring/emergency-mode to shed load and tighten timeouts")
+        rec.append('POST /internal/monitoring/emergency-mode {"enabled": true} to shed load and tighten timeouts')
     if t["shed"]:
         rec.append("raise max_concurrent_requests or add workers if CPU allows")
     return json_response({

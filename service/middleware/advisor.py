@@ -179,7 +179,8 @@ def recommendations(ctx, snap: dict) -> list[dict]:
         out.append({"middleware": "stack", "severity": "info",
                     "issue": f"only {snap['samples']} timed samples so far (one request in {snap['sample_every']})",
                     "action": "let traffic run, or lower middleware.sample_every",
-                    "endpoint": "POST /internal/config/middleware"})
+                    "endpoint": "POST /internal/config/middleware",
+                    "body": {"sample_every": max(1, snap["sample_every"] // 4)}})
     for name, v in sorted(snap["breakdown"].items(), key=lambda kv: -kv[1]["avg_ms"]):
         if v["avg_ms"] > mcfg["middleware_warning_ms"]:
             out.append({"middleware": name, "severity": "warning",

@@ -403,7 +403,8 @@ def opportunities(agg: dict, th: dict, store, mem_trend: dict | None, history_st
         add("memory", "memory", "warning", f"memory at {t['memory_percent']}% of the limit",
             "shrink the cache (max_memory_mb) and the monitoring retention",
             {"memory_percent": t["memory_percent"]},
-            {"method": "POST", "path": "/internal/cache/optimize-memory"})
+            {"method": "POST", "path": "/internal/cache/optimize-memory",
+             "body": {"max_memory_mb": round(max(0.01, store.get("cache")["max_memory_mb"] * 0.75), 3)}})
     if mem_trend and mem_trend.get("leak_suspected"):
         add("memory_leak", "memory", "warning",
             f"RSS grows {mem_trend['trend']['slope_mb_per_hour']} MB/h steadily",
