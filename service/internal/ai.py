@@ -11,15 +11,18 @@ import time
 
 from aiohttp import web
 
+from exporter.kpis import BY_KEY
 from service.config.schema import ConfigValidationError
 from service.context import CTX
 from service.http import json_response, only, read_object
 from service.internal.audit import actor
+from service.monitoring import report
 from service.resilience.analysis import RECENT_SECONDS, latency_summary, op_metrics
 
 AI_FIELDS = ("timeout_seconds", "max_retries", "batch_processing", "connection_pooling", "max_connections",
              "keepalive_connections", "pool_timeout")
 BATCH_FIELDS = ("enable_batching", "batch_size", "batch_timeout_ms", "max_concurrent_batches")
+AI_KPI = BY_KEY["ai_response_time_p95"]
 
 
 async def optimize_performance(request: web.Request) -> web.Response:
@@ -100,23 +103,12 @@ def ai_performance(ctx) -> dict:
 
 
 def _kpi(ctx, p95_ms: float | None) -> dict:
-    out = {"name": "AI service response (P95)", "value_ms": p95_ms, "status": None,
-           "thresholds_ms": {"good": 15000.0, "target": 30000.0, "critical": 45000.0}}
-    try:
-        from exporter import kpis
-        k = kpis.BY_KEY["ai_response_time_p95"]
-        store = ctx.store
-        th = kpis.thresholds_from_config(store.get("alerts") if "alerts" in store.sections else {})[k.key]
-        out["thresholds_ms"] = {lvl: round(v * 1000, 3) for lvl, v in th.items()}
-        out["status"] = k.status(None if p95_ms is None else p95_ms / 1000, th["target"], th["critical"])
-    except (ImportError, KeyError):
-        if p95_ms is not None:
-            t = out["thresholds_ms"]
-            out["status"] = ("critical" if p95_ms > t["critical"] else "warning" if p95_ms > t["target"]
-                             else "good" if p95_ms < t["good"] else "target")
-    if out["status"] is None:
-        out["status"] = "no_data"
-    return out
+    """The catalog's KPI (exporter/kpis.py) at the live thresholds of the "alerts" section."""
+    k = AI_KPI
+    th = report.thresholds(ctx.store)[k.key]
+    status = k.status(None if p95_ms is None else p95_ms / 1000, th["target"], th["critical"])
+    return {"name": k.title, "value_ms": p95_ms, "status": status or "no_data",
+            "thresholds_ms": {lvl: round(v * 1000, 3) for lvl, v in th.items()}}
 
 
 async def get_ai_performance(request: web.Request) -> web.Response:

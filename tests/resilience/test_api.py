@@ -202,3 +202,20 @@ async def test_batching_merges_concurrent_calls_into_fewer_provider_calls(make_c
     assert on["items"] == 20
     assert on["provider_batch_calls"] - off["provider_batch_calls"] <= 6   # 20 calls became about 4
     assert on["avg_batch_size"] >= 3
+
+
+async def test_ai_performance_kpi_reads_the_catalog_at_the_live_thresholds(make_client):
+    from exporter.kpis import BY_KEY
+    k = BY_KEY["ai_response_time_p95"]
+    c = await make_client()
+    await _summarize(c, 1)
+    kpi = (await (await c.get("/internal/monitoring/ai-performance")).json())["kpi"]
+    assert kpi["name"] == k.title
+    assert kpi["thresholds_ms"] == {"good": k.good * 1000, "target": k.target * 1000, "critical": k.critical * 1000}
+    assert kpi["status"] == k.status(kpi["value_ms"] / 1000) == "good"
+    r = await c.post("/internal/monitoring/configure-alerts",
+                     json={"ai_response_time_threshold_ms": 1, "ai_response_time_critical_ms": 2})
+    assert r.status == 200, await r.text()
+    kpi = (await (await c.get("/internal/monitoring/ai-performance")).json())["kpi"]
+    assert kpi["thresholds_ms"] == {"good": k.good * 1000, "target": 1.0, "critical": 2.0}
+    assert kpi["status"] == k.status(kpi["value_ms"] / 1000, 0.001, 0.002)
