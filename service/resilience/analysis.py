@@ -58,7 +58,7 @@ class OpStats:
         self.call_seconds = 0.0
         self.rejection_seconds = 0.0              # time fast-failed calls took
         self.tokens = {"prompt": 0, "completion": 0, "total": 0}
-        # (time, seconds, ok) windows
+        # windows: calls (time, seconds, ok), attempts (time, seconds, ok, error kind or None)
         self.recent_calls: deque = deque(maxlen=WINDOW_SAMPLES)
         self.recent_attempts: deque = deque(maxlen=WINDOW_SAMPLES)
 
@@ -84,7 +84,7 @@ class Stats:
         s = self.op(op)
         s.attempts += 1
         s.attempt_seconds += seconds
-        s.recent_attempts.append((time.time(), seconds, ok))
+        s.recent_attempts.append((time.time(), seconds, ok, kind))
         if tokens:  # a failed attempt may have been billed too (an answer that did not parse)
             for k in ("prompt", "completion", "total"):
                 s.tokens[k] += int(tokens.get(k, 0) or 0)
@@ -253,7 +253,7 @@ def config_analysis(res) -> dict:
         all_ok_attempts += ok_att
         att = _recent(s.recent_attempts, since)
         attempts_n += len(att)
-        timeouts += s.attempt_errors.get("timeout", 0)
+        timeouts += sum(1 for a in att if a[3] == "timeout")  # the same window as the attempts
         retries += s.retries
         retry_ok += s.retry_successes
         exhausted += s.exhausted
