@@ -43,8 +43,11 @@ class ApiError(Exception):
         if field is not None:
             self.details.setdefault("field", field)
         f = self.details.get("field")
-        if isinstance(f, str) and (not f or len(f) > MAX_FIELD or not (f.isascii() and f.isprintable())):
-            self.details["field"] = safe_field(f)
+        if isinstance(f, str):
+            self.details["field"] = safe_field(f)  # unchanged when already printable ASCII and short
+        if f is not None:  # every offending field; "field" is the first
+            self.details["fields"] = [safe_field(x) if isinstance(x, str) else x
+                                      for x in self.details.get("fields") or [f]]
         self.headers = headers or {}
         self.close = close
 
