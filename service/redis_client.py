@@ -235,7 +235,7 @@ def pool_stats(client) -> dict:
         free = sum(len(getattr(n, "_free", ()) or ()) for n in nodes)
         return {"topology": "cluster", "nodes": len(nodes),
                 "primaries": sum(1 for n in nodes if n.server_type == "primary"),
-                "max_connections": client.max_connections if hasattr(client, "max_connections") else None,
+                "max_connections_per_node": nodes[0].max_connections if nodes else None,
                 "connections_open": made, "connections_in_use": made - free}
     pool = getattr(client, "connection_pool", None)
     if pool is None:

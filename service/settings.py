@@ -25,8 +25,10 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     "ADMIN_API_KEYS": ("", "admin keys, comma-separated: scope admin (/internal, /metrics, /v1/health) only, "
                            "named admin-1, admin-2, ..."),
     "API_KEYS_FILE": ("", "YAML list of {name, key | sha256, scopes, tier}; re-read on SIGHUP (README: Keys and scopes)"),
-    "REDIS_URL": ("", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only)"),
-    "REDIS_MAX_CONNECTIONS": ("20", "Redis connection pool cap"),
+    "REDIS_URL": ("", "Redis for the L2 cache, rate limits, config propagation, history (unset: memory only): "
+                      "redis[s]://host:port/db, redis[s]+cluster://h1:p1,h2:p2, "
+                      "redis[s]+sentinel://h1:p1,h2:p2/primary[/db]"),
+    "REDIS_MAX_CONNECTIONS": ("20", "Redis connection pool cap (per node on a cluster)"),
     "REDIS_POOL_SIZE": ("10", "Redis connections opened at start"),
     "REDIS_SOCKET_TIMEOUT": ("5", "Redis socket timeout, seconds"),
     "REDIS_CONNECT_TIMEOUT": ("", "Redis connect timeout, seconds (default: REDIS_SOCKET_TIMEOUT)"),
