@@ -124,6 +124,13 @@ def _operation(method: str, path: str, handler) -> dict:
         op["responses"]["200"] = {"description": "Prometheus exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
     if req:
         op["requestBody"] = {"required": req != "Object", "content": _content(req)}
+    if method == "POST" and path.startswith("/internal"):
+        op["responses"]["422"] = {"description": "a bad body, or values breaking a config rule (VALIDATION_ERROR: "
+                                                 "details.fields names every offending field, details.field the "
+                                                 "first); nothing changed", "content": _content("Error")}
+        op["responses"]["503"] = {"description": "a config change that could not be saved (CONFIG_NOT_PERSISTED: "
+                                                 "details.backend is redis or file); nothing changed",
+                                  "content": _content("Error")}
     if path == "/internal/config/{section}":
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": CONFIG_BODY}}}
     params = re.findall(r"{(\w+)}", path)
