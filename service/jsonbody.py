@@ -9,10 +9,12 @@ Refused, each with a 4xx in the error shape naming the field:
 - NaN, Infinity, -Infinity, a number that overflows a double (1e400) or an integer of more
   than 4,300 digits: 422 INVALID_NUMBER.
 
-The common body pays for none of it: the decoder is built once; the depth is walked only
-when the body holds more brackets than the limit (the depth can never exceed their
-number), the strings only when it holds a `\\u` escape (the only way a surrogate or NUL
-gets past a strict UTF-8 decode and the JSON grammar), and the refused numbers are found
+The common body pays for none of it: the decoder is built once; the depth is measured
+only when the body holds more brackets than the limit (the depth can never exceed their
+number), level by level and without paths; the strings are walked only when a regex
+finds a `\\u0000` or an unpaired surrogate escape in the text (the only ways NUL or a lone
+surrogate gets past a strict UTF-8 decode and the JSON grammar; a surrogate pair, as
+ensure_ascii encoders write every emoji, does not match), and the refused numbers are found
 by a hook that runs only for float and constant literals.  Locating the field of a refused
 number re-decodes the body once, on the error path only.
 """
@@ -24,6 +26,11 @@ import re
 from service.errors import ApiError, safe_field
 
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+# the escapes that can decode to NUL or a surrogate, scanned left to right: an escaped backslash (2
+# characters) and a surrogate pair (12) match as themselves, so only a 6-character match is \u0000 or
+# a lone surrogate
+_ESCAPES = re.compile(r"\\\\|\\u(?:[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+                      r"|[dD][c-fC-F][0-9a-fA-F]{2}|0000)")
 _INF = float("inf")
 
 
@@ -82,8 +89,21 @@ def _walk(value, path: str = ""):
                 stack.append((v, f"{p}[{i}]", depth + 1))
 
 
+def _depth(value, limit: int) -> int:
+    """How deep value nests, counted level by level without paths, up to limit + 1."""
+    level = [value] if type(value) in (dict, list) else []
+    depth = 0
+    while level and depth <= limit:
+        depth += 1
+        level = [c for node in level for c in (node.values() if type(node) is dict else node)
+                 if type(c) is dict or type(c) is list]
+    return depth
+
+
 def _too_deep(value, limit: int) -> str | None:
     """The path of the first container nested deeper than limit, or None."""
+    if _depth(value, limit) <= limit:
+        return None
     stack = [(value, "", 1)]
     while stack:
         node, p, depth = stack.pop()
@@ -150,7 +170,7 @@ def decode(raw: bytes, max_depth: int):
         path = _too_deep(value, max_depth)
         if path is not None:
             raise _depth_error(path, max_depth)
-    if "\\u" in text:
+    if "\\u" in text and any(m.end() - m.start() == 6 for m in _ESCAPES.finditer(text)):
         bad = _bad_string(value)
         if bad is not None:
             path, message = bad

@@ -7,16 +7,18 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import zlib
 
 import brotli
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.cache.keys import KeyBuilder
 from service.config.sections import SECTIONS
-from service.errors import safe_field
+from service.errors import ApiError, safe_field
 from service.jsonbody import decode
-from service.errors import ApiError
 from service.log import JsonFormatter
 from service.providers.base import TextRequest
 from tests.helpers import API_KEY
@@ -244,3 +246,22 @@ def test_safe_field():
     assert safe_field("a\ud800\x00") == "a\\ud800\\x00"
     assert safe_field("") == '""'
     assert len(safe_field("x" * 10_000)) <= 121
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(st.sampled_from(["\\", "u", "d", "8", "0", "c", "D", "\ud800", "\udbff", "\udc00", "\x00",
+                                         "a", "\U0001f600", '"', "\u00e9"]), max_size=16), min_size=1, max_size=3),
+       st.booleans())
+def test_the_escape_filter_never_misses_a_nul_or_lone_surrogate(strings, ascii_only):
+    """Whatever the backslashes and escapes around it, a string holding NUL or a lone surrogate is refused,
+    and one without is accepted (the regex in front of the walk is only a filter)."""
+    raw = json.dumps(strings, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if not ascii_only and any(re.search("[\ud800-\udfff]", s) for s in strings):
+        return  # raw surrogate bytes: invalid UTF-8, tested above
+    decoded = json.loads(raw)  # (two surrogates of a pair next to each other decode as one character)
+    if any(re.search("[\x00\ud800-\udfff]", s) for s in decoded):
+        with pytest.raises(ApiError) as e:
+            decode(raw, 32)
+        assert e.value.error_code == "INVALID_STRING"
+    else:
+        assert decode(raw, 32) == decoded
