@@ -25,5 +25,6 @@ def test_every_seed_command_holds(service_factory, request, topology):
     svc = service_factory(**env)
     r = subprocess.run([sys.executable, REPLAY, SEED, svc.url, API_KEY], capture_output=True, text=True, timeout=600)
     last = r.stdout.strip().splitlines()[-1]
+    print(f"seed replay ({topology}): {last}")
     done, total = last.split()[0].split("/")
     assert r.returncode == 0 and done == total and int(total) >= 70, r.stdout[-3000:]

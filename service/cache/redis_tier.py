@@ -24,7 +24,7 @@ from typing import Callable
 from exporter.metrics import CACHE_L2_ERRORS, CACHE_L2_TRANSITIONS, CACHE_L2_UP, REDIS_LATENCY, REDIS_UP
 from service.background import cancel_and_wait
 from service.cache.keys import REDIS_PREFIX
-from service.redis_client import follow, ping, publish
+from service.redis_client import follow, ping, publish, topology
 
 log = logging.getLogger("service.cache")
 
@@ -214,7 +214,8 @@ class RedisTier:
         if not self.configured:
             return {"configured": False, "state": "absent"}
         avg = {k: round(v[1] / v[0] * 1000, 4) if v[0] else None for k, v in self.latency.items()}
-        out = {"configured": True, "enabled": self.store.get("cache")["use_redis"], "state": "up" if self.up else "down",
+        out = {"configured": True, "topology": topology(self.r), "enabled": self.store.get("cache")["use_redis"],
+               "state": "up" if self.up else "down",
                "outages": self.outages, "recoveries": self.recoveries, "errors": self.errors,
                "last_error": self.last_error, "gets": self.gets, "get_hits": self.get_hits, "sets": self.sets,
                "avg_get_ms": avg["get"], "avg_set_ms": avg["set"], "last_outage": self.last_outage,

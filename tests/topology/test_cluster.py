@@ -73,6 +73,7 @@ def test_every_key_the_service_writes_obeys_the_slot_rules(redis_cluster, servic
         assert status == 200, health
         assert health["checks"]["cache"]["redis_topology"] == "cluster"
         assert health["checks"]["config_store"]["redis_topology"] == "cluster"
+        assert call(f"{svc.url}/internal/cache/stats")[1]["redis"]["topology"] == "cluster"
         time.sleep(1.0)
         svc.stop()
     finally:
