@@ -120,6 +120,10 @@ def test_deployment_probes_shutdown_resources_and_mounts(built):
     assert entries and all({"name", "scopes"} <= set(e) and ("key" in e) != ("sha256" in e) for e in entries)
     if name == "production":
         assert all("key" not in e for e in entries)     # no usable key in the repository
+    from service.config.sections import SECTIONS
+    from service.keys import parse_entries
+    tiers = SECTIONS["rate_limit"].fields["client_tier_limits"].default
+    assert [k.name for k in parse_entries(entries, tiers)] == [e["name"] for e in entries]  # the service takes it
     redis = by_name[("Secret", env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"])]
     from service.redis_client import parse_url
     url = base64.b64decode(redis["data"][env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"]]).decode()
