@@ -119,8 +119,11 @@ def alive(pid: int) -> bool:
 
 def demo_rules() -> str:
     """The generated rules with the alert generator's short windows (the demo and test profile)."""
+    from dataclasses import replace
+
     from alerts import generate
-    return generate.HEADER + generate.dump(generate.rules(window="15s", for_="5s"))
+    from exporter import mixin
+    return generate.rules_yaml(replace(mixin.TEST, for_override="5s"))
 
 
 class Component:

@@ -10,7 +10,7 @@
 | AI service response P95   | < 30 s    | < 15 s    | > 45 s          |
 
 Everything else derives from this module: the recording and alerting rules
-(alerts/generate.py), the dashboards (dashboards/generate.py), the exported
+(alerts/rules.py), the dashboards (dashboards/generate.py), the exported
 llmapi_kpi_threshold gauge (exporter/collectors.py), the "alerts" config
 section (service/config/sections.py), the service's own KPI view
 (service/monitoring/kpi_status.py) and the runbook (alerts/RUNBOOK.md).
@@ -25,9 +25,10 @@ by alerts, dashboards and the service alike:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable
+
+from exporter import mixin
 
 LOWER = "lower"    # lower is better
 HIGHER = "higher"  # higher is better
@@ -35,24 +36,47 @@ HIGHER = "higher"  # higher is better
 LEVELS = ("good", "target", "critical")  # label values of llmapi_kpi_threshold{level}
 STATUSES = ("good", "target", "warning", "critical")  # the service's status words
 
-# Routes that are the service watching itself: not API traffic, excluded from
-# the API latency and error-rate KPIs (scrapes and health probes would dilute them).
-SELF_ROUTES = ("/metrics", "/v1/health", "/v1/health/live", "/v1/health/ready")  # probes are not API traffic
-API_ROUTE_MATCHER = 'route!~"' + "|".join(SELF_ROUTES) + '"'
+# ---- one definition of API traffic -------------------------------------------
+# API traffic is the text API: the /v1/text routes (by route template; an
+# unknown path is route="unmatched").  Everything else keeps its own panels:
+# self traffic (scrapes, health probes, the OpenAPI document), admin traffic
+# (/internal) and unmatched paths.  The KPIs, SLOs, /internal/monitoring
+# analyses and admission control all read this one definition.
+API_ROUTE_PREFIX = "/v1/text/"
+API_ROUTE_MATCHER = 'route=~"' + API_ROUTE_PREFIX + '.+"'
+SELF_ROUTES = ("/metrics", "/v1/health", "/v1/health/live", "/v1/health/ready", "/openapi.json")
+SELF_ROUTE_MATCHER = 'route=~"' + "|".join(SELF_ROUTES) + '"'
+ADMIN_ROUTE_PREFIX = "/internal/"
+ADMIN_ROUTE_MATCHER = 'route=~"' + ADMIN_ROUTE_PREFIX + '.+"'
+UNMATCHED_ROUTE = "unmatched"
 
-WINDOW = "5m"  # evaluation window of every rate in the KPI expressions
 
-# Where alert runbook_url and dashboard links point.  Override at generation
-# time with RUNBOOK_BASE_URL (e.g. your fork's URL of alerts/RUNBOOK.md).
-DEFAULT_RUNBOOK_BASE_URL = "https://github.com/llmapi/llmapi/blob/main/alerts/RUNBOOK.md"
+def is_api_route(route: str) -> bool:
+    """True for API traffic: a route template (or a request path) under /v1/text/."""
+    return route.startswith(API_ROUTE_PREFIX)
+
+
+def traffic_kind(route: str) -> str:
+    """api, admin, self or unmatched."""
+    if is_api_route(route):
+        return "api"
+    if route.startswith(ADMIN_ROUTE_PREFIX):
+        return "admin"
+    if route in SELF_ROUTES:
+        return "self"
+    return "unmatched" if route == UNMATCHED_ROUTE else "self"
+
+
+WINDOW = mixin.DEFAULT.kpi_window  # evaluation window of every rate in the shipped KPI expressions
+DEFAULT_RUNBOOK_BASE_URL = mixin.DEFAULT_RUNBOOK_BASE_URL
 
 
 def runbook_base_url() -> str:
-    return os.environ.get("RUNBOOK_BASE_URL", DEFAULT_RUNBOOK_BASE_URL)
+    return mixin.DEFAULT.runbook_base_url
 
 
 def runbook_url(anchor: str) -> str:
-    return f"{runbook_base_url()}#{anchor.replace('_', '-')}"
+    return mixin.DEFAULT.runbook_url(anchor)
 
 
 def sel(*matchers: str) -> str:
@@ -123,9 +147,15 @@ class KPI:
     config_per_unit: float     # config value / config_per_unit = base-unit value (ms: 1000)
     config_unit: str           # unit of the config fields
     runbook: str               # what it means, what to check, what to do (markdown)
+    config_bounds: tuple[float, float] = (0.0, 1.0)  # allowed range of both config fields (config units)
+    bounds_reason: str = ""    # why the bounds keep the alerts able to fire
     for_warning: str = "10m"
     for_critical: str = "5m"
     extra: dict = field(default_factory=dict)
+
+    @property
+    def per_instance(self) -> bool:
+        return "instance" in self.by
 
     @property
     def record(self) -> str:
@@ -183,6 +213,8 @@ KPIS: tuple[KPI, ...] = (
         alert_name="ApiResponseTimeP95",
         config_field="response_time_threshold_ms", config_critical_field="response_time_critical_ms",
         config_per_unit=1000.0, config_unit="ms",
+        config_bounds=(1.0, 10_000.0),
+        bounds_reason="P95 is estimated from the HTTP histogram, whose top finite bucket is 30 s: up to 10 s a slow service still crosses it",
         runbook="""\
 **Meaning.** One request in twenty takes longer than the threshold.
 
@@ -208,6 +240,8 @@ KPIS: tuple[KPI, ...] = (
         config_field="cache_hit_ratio_threshold", config_critical_field="cache_hit_ratio_critical",
         config_per_unit=1.0, config_unit="ratio",
         for_warning="15m", for_critical="10m",
+        config_bounds=(0.01, 0.99),
+        bounds_reason="a ratio is never below 0 nor above 1: a threshold of 0 could never fire, one of 1 always would",
         runbook="""\
 **Meaning.** Too many requests miss the cache and go to the AI provider: slower and costlier.
 
@@ -232,6 +266,8 @@ KPIS: tuple[KPI, ...] = (
         alert_name="MemoryUsage",
         config_field="memory_usage_threshold", config_critical_field="memory_usage_critical",
         config_per_unit=1.0, config_unit="ratio",
+        config_bounds=(0.0, 0.99),
+        bounds_reason="usage cannot pass the limit (the kernel kills the process first): a threshold at 100 % could never fire",
         runbook="""\
 **Meaning.** The processes use a large share of the memory they may use; past the limit the kernel kills them.
 
@@ -257,6 +293,8 @@ KPIS: tuple[KPI, ...] = (
         config_field="cpu_usage_threshold", config_critical_field="cpu_usage_critical",
         config_per_unit=1.0, config_unit="ratio",
         for_warning="15m", for_critical="10m",
+        config_bounds=(0.0, 0.99),
+        bounds_reason="usage cannot pass the CPU limit (the quota throttles it): a threshold at 100 % could never fire",
         runbook="""\
 **Meaning.** The processes use most of the CPU they are allowed; latency rises and requests queue.
 
@@ -280,9 +318,11 @@ KPIS: tuple[KPI, ...] = (
         alert_name="ErrorRate",
         config_field="error_rate_threshold", config_critical_field="error_rate_critical",
         config_per_unit=1.0, config_unit="ratio",
+        config_bounds=(0.0, 0.25),
+        bounds_reason="a 5xx share of 100 % is not a threshold; above 25 % the service is down for a quarter of its users",
         runbook="""\
-**Meaning.** More than the budgeted share of API requests fail with a server error. The error-budget
-burn-rate alerts (LlmapiErrorBudgetBurn) tell how fast the monthly budget (1 - SLO, SLO = 1 - target) goes.
+**Meaning.** More than the budgeted share of API requests fail with a server error. The availability SLO's
+burn-rate alerts (LlmapiAvailabilityBudgetBurn, SLO = 1 - this target) tell how fast the monthly budget goes.
 
 **Check.**
 - HTTP row: 5xx by route and status. 503 with load shedding is admission control; 502/504 point upstream.
@@ -305,6 +345,8 @@ burn-rate alerts (LlmapiErrorBudgetBurn) tell how fast the monthly budget (1 - S
         alert_name="AiResponseTimeP95",
         config_field="ai_response_time_threshold_ms", config_critical_field="ai_response_time_critical_ms",
         config_per_unit=1000.0, config_unit="ms",
+        config_bounds=(1.0, 60_000.0),
+        bounds_reason="P95 is estimated from the AI histogram, whose top finite bucket is 120 s: up to 60 s a slow provider still crosses it",
         runbook="""\
 **Meaning.** The AI provider answers slowly; API latency follows unless the cache absorbs it.
 
@@ -324,143 +366,18 @@ burn-rate alerts (LlmapiErrorBudgetBurn) tell how fast the monthly budget (1 - S
 BY_KEY: dict[str, KPI] = {k.key: k for k in KPIS}
 
 
-# ---- SLO: multi-window, multi-burn-rate alerts (Google SRE workbook, ch. 5) ----
-# (severity, long window, short window, burn-rate factor, for)
-BURN_RATE_WINDOWS: tuple[tuple[str, str, str, float, str], ...] = (
-    ("critical", "1h", "5m", 14.4, "2m"),   # 2 % of a 30-day budget in 1 h: page
-    ("critical", "6h", "30m", 6.0, "15m"),  # 5 % in 6 h: page
-    ("warning", "1d", "2h", 3.0, "1h"),     # 10 % in 1 day: ticket
-    ("warning", "3d", "6h", 1.0, "3h"),     # 10 % in 3 days: ticket
-)
-ERROR_BUDGET_KPI = "error_rate"  # the SLO budget is this KPI's target (1 - SLO)
-
-
-def burn_windows() -> list[str]:
-    seen: list[str] = []
-    for _, long_w, short_w, _, _ in BURN_RATE_WINDOWS:
-        for w in (short_w, long_w):
-            if w not in seen:
-                seen.append(w)
-    return seen
-
-
-def error_ratio_record(window: str) -> str:
-    return f"llmapi:http_error_ratio:rate{window}"
-
-
-# ---- load alerts: shares of requests turned away (not KPIs of the spec table) ----
-@dataclass(frozen=True)
-class RatioAlert:
-    """A warning when events make up more than `threshold` of their whole, sustained for `for_`.
-
-    `numerator` and `denominator` are metric selectors summed by job:
-    sum by (job) (rate(<numerator>[w])) / sum by (job) (rate(<denominator>[w])).
-    """
-    alert: str          # alert name
-    key: str            # runbook anchor (OTHER_RUNBOOKS key)
-    summary: str
-    events: str         # description wording: "<value> of <events> ..."
-    numerator: str
-    denominator: str
-    threshold: float    # ratio; a value exactly at it is quiet
-    for_: str = "10m"
-    severity: str = "warning"
-
-    def expr(self, window: str = WINDOW) -> str:
-        num = f"sum by (job) (rate({self.numerator}[{window}]))"
-        den = f"sum by (job) (rate({self.denominator}[{window}]))"
-        return f"{num} / {den} > {self.threshold!r}"
-
-    @property
-    def runbook_url(self) -> str:
-        return runbook_url(self.key)
-
-
-RATIO_ALERTS: tuple[RatioAlert, ...] = (
-    RatioAlert(
-        alert="LlmapiLoadShedding", key="load_shedding", summary="Admission control is shedding requests",
-        events="API requests were shed by admission control (503)",
-        numerator="llmapi_admission_shed_total",
-        denominator=f"llmapi_http_requests_total{sel(API_ROUTE_MATCHER)}",
-        threshold=0.01,
-    ),
-    RatioAlert(
-        alert="LlmapiRateLimitRejections", key="rate_limit_rejections",
-        summary="Many requests are rate limited",
-        events="rate-limit decisions denied the request (429)",
-        numerator='llmapi_rate_limit_decisions_total{decision="denied"}',
-        denominator="llmapi_rate_limit_decisions_total",
-        threshold=0.10,
-    ),
-)
-
-
-# ---- the other alerts: their runbooks ----------------------------------
-OTHER_RUNBOOKS: dict[str, tuple[str, str]] = {
-    "error_budget_burn": ("Error budget burn", """\
-**Meaning.** The error budget (1 - SLO over 30 days, SLO = 1 - the error-rate target) is being spent fast.
-A page (critical) at 14.4x over 1 h (confirmed over 5 m) or 6x over 6 h (30 m); a ticket (warning) at 3x over
-1 day (2 h) or 1x over 3 days (6 h). The short window makes the alert resolve soon after the errors stop.
-
-**Check and act.** As for the error-rate KPI: 5xx by route, upstream errors, breaker, recent changes.
-"""),
-    "redis_down": ("Redis down", """\
-**Meaning.** The service is configured with Redis (`REDIS_URL`) but cannot reach it. The cache falls back to its
-in-memory tier, rate limits to per-process counters, config changes stop propagating between workers.
-
-**Check.** Redis row: `llmapi_redis_up`, command latency. `redis-cli -u $REDIS_URL ping`. The Redis logs.
-
-**Act.** Restart or fail over Redis. The service reconnects by itself; nothing to do on the service side.
-"""),
-    "breaker_open": ("Circuit breaker open", """\
-**Meaning.** The circuit breaker in front of the AI provider is open: calls fail fast and fallbacks answer.
-
-**Check.** AI row: errors by kind; Resilience row: transitions, fallbacks. The provider's status.
-
-**Act.** Fix or switch the provider (`POST /internal/config/ai`). The breaker half-opens on its own after its
-recovery timeout; `/internal/resilience` shows and tunes it.
-"""),
-    "load_shedding": ("Load shedding", """\
-**Meaning.** Admission control answers more than 1 % of API requests with 503 (shed): the in-flight limit and
-its queue are full, or queued requests waited past the queue timeout. Shed requests also count as 5xx errors.
-
-**Check.** Monitoring row: shed by reason, active and queued requests, queue wait P95. Process row: CPU and
-event-loop lag (saturated, or a slow upstream holding slots?). `GET /internal/monitoring/system-load`.
-
-**Act.** Add capacity (`WORKERS`, replicas), or raise `monitoring.max_concurrent_requests` / `queue_size`
-(`POST /internal/config/monitoring`) if the process has headroom; speed up the upstream or lower
-`ai.timeout_seconds` so slots free sooner.
-"""),
-    "rate_limit_rejections": ("Rate-limit rejections", """\
-**Meaning.** More than 10 % of rate-limit decisions deny the request (429): clients exceed their limits.
-
-**Check.** Middleware row: decisions by tier and outcome, Redis token leases. Is it one client (a retry loop,
-a batch job) or everyone (a limit set too low after a config change: `GET /internal/config/history`)?
-
-**Act.** Contact or block the abusive client; raise `rate_limit.requests_per_minute` / `burst_size` or the
-client's tier if the traffic is legitimate (`POST /internal/config/rate_limit`).
-"""),
-    "service_down": ("Service down", """\
-**Meaning.** Prometheus cannot scrape the service (`up == 0`), or no target of the job exists at all.
-
-**Check.** The process or container is running; `curl http://HOST:PORT/v1/health`; `/metrics` answers; the
-Prometheus target page for the scrape error.
-
-**Act.** Restart the service; look at its last logs for the cause (a refused config exits with status 2).
-"""),
-}
-
-
 # ---- the "alerts" config section ------------------------------------------
 def config_fields() -> dict[str, tuple[float, float, float, str]]:
     """Fields of the "alerts" config section: name -> (default, min, max, help).
 
     Defaults come from the catalog; service/config/sections.py wraps them in
-    typed Field objects.  ms fields are converted with config_per_unit.
+    typed Field objects.  ms fields are converted with config_per_unit.  The
+    bounds (KPI.config_bounds) keep every alert able to fire: a threshold the
+    value can never cross would blind its alert (issue 12).
     """
     out: dict[str, tuple[float, float, float, str]] = {}
     for k in KPIS:
-        lo, hi = (1.0, 3_600_000.0) if k.config_unit == "ms" else (0.0, 1.0)
+        lo, hi = k.config_bounds
         out[k.config_field] = (_to_config(k, k.target), lo, hi,
                                f"{k.title}: warning (target missed) threshold, {k.config_unit}")
         out[k.config_critical_field] = (_to_config(k, k.critical), lo, hi,

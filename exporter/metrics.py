@@ -134,3 +134,7 @@ MIDDLEWARE_OVERHEAD = _h("middleware_overhead_seconds", "Own time of each middle
                          ("middleware",), (0.000002, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
                                            0.001, 0.0025, 0.01))
 # ---- end of middleware stack metrics (issue 6) ------------------------------
+
+# ---- answers (service/text): the quality SLO (exporter/slos.py) ---------------
+TEXT_DEGRADED = _c("text_degraded_responses", "API responses carrying a degraded answer (a stale cached copy "
+                   "served because the AI service failed), once per response", ("operation", "reason"))

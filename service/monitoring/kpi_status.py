@@ -35,7 +35,6 @@ SAMPLE_INTERVAL = 5.0
 WINDOW = 300.0             # seconds, as kpis.WINDOW
 TREND_INTERVAL = 60.0
 TREND_KEEP = 24 * 60       # one day of minutes
-SELF_ROUTES = frozenset(kpis.SELF_ROUTES)
 MIN_CPU_SECONDS = 1.0       # CPU share over a shorter interval is noise
 
 _HTTP_LE = tuple(HTTP_BUCKETS) + (float("inf"),)
@@ -114,7 +113,7 @@ def read_counters() -> Counters:
                        PROCESS_RSS, CPU_LIMIT, MEMORY_LIMIT)):
         name, labels, v = s.name, s.labels, s.value
         if name.startswith(("llmapi_http_request", "llmapi_http_requests")):
-            if labels.get("route") in SELF_ROUTES:
+            if not kpis.is_api_route(labels.get("route", "")):
                 continue
             if name == "llmapi_http_request_duration_seconds_bucket":
                 i = http_idx.get(float(labels["le"]))
@@ -345,7 +344,7 @@ class KpiStatus:
                 "ai_calls": int(total.ai_count),
                 "ai_p95_response_time_ms": _ms(bucket_quantile(0.95, _AI_LE, total.ai_buckets)) or 0.0,
                 "by_route_status_since_start": by_route[:100],
-                "excluded_routes": sorted(SELF_ROUTES),
+                "api_routes": kpis.API_ROUTE_PREFIX + "*",
             },
             "performance_trends": [self._trend_point(p) for p in points],
         }

@@ -13,8 +13,7 @@ from exporter import kpis
 from service.monitoring import snapshot as S
 from service.monitoring.analytics import SIZE_LABELS, merge_route, route_summary, size_summary
 
-SELF_PREFIXES = ("/internal/", "/metrics", "/v1/health", "/openapi.json")
-TEXT_PREFIX = "/v1/text/"
+TEXT_PREFIX = kpis.API_ROUTE_PREFIX
 
 # span name prefix -> where the time goes
 CATEGORIES = {"middleware": "middleware", "ratelimit": "middleware", "compression": "middleware",
@@ -41,7 +40,8 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def is_api(route: str) -> bool:
-    return not route.startswith(SELF_PREFIXES) and route != "unmatched"
+    """API traffic, as the catalog defines it (exporter/kpis.py: the /v1/text routes)."""
+    return kpis.is_api_route(route)
 
 
 def _iso(ts: float) -> str:

@@ -9,7 +9,9 @@ from aiohttp import web
 from service.context import CTX
 from service.errors import ApiError
 from service.http import decode_json, json_response, read_body, read_json
+from exporter.metrics import TEXT_DEGRADED
 from service.providers.base import OPERATIONS
+from service.text.service import STALE
 from service.text.schemas import OPTION_LIMITS, parse_text_request
 
 JSON = "application/json"
@@ -76,7 +78,7 @@ async def batch(request: web.Request) -> web.Response:
                                                                "details": e.details}}
         async with sem:
             try:
-                out = await ctx.text.process(req, f"{rid}-{i}")
+                out = await ctx.text.process(req, f"{rid}-{i}", count_degraded=False)
             except ApiError as e:
                 return {"index": i, "status": "failed", "error": {"error_code": e.error_code, "message": e.message,
                                                                    "details": e.details}}
@@ -84,6 +86,8 @@ async def batch(request: web.Request) -> web.Response:
 
     results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     done = sum(1 for r in results if r["status"] == "completed")
+    if any(r.get("response", {}).get("fallback") for r in results):
+        TEXT_DEGRADED.labels("batch", STALE).inc()
     return json_response({"batch_id": rid, "total_requests": len(items), "completed": done,
                           "failed": len(items) - done, "results": results})
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 
+from exporter.metrics import TEXT_DEGRADED
 from service import spans
 from service.errors import ApiError
-from service.providers.base import ProviderError, ProviderResult, TextRequest
+from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience import AIUnavailable
 from service.text.memo import ValidationMemo
 
@@ -41,6 +42,7 @@ def timestamp() -> str:
 
 
 _FALLBACK = ',"fallback":true'
+STALE = "stale_cache"  # reason label of a degraded answer
 
 
 def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bool = False) -> bytes:
@@ -55,6 +57,8 @@ class TextService:
     def __init__(self, ctx):
         self.ctx = ctx
         self.memo = ValidationMemo(ctx.store)
+        for op in (*OPERATIONS, "batch"):  # rate() reads 0, not "no data", before the first degraded answer
+            TEXT_DEGRADED.labels(op, STALE)
 
     async def _compute(self, req: TextRequest) -> bytes:
         result = await self.ctx.resilience.call(req)
@@ -69,7 +73,10 @@ class TextService:
         spans.record("cache.lookup", time.perf_counter() - start)
         return finish(prefix, True, start, request_id)
 
-    async def process(self, req: TextRequest, request_id: str, key: str | None = None) -> bytes:
+    async def process(self, req: TextRequest, request_id: str, key: str | None = None,
+                      count_degraded: bool = True) -> bytes:
+        """The answer's JSON body.  A stale fallback counts in llmapi_text_degraded_responses_total
+        (once per HTTP response: a batch counts its response itself, count_degraded=False)."""
         start = time.perf_counter()
         cache = self.ctx.cache
         try:
@@ -78,6 +85,8 @@ class TextService:
             stale = await cache.get_stale(req)
             self.ctx.resilience.record_fallback(req, "unavailable" if stale is None else "stale_cache")
             if stale is not None:
+                if count_degraded:
+                    TEXT_DEGRADED.labels(req.operation, STALE).inc()
                 return finish(stale, True, start, request_id, fallback=True)
             raise ApiError(503, e.error_code, e.message, {"operation": req.operation},
                            headers={"Retry-After": str(max(1, int(e.retry_after + 0.999)))})

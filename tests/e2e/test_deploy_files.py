@@ -124,3 +124,11 @@ def test_prometheus_config_and_rules_pass_promtool_as_mounted(tmp_path):
     assert f"{n_rules} rules found" in out, out
     cfg = load("deploy", "prometheus.yml")
     assert [j["job_name"] for j in cfg["scrape_configs"]][0] == "llmapi"
+
+
+def test_prometheus_keeps_data_at_least_as_long_as_the_slo_period():
+    """The budget-remaining records read the whole SLO period: the compose Prometheus must retain it."""
+    from exporter import mixin
+    cmd = load("docker-compose.yml")["services"]["prometheus"]["command"]
+    retention = next(c.split("=", 1)[1].split()[0] for c in cmd if c.startswith("--storage.tsdb.retention.time="))
+    assert mixin.seconds(retention) >= mixin.seconds(mixin.DEFAULT.slo_period), retention

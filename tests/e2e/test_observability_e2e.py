@@ -7,14 +7,16 @@ deploy/llmapi.yml); the dashboards come from the tree Grafana's compose
 service mounts (tests/e2e/layout.py), where its provisioning file points.
 
 Test overrides (and only these): the demo profile (Prometheus scrapes and
-evaluates every second, Alertmanager groups with short waits), the KPI rate
-window 15s and every `for:` 1s (alerts.generate.rules(window, for_)), the
-service config below, and loopback ports.
+evaluates every second, Alertmanager groups with short waits), the rules of the
+generator's test profile (`python -m alerts.generate --profile test`: KPI window
+15s, SLO windows in seconds, every `for:` 1s), the service config below, and
+loopback ports.
 
 Scenario: good traffic -> upstream errors injected (POST /_control) -> the
-critical error-rate alert reaches the webhook sink through Alertmanager, with
-the warning of the same KPI inhibited -> errors stop -> the resolved
-notification arrives.  Then every dashboard panel query must be valid PromQL
+critical error-rate alert and the quality SLO's fast-burn page (14.4x over
+"1h"/"5m", here 30s/10s) reach the webhook sink through Alertmanager, with the
+warning of the same KPI inhibited -> errors stop -> both resolved notifications
+arrive.  Then every dashboard panel query must be valid PromQL
 and return data from that Prometheus.  Rare-event panels read 0 without
 events (`or on() vector(0)`); their metric must still have data on its own,
 except the events listed in NOT_CAUSED, which this scenario does not cause.
@@ -34,6 +36,7 @@ import pytest
 import yaml
 
 from alerts import generate
+from exporter import mixin
 from dashboards.generate import ZERO_FALLBACK, panel_queries
 from tests.e2e.layout import CONTAINER_ROOT, Tree
 from deploy import stack as launcher
@@ -43,10 +46,9 @@ pytestmark = pytest.mark.e2e
 
 ETC = CONTAINER_ROOT     # /etc/llmapi, as in the containers
 JOB = generate.JOB
-WINDOW = "15s"           # KPI rate window for the test (shipped: 5m)
-FOR = "1s"               # every alert's for: in the test (shipped: minutes)
 RATE_INTERVAL = "30s"    # what Grafana's $__rate_interval becomes here
 CRITICAL = "LlmapiErrorRateNeedsAttention"
+FAST_BURN = "LlmapiQualityBudgetBurn"   # with long_window="1h": the fast-burn page
 WARNING = "LlmapiErrorRateTargetMissed"
 
 SERVICE_CONFIG = {
@@ -80,7 +82,7 @@ class Stack(launcher.Stack):
     def __init__(self, tmp):
         super().__init__(str(tmp / "stack"), profile="demo", usual_ports=False, api_key=API_KEY,
                          service_config=SERVICE_CONFIG,
-                         rules_text=generate.HEADER + generate.dump(generate.rules(window=WINDOW, for_=FOR)))
+                         rules_text=generate.rules_yaml(mixin.TEST))
         # Grafana is not run: its dashboards are read from the tree its compose service mounts
         self.grafana_tree = Tree(tmp / "grafana", "grafana")
 
@@ -123,6 +125,10 @@ async def sink_alerts(session, stack, name: str, status: str) -> list:
         notes = (await r.json())["notifications"]
     return [{**a, "receiver": n["receiver"]} for n in notes for a in n["alerts"]
             if a["labels"].get("alertname") == name and a["status"] == status]
+
+
+async def fast_burn(session, stack, status: str) -> list:
+    return [a for a in await sink_alerts(session, stack, FAST_BURN, status) if a["labels"]["long_window"] == "1h"]
 
 
 class Traffic:
@@ -242,6 +248,10 @@ async def test_error_alert_reaches_sink_resolves_and_dashboards_have_data(stack)
             assert fired[0]["labels"]["severity"] == "critical" and fired[0]["labels"]["kpi"] == "error_rate"
             assert fired[0]["annotations"]["runbook_url"].endswith("#error-rate")
             assert fired[0]["receiver"] == "critical"
+            burn = await wait_for(lambda: fast_burn(session, stack, "firing"), 60,
+                                  "the quality SLO's fast-burn page at the webhook sink")
+            assert burn[0]["labels"]["severity"] == "critical" and burn[0]["receiver"] == "critical"
+            assert burn[0]["annotations"]["runbook_url"].endswith("#slo-quality")
             # the warning of the same KPI is firing in Prometheus but inhibited in Alertmanager
             inhibited = await wait_for(lambda: _am_inhibited(session, stack, WARNING), 20,
                                        "the warning inhibited by the critical")
@@ -252,6 +262,8 @@ async def test_error_alert_reaches_sink_resolves_and_dashboards_have_data(stack)
             traffic.repeat_share = 0.5
             await wait_for(lambda: sink_alerts(session, stack, CRITICAL, "resolved"), 90,
                            "the resolved notification at the webhook sink")
+            await wait_for(lambda: fast_burn(session, stack, "resolved"), 90,
+                           "the fast-burn page resolved at the webhook sink")
             assert traffic.statuses.get(503, 0) > 0 and traffic.statuses.get(200, 0) > 0
 
             shed = await admission_burst(session, stack)
@@ -298,12 +310,12 @@ async def test_configure_alerts_moves_the_threshold_prometheus_sees(stack):
         q = 'llmapi_kpi_threshold{kpi="error_rate",level="critical"}'
         try:
             async with session.post(f"{stack.svc.url}/internal/monitoring/configure-alerts",
-                                    json={"error_rate_critical": 0.5}, headers={"X-API-Key": API_KEY}) as r:
+                                    json={"error_rate_critical": 0.25}, headers={"X-API-Key": API_KEY}) as r:
                 assert r.status == 200, await r.text()
 
             async def moved():
                 res = await prom_query(session, stack, q)
-                return [v for v in res["data"]["result"] if v["value"][1] == "0.5"]
+                return [v for v in res["data"]["result"] if v["value"][1] == "0.25"]
             await wait_for(moved, 15, "the moved threshold in Prometheus")
         finally:
             async with session.post(f"{stack.svc.url}/internal/monitoring/configure-alerts",

@@ -81,5 +81,54 @@ def test_config_conversion_and_order_check():
 def test_expressions_take_window_matchers_and_grouping():
     e = kpis.BY_KEY["error_rate"].expr("1m", 'job="x"', "job, route")
     assert "[1m]" in e and 'job="x"' in e and "sum by (job, route)" in e
-    assert kpis.API_ROUTE_MATCHER in e and '/v1/health/ready' in kpis.API_ROUTE_MATCHER
+    assert 'route=~"/v1/text/.+"' in e and kpis.traffic_kind("/v1/health/ready") == "self"
     assert kpis.sel() == "" and kpis.sel("", 'a="b"') == '{a="b"}'
+
+
+# ---- one definition of API traffic ----------------------------------------------------
+@pytest.mark.parametrize("route,kind", [
+    ("/v1/text/summarize", "api"), ("/v1/text/batch", "api"), ("/v1/text/operations", "api"),
+    ("/internal/monitoring/benchmark", "admin"), ("/metrics", "self"), ("/v1/health", "self"),
+    ("/openapi.json", "self"), ("unmatched", "unmatched"),
+])
+def test_api_traffic_is_the_text_api(route, kind):
+    assert kpis.traffic_kind(route) == kind
+    assert kpis.is_api_route(route) == (kind == "api")
+
+
+def test_the_service_reads_the_one_definition():
+    """Reports, slow-endpoints and admission decide API traffic with the catalog's function."""
+    from service.middleware import admission
+    from service.monitoring import report
+    assert report.is_api("/v1/text/qa") and not report.is_api("/internal/config") and not report.is_api("unmatched")
+    assert admission.is_api_route is kpis.is_api_route
+
+
+# ---- bounds that keep every alert able to fire (issue 12) ------------------------------
+def test_threshold_bounds_keep_every_alert_able_to_fire():
+    top = {"api_response_time_p95": HTTP_BUCKETS[-1], "ai_response_time_p95": AI_BUCKETS[-1]}
+    for k in kpis.KPIS:
+        lo, hi = (kpis.from_config(k, b) for b in k.config_bounds)
+        assert k.bounds_reason, k.key   # (a low threshold of a lower-is-better KPI fires more, never less)
+        if k.unit == "ratio" and k.direction == kpis.LOWER:
+            assert hi < 1.0, k.key       # a share cannot pass 100 %: a threshold there never fires
+        if k.unit == "ratio" and k.direction == kpis.HIGHER:
+            assert lo > 0.0 and hi < 1.0, k.key
+        if k.unit == "seconds":
+            assert hi < top[k.key], k.key  # P95 cannot pass the top finite bucket
+        assert lo <= min(k.target, k.critical) and max(k.target, k.critical) <= hi, k.key  # defaults inside
+        f = SECTIONS["alerts"].fields[k.config_field]
+        assert (f.min, f.max) == k.config_bounds
+
+
+@pytest.mark.parametrize("changes", [{"error_rate_threshold": 1.0, "error_rate_critical": 1.0},
+                                     {"cache_hit_ratio_critical": 0.0},
+                                     {"response_time_critical_ms": 3_600_000}])
+async def test_a_threshold_that_blinds_its_alert_is_refused(changes):
+    from service.config.store import ConfigStore
+    store = ConfigStore(SECTIONS, env={})
+    before = store.get("alerts")
+    with pytest.raises(Exception) as e:
+        await store.update("alerts", changes)
+    assert next(iter(changes)) in str(e.value) or any(f in str(e.value) for f in changes)
+    assert store.get("alerts") == before

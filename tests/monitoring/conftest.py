@@ -38,8 +38,8 @@ async def allocate(request: web.Request) -> web.Response:
     return web.json_response({"held": len(KEEP)})
 
 
-TEST_ROUTES = (("GET", "/test/slow", slow), ("GET", "/test/fast", fast), ("GET", "/test/spanned", spanned),
-               ("POST", "/test/allocate", allocate))
+TEST_ROUTES = (("GET", "/v1/text/test/slow", slow), ("GET", "/v1/text/test/fast", fast), ("GET", "/v1/text/test/spanned", spanned),
+               ("POST", "/v1/text/test/allocate", allocate))
 
 
 @pytest.fixture

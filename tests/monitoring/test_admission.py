@@ -13,7 +13,7 @@ M = "/internal/monitoring"
 
 async def fire(c, n, s=0.3):
     async def one():
-        r = await c.get(f"/test/slow?s={s}")
+        r = await c.get(f"/v1/text/test/slow?s={s}")
         return r.status, r.headers.get("Retry-After"), await r.json()
     return await asyncio.gather(*(one() for _ in range(n)))
 

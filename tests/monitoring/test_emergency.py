@@ -30,7 +30,7 @@ async def test_round_trip_restores_exactly(mon_client):
     assert store.get("cache") == before["cache"]  # TTLs shrink where they are computed (service/cache/ttl.py)
     assert d["saved"]["ai"] == {"timeout_seconds": 42.0, "max_retries": 4}
     # it sheds: one slot, no queue
-    res = await asyncio.gather(*(c.get("/test/slow?s=0.2") for _ in range(3)))
+    res = await asyncio.gather(*(c.get("/v1/text/test/slow?s=0.2") for _ in range(3)))
     assert sorted(r.status for r in res) == [200, 503, 503]
     # recorded: status, config history, events
     st = await (await c.get(f"{M}/emergency-mode")).json()
@@ -45,7 +45,7 @@ async def test_round_trip_restores_exactly(mon_client):
     assert "emergency-mode:on" in sources and "emergency-mode:off" in sources
     ev = await (await c.get(f"{M}/events?kind=emergency_mode")).json()
     assert [e["details"]["enabled"] for e in ev["events"]] == [False, True]
-    res = await asyncio.gather(*(c.get("/test/slow?s=0.05") for _ in range(3)))
+    res = await asyncio.gather(*(c.get("/v1/text/test/slow?s=0.05") for _ in range(3)))
     assert all(r.status == 200 for r in res)
 
 

@@ -21,23 +21,23 @@ async def test_slow_route_tops_slow_endpoints(mon_client):
     # live threshold from the alerts section: 100 ms
     r = await c.post("/internal/config/alerts", json={"response_time_threshold_ms": 100})
     assert r.status == 200, await r.text()
-    await asyncio.gather(*(c.get("/test/slow?s=0.25") for _ in range(6)))
+    await asyncio.gather(*(c.get("/v1/text/test/slow?s=0.25") for _ in range(6)))
     for _ in range(30):
-        assert (await c.get("/test/fast")).status == 200
+        assert (await c.get("/v1/text/test/fast")).status == 200
     d = await get(c, f"{M}/slow-endpoints?hours=1")
     top = d["endpoints"][0]
-    assert top["endpoint"] == "GET /test/slow" and top["rank"] == 1
+    assert top["endpoint"] == "GET /v1/text/test/slow" and top["rank"] == 1
     assert top["requests"] == 6
     assert 250 <= top["p95_ms"] <= 400 and top["p99_ms"] >= top["p95_ms"] - 1e-9
     assert top["slow"] is True and d["threshold_ms"] == 100
-    assert d["slowest"] == "GET /test/slow"
-    fast = next(e for e in d["endpoints"] if e["endpoint"] == "GET /test/fast")
+    assert d["slowest"] == "GET /v1/text/test/slow"
+    fast = next(e for e in d["endpoints"] if e["endpoint"] == "GET /v1/text/test/fast")
     assert fast["requests"] == 30 and fast["slow"] is False and fast["p95_ms"] < 100
-    assert [e["endpoint"] for e in d["slow_endpoints"]] == ["GET /test/slow"]
+    assert [e["endpoint"] for e in d["slow_endpoints"]] == ["GET /v1/text/test/slow"]
     # after a snapshot the same answer comes from history
     await c.post(f"{M}/snapshot")
     d2 = await get(c, f"{M}/slow-endpoints?hours=1&scope=api")
-    assert d2["endpoints"][0]["endpoint"] == "GET /test/slow" and d2["endpoints"][0]["requests"] == 6
+    assert d2["endpoints"][0]["endpoint"] == "GET /v1/text/test/slow" and d2["endpoints"][0]["requests"] == 6
     assert all(not e["route"].startswith("/internal") for e in d2["endpoints"])
     r = await c.get(f"{M}/slow-endpoints?hours=-1")
     assert r.status == 422 and (await r.json())["details"]["field"] == "hours"
@@ -78,7 +78,7 @@ async def test_request_patterns_counts_sizes_and_status_mix(mon_client):
 
 async def test_bottlenecks_from_measured_spans(mon_client):
     c = await mon_client()
-    await asyncio.gather(*(c.get("/test/spanned") for _ in range(5)))
+    await asyncio.gather(*(c.get("/v1/text/test/spanned") for _ in range(5)))
     d = await get(c, f"{M}/bottlenecks?hours=1")
     assert d["top_bottleneck"] == "ai_service"
     cats = {x["category"]: x for x in d["categories"]}
@@ -101,7 +101,7 @@ async def test_system_load_reflects_admission_and_traffic(mon_client):
     r = await c.post(f"{M}/configure", json={"max_concurrent_requests": 3, "queue_size": 7})
     assert r.status == 200
     for _ in range(5):
-        await c.get("/test/fast")
+        await c.get("/v1/text/test/fast")
     d = await get(c, f"{M}/system-load")
     assert d["status"] in ("normal", "elevated", "high", "critical")
     assert d["admission"]["max_concurrent_requests"] == 3 and d["admission"]["queue_size"] == 7
@@ -155,11 +155,11 @@ async def test_configure_validates_and_applies(mon_client):
 async def test_performance_report_from_history(mon_client):
     c = await mon_client()
     await c.post("/internal/config/alerts", json={"response_time_threshold_ms": 100})
-    await asyncio.gather(*(c.get("/test/slow?s=0.15") for _ in range(4)))
-    await asyncio.gather(*(c.get("/test/spanned") for _ in range(3)))
+    await asyncio.gather(*(c.get("/v1/text/test/slow?s=0.15") for _ in range(4)))
+    await asyncio.gather(*(c.get("/v1/text/test/spanned") for _ in range(3)))
     await c.post(f"{M}/snapshot")
     for _ in range(5):
-        await c.get("/test/fast")
+        await c.get("/v1/text/test/fast")
     d = await get(c, f"{M}/performance-report?days=7")
     assert set(("performance_trends", "bottlenecks", "optimization_opportunities")) <= set(d)
     pts = d["performance_trends"]["points"]
@@ -167,7 +167,7 @@ async def test_performance_report_from_history(mon_client):
     assert sum(p["requests"] for p in pts) == d["summary"]["requests"]
     assert d["summary"]["requests"] >= 12
     ids = [o["id"] for o in d["optimization_opportunities"]]
-    assert "slow_endpoint:GET /test/slow" in ids
+    assert "slow_endpoint:GET /v1/text/test/slow" in ids
     assert d["bottlenecks"]["top_bottleneck"] == "ai_service"
     assert d["kpis"]["api_response_time_p95"]["status"] in ("warning", "critical")
     r = await c.get(f"{M}/performance-report?days=0")
@@ -177,7 +177,7 @@ async def test_performance_report_from_history(mon_client):
 async def test_history_events_and_snapshot_interval(mon_client):
     c = await mon_client(MONITORING_SNAPSHOT_INTERVAL="0.1")
     for _ in range(3):
-        await c.get("/test/fast")
+        await c.get("/v1/text/test/fast")
     await asyncio.sleep(0.5)
     d = await get(c, f"{M}/history?hours=1")
     assert d["stats"]["snapshots"] >= 3

@@ -34,11 +34,11 @@ async def test_hotspots_off_by_default_then_on_demand(mon_client):
         r = await c.post(f"{M}/memory-hotspots", json={"enabled": True, "frames": 2})
         assert (await r.json())["tracing"] is True and tracemalloc.is_tracing()
         assert tracemalloc.get_traceback_limit() == 2
-        assert (await c.post("/test/allocate?bytes=6000000")).status == 200
+        assert (await c.post("/v1/text/test/allocate?bytes=6000000")).status == 200
         d = await (await c.get(f"{M}/memory-hotspots?limit=5")).json()
         top = d["hotspots"][0]
         assert top["file"].endswith("tests/monitoring/conftest.py") and top["size_bytes"] >= 6_000_000
-        assert (await c.post("/test/allocate?bytes=3000000")).status == 200
+        assert (await c.post("/v1/text/test/allocate?bytes=3000000")).status == 200
         d = await (await c.get(f"{M}/memory-hotspots?limit=5")).json()
         growth = d["growth"][0]
         assert growth["file"].endswith("tests/monitoring/conftest.py") and growth["size_diff_bytes"] >= 3_000_000
