@@ -19,6 +19,12 @@ for `redis_retry_seconds`, probes Redis in the background and goes back to
 it when it answers.  Memory for both is bounded by `local_cache_size`
 clients.  Nothing in here raises to the request: a broken Redis means local
 limiting, never a 5xx.
+
+The local fallback limits each process to its share of the limit, so N
+processes falling back together still hold about one limit, not N: while
+Redis answers, every process keeps itself in a member set ("{llmapi}:rl:members",
+a heartbeat every MEMBER_BEAT seconds, forgotten after MEMBER_TTL), and the
+fallback divides the rate and the burst by the member count last seen.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from time import monotonic, perf_counter
 
@@ -39,6 +46,9 @@ log = logging.getLogger("service.ratelimit")
 KEY_PREFIX = "{llmapi}:rl"
 GLOBAL = "global"
 MIN_LEASE_TTL = 0.05
+MEMBERS = f"{KEY_PREFIX}:members"
+MEMBER_BEAT = 5.0      # seconds between heartbeats of one process
+MEMBER_TTL = 20.0      # a process not heard of for this long no longer counts
 
 
 async def _close_quietly(client) -> None:
@@ -79,6 +89,10 @@ class RateLimiter:
         self._closing: set = set()
         self.down_until = 0.0
         self._probe = None
+        self.member = uuid.uuid4().hex   # this process in the member set
+        self.sharing = 1                 # processes sharing the limits, as last seen in Redis
+        self._beat_at = 0.0
+        self._beat: asyncio.Future | None = None
         self._policy: dict = {}
         self.prefixes: tuple = ()
         self.reset_stats()
@@ -144,8 +158,8 @@ class RateLimiter:
 
     async def close(self) -> None:
         self._drop_client()
-        await cancel_and_wait([self._probe, *(b.refill for b in self.buckets.values())])
-        self._probe = None
+        await cancel_and_wait([self._probe, self._beat, *(b.refill for b in self.buckets.values())])
+        self._probe = self._beat = None
         for c in self._old_clients:
             await _close_quietly(c)
         self._old_clients.clear()
@@ -232,8 +246,24 @@ class RateLimiter:
             self.slow_path_seconds += perf_counter() - t0
 
     def _local(self, key: str, limit: int, burst: int):
+        """Redis is unusable: this process's share of the limit (see the module doc)."""
         self.fallback_decisions += 1
-        return self.local.decide(key, limit, burst)
+        n = self.sharing
+        return self.local.decide(key, max(1, limit // n), burst // n)
+
+    async def _heartbeat(self) -> None:
+        """Keep this process in the member set and learn how many share the limits (one slot, one round trip)."""
+        now = time.time()
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.zadd(MEMBERS, {self.member: now})
+            pipe.zremrangebyscore(MEMBERS, "-inf", now - MEMBER_TTL)
+            pipe.zcard(MEMBERS)
+            pipe.pexpire(MEMBERS, int(MEMBER_TTL * 2000))
+            *_, n, _ = await pipe.execute()
+            self.sharing = max(1, int(n))
+        except Exception:
+            pass
 
     def _evict(self) -> None:
         for k in list(self.buckets)[: max(1, len(self.buckets) // 10)]:
@@ -293,6 +323,9 @@ class RateLimiter:
             b.denied_until = 0.0
         b.leased_at = now
         b.used = 0
+        if now - self._beat_at >= MEMBER_BEAT:
+            self._beat_at = now
+            self._beat = asyncio.ensure_future(self._heartbeat())
         self.tokens_leased += granted
         RATE_LIMIT_LEASES.labels("granted" if granted == want else "partial" if granted else "empty").inc()
         if self.down_until:
@@ -392,5 +425,7 @@ class RateLimiter:
             },
             "slow_path_average_ms": round(self.slow_path_seconds / self.slow_path * 1000, 4) if self.slow_path else 0.0,
             "fallback_activations": self.fallback_activations,
+            "processes_sharing": self.sharing,
+            "fallback_share": round(1 / self.sharing, 4),
             "since": self.since,
         }

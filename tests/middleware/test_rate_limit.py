@@ -218,3 +218,39 @@ async def test_redis_settings_change_live(redis_url, make_client):
     keys = await rl._redis.keys("*rl*")
     assert keys and all(k.startswith(b"{llmapi}:rl:c:") for k in keys)
     assert all(API_KEY.encode() not in k for k in keys)
+
+
+async def test_replicas_falling_back_together_hold_about_one_limit(fresh_redis, service_factory):
+    """Redis gone: each of two processes limits to half the limit (the member count last seen), not to all of it."""
+    rpm, burst = 1200, 10                                   # 20/s
+    env = dict(REDIS_URL=fresh_redis.url, RATE_LIMIT_ENABLED="true", RATE_LIMIT_REQUESTS_PER_MINUTE=str(rpm),
+               RATE_LIMIT_BURST_SIZE=str(burst), REDIS_SOCKET_TIMEOUT="0.5")
+    a, b = service_factory(**env), service_factory(**env)
+    async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as s:
+        async def perf(svc):
+            async with s.get(f"{svc.url}/internal/middleware/rate-limiting/performance") as r:
+                return await r.json()
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:                  # both lease from Redis and see each other
+            await asyncio.gather(_drive(f"{a.url}/v1/text/summarize", time.monotonic() + 0.3, 2, {}),
+                                 _drive(f"{b.url}/v1/text/summarize", time.monotonic() + 0.3, 2, {}))
+            if [(await perf(svc))["processes_sharing"] for svc in (a, b)] == [2, 2]:
+                break
+            await asyncio.sleep(0.5)
+        assert [(await perf(svc))["processes_sharing"] for svc in (a, b)] == [2, 2]
+        fresh_redis.stop()
+        await asyncio.gather(*(_drive(f"{svc.url}/v1/text/summarize", time.monotonic() + 1.0, 2, {}) for svc in (a, b)))
+        counts_a, counts_b = {}, {}                         # (the first second: leases run out, fallback starts)
+        t0 = time.monotonic()
+        await asyncio.gather(_drive(f"{a.url}/v1/text/summarize", t0 + 4.0, 4, counts_a),
+                             _drive(f"{b.url}/v1/text/summarize", t0 + 4.0, 4, counts_b))
+        elapsed = time.monotonic() - t0
+        assert [(await perf(svc))["mode"] for svc in (a, b)] == ["fallback", "fallback"]
+    allowed = counts_a.get(200, 0) + counts_b.get(200, 0)
+    one_limit = ceiling_of(rpm, burst, elapsed)
+    print(f"fallback, 2 replicas: allowed {allowed} in {elapsed:.2f}s; one limit allows {one_limit:.0f}, "
+          f"a limit each would allow {2 * one_limit:.0f}; a {counts_a} b {counts_b}")
+    assert set(counts_a) | set(counts_b) <= {200, 429}
+    assert counts_a.get(200, 0) > 5 and counts_b.get(200, 0) > 5      # each still serves its share
+    assert allowed <= 1.15 * one_limit, (allowed, one_limit)          # about one limit, not two

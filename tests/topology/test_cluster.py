@@ -17,7 +17,9 @@ KEYED = {"GET": (1, 1), "SET": (1, 1), "HSET": (1, 1), "HGET": (1, 1), "HGETALL"
          "HEXISTS": (1, 1), "LPUSH": (1, 1), "RPUSH": (1, 1), "LTRIM": (1, 1), "LRANGE": (1, 1), "LLEN": (1, 1),
          "INCR": (1, 1), "PEXPIRE": (1, 1), "EXPIRE": (1, 1), "PTTL": (1, 1), "TTL": (1, 1), "EXISTS": (1, None),
          "DEL": (1, None), "UNLINK": (1, None), "EVALSHA": (3, "numkeys"), "EVAL": (3, "numkeys"),
-         "SPUBLISH": (1, 1), "SSUBSCRIBE": (1, None), "LINDEX": (1, 1), "RPOP": (1, 1), "LPOP": (1, 1)}
+         "SPUBLISH": (1, 1), "SSUBSCRIBE": (1, None), "LINDEX": (1, 1), "RPOP": (1, 1), "LPOP": (1, 1),
+         "ZADD": (1, 1), "ZREMRANGEBYSCORE": (1, 1), "ZCARD": (1, 1), "HMGET": (1, 1), "PEXPIREAT": (1, 1),
+         "SETNX": (1, 1), "WATCH": (1, None)}
 
 
 def hash_tag(key: str) -> str | None:
@@ -42,11 +44,11 @@ def test_every_prefix_and_channel_hashes_to_one_slot():
     from service.config.store import KEY_PREFIX as CONFIG
     from service.monitoring.benchmark import PREFIX as BENCH
     from service.monitoring.history import INSTANCES, PREFIX as HISTORY
-    from service.ratelimit import KEY_PREFIX as RATE
+    from service.ratelimit import KEY_PREFIX as RATE, MEMBERS
     from service.resilience.shared import CHANNEL
     from service.secret import REDIS_KEY as SECRET
     names = [REDIS_PREFIX + "x", EVENTS_CHANNEL, CONFIG + ":version", BENCH + ":baseline", HISTORY + ":i:minutes",
-             INSTANCES, RATE + ":c:0", CHANNEL, SECRET]
+             INSTANCES, RATE + ":c:0", MEMBERS, CHANNEL, SECRET]
     assert {hash_tag(n) for n in names} == {"llmapi"}
     assert len({key_slot(n.encode()) for n in names}) == 1
 
