@@ -44,6 +44,7 @@ ROUTE_MODULES = (
     "service.internal.kpi",
     "service.internal.monitoring",
     "service.internal.middleware",
+    "service.internal.auth",
 )
 
 

@@ -134,7 +134,8 @@ def parse_entries(doc, tiers) -> list[Key]:
         else:
             h = item["sha256"]
             if not isinstance(h, str) or not _HEX64.match(h.strip().lower()):
-                raise KeyConfigError(f"{where}: sha256 must be 64 hex digits (sha256sum of the key)")
+                raise KeyConfigError(f"{where}: sha256 must be 64 hex digits (sha256sum of the key), quoted "
+                                     "when YAML could read it as a number")
             d = bytes.fromhex(h.strip())
         scopes = item.get("scopes")
         if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):

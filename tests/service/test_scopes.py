@@ -132,6 +132,46 @@ async def test_hashed_key_from_file_authenticates_with_its_scopes_and_tier(probe
     assert hashed not in await r.text()
 
 
+async def test_the_key_list_names_keys_and_never_shows_one(make_client, tmp_path):
+    f = _write(tmp_path / "keys.yaml", [{"name": "ci-bot", "key": "ci-bot-secret-0042", "scopes": ["text"],
+                                         "tier": "basic"}])
+    c = await make_client(API_KEYS_FILE=f, ADMIN_API_KEYS=ADMIN_KEY)
+    r = await c.get("/internal/auth/keys", headers={"X-API-Key": ADMIN_KEY})
+    assert r.status == 200
+    body = await r.json()
+    assert [(k["name"], k["scopes"], k["tier"], k["source"]) for k in body["keys"]] == [
+        ("operator", sorted(ALL_SCOPES), None, "API_KEY"), ("admin-1", ["admin", "health", "metrics"], None,
+                                                            "ADMIN_API_KEYS"),
+        ("ci-bot", ["text"], "basic", "API_KEYS_FILE")]
+    assert body["caller"] == "admin-1" and body["open"] is False
+    text = await r.text()
+    for secret in ("ci-bot-secret-0042", ADMIN_KEY, API_KEY, hashlib.sha256(b"ci-bot-secret-0042").hexdigest()):
+        assert secret not in text
+
+
+def test_the_deploy_example_keys_file_is_valid():
+    from service.config.sections import SECTIONS
+    from service.keys import read_file
+    from tests.helpers import ROOT
+    tiers = SECTIONS["rate_limit"].fields["client_tier_limits"].default
+    keys = read_file(os.path.join(ROOT, "deploy", "api-keys.example.yml"), set(tiers))
+    assert keys and all(k.source == "API_KEYS_FILE" for k in keys)
+
+
+def test_a_file_changed_before_the_handler_is_installed_is_reloaded(tmp_path):
+    from service.keys import KeyRing
+    f = tmp_path / "keys.yaml"
+    _write(f, [{"name": "a", "key": "key-a-0001", "scopes": ["text"]}])
+    ring = KeyRing((), str(f))
+    assert ring.reload_if_changed() is False and ring.authenticate("key-a-0001").name == "a"
+    time.sleep(0.01)
+    _write(f, [{"name": "b", "key": "key-b-0002", "scopes": ["admin"]}])
+    assert ring.reload_if_changed() is True
+    assert ring.authenticate("key-a-0001") is None and ring.authenticate("key-b-0002").scopes == {
+        "admin", "metrics", "health"}
+    assert ring.reloads == {"ok": 1, "refused": 0}
+
+
 BAD_FILES = [
     ({"name": "x", "key": "k", "scopes": ["text"]}, "must be a YAML list"),
     ([{"name": "Bad Name", "key": "k-secret-1", "scopes": ["text"]}], "entry 0: name must match"),
