@@ -144,7 +144,8 @@ def lifecycle(ctx: Context) -> list:
 
     async def deployment_secret(app):
         # adopted from Redis before the first request, so every process hashes and exempts alike
-        if ctx.redis is not None and not await ctx.secret.share(ctx.redis):
+        if ctx.redis is not None:
+            await ctx.secret.share(ctx.redis)
             ctx.background.append(asyncio.ensure_future(ctx.secret.keep_shared(ctx.redis)))
         yield
 

@@ -25,7 +25,8 @@ log = logging.getLogger("service.secret")
 
 ENV = "LLMAPI_DEPLOYMENT_SECRET"
 REDIS_KEY = "{llmapi}:deployment-secret"
-RETRY_SECONDS = 5.0
+RETRY_SECONDS = 5.0      # after a failed attempt
+REFRESH_SECONDS = 60.0   # after a successful one
 MAX_IDS = 4096
 
 
@@ -41,6 +42,7 @@ class DeploymentSecret:
         except ValueError:
             value = b""
         self.source = "supervisor" if value else "random"
+        self.failed = False
         self._set(value or secrets.token_bytes(32))
 
     def _set(self, value: bytes) -> None:
@@ -64,15 +66,18 @@ class DeploymentSecret:
         return cid
 
     # ---- sharing through Redis ---------------------------------------------------------------
-    async def share(self, redis, timeout: float = 2.0) -> bool:
+    async def share(self, redis, timeout: float = 2.0, quiet: bool = False) -> bool:
         """Store ours unless one is stored (SET NX), then adopt the stored one.  False when Redis failed."""
         try:
             await asyncio.wait_for(redis.set(REDIS_KEY, self._value.hex(), nx=True), timeout)
             stored = await asyncio.wait_for(redis.get(REDIS_KEY), timeout)
-        except Exception as e:  # an outage at start: keep ours, retry in the background
-            log.warning("deployment secret: Redis unavailable (%s); using this process's own until it answers",
-                        type(e).__name__)
+        except Exception as e:  # keep ours, retry in the background
+            if not quiet:
+                log.warning("deployment secret: Redis unavailable (%s); using this process's own until it answers",
+                            type(e).__name__)
+            self.failed = True
             return False
+        self.failed = False
         if stored is not None:
             if isinstance(stored, bytes):
                 stored = stored.decode()
@@ -81,11 +86,15 @@ class DeploymentSecret:
             except ValueError:
                 value = b""
             if len(value) >= 16 and value != self._value:
+                if self.source == "redis":
+                    log.warning("deployment secret: the one stored in Redis changed; adopting it")
                 self._set(value)
             self.source = "redis"
         return True
 
     async def keep_shared(self, redis) -> None:
-        """Retry `share` until Redis answers once (started only when it failed at start)."""
-        while not await self.share(redis):
-            await asyncio.sleep(RETRY_SECONDS)
+        """Share again now and then: after an outage at start, and after Redis lost the key (a flush, a new
+        primary without it), every process ends up with the same secret again."""
+        while True:
+            await asyncio.sleep(RETRY_SECONDS if self.failed else REFRESH_SECONDS)
+            await self.share(redis, quiet=self.failed)

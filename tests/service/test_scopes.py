@@ -274,6 +274,7 @@ async def test_secret_is_shared_through_redis_and_differs_without(make_client, r
 async def test_secret_adopted_when_redis_comes_back(make_client, fresh_redis, monkeypatch):
     import service.secret as S
     monkeypatch.setattr(S, "RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(S, "REFRESH_SECONDS", 0.1)
     url = fresh_redis.url
     fresh_redis.stop()
     a = await make_client(REDIS_URL=url)
@@ -290,6 +291,14 @@ async def test_secret_adopted_when_redis_comes_back(make_client, fresh_redis, mo
         await asyncio.sleep(0.1)
     assert sa.source == "redis" and sa.benchmark_token == other.benchmark_token
     assert sa.client_ip_id("10.0.0.9") == other.client_ip_id("10.0.0.9")
+    # Redis loses the key (a flush): the processes store theirs again and still agree
+    await r.flushall()
+    newcomer = S.DeploymentSecret()
+    for _ in range(100):
+        if await r.get(S.REDIS_KEY) is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert await newcomer.share(r) and newcomer.benchmark_token == sa.benchmark_token
     await r.aclose()
 
 
