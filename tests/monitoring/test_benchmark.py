@@ -89,3 +89,18 @@ def test_compare_flags_regressions_and_ignores_noise():
     assert b["regression"] is False  # +0.3 ms p95 is +75 % but under 1 ms: noise
     assert compare(base, worse, 60)["scenarios"][0]["flags"] == [
         "error rate up 5.0 points"]
+
+
+async def test_the_benchmark_load_is_exempt_from_rate_limits_and_needs_no_client_key(mon_client):
+    """The load generator holds no API key: its X-Benchmark token (from the deployment secret) authenticates it
+    and exempts it from a per-client limit a client could not get past."""
+    c = await mon_client(RATE_LIMIT_ENABLED="true", RATE_LIMIT_REQUESTS_PER_MINUTE="1", RATE_LIMIT_BURST_SIZE="0")
+    statuses = [(await c.get("/v1/text/operations")).status for _ in range(3)]
+    assert 429 in statuses                                     # a client is limited
+    r = await c.post(f"{M}/benchmark", json={"include_cache": False, "include_ai_service": False,
+                                             "duration_seconds": 1, "concurrency": 2})
+    assert r.status == 202, await r.text()
+    d = await wait_done(c, (await r.json())["job_id"])
+    assert d["status"] == "completed", d
+    (sc,) = d["results"]["scenarios"]
+    assert sc["requests"] > 5 and sc["status"] == {"200": sc["requests"]}, sc
