@@ -134,8 +134,7 @@ def parse_entries(doc, tiers) -> list[Key]:
         else:
             h = item["sha256"]
             if not isinstance(h, str) or not _HEX64.match(h.strip().lower()):
-                raise KeyConfigError(f"{where}: sha256 must be 64 hex digits (sha256sum of the key), quoted "
-                                     "when YAML could read it as a number")
+                raise KeyConfigError(f"{where}: sha256 must be 64 hex digits (sha256sum of the key)")
             d = bytes.fromhex(h.strip())
         scopes = item.get("scopes")
         if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
@@ -143,6 +142,8 @@ def parse_entries(doc, tiers) -> list[Key]:
         if any(s not in ALL_SCOPES for s in scopes):
             raise KeyConfigError(f"{where}: unknown scope; known: {list(SCOPES)}")
         tier = item.get("tier")
+        if tier in ("", "~", "null", "Null", "NULL"):
+            tier = None
         if tier is not None and (not isinstance(tier, str) or tier not in tiers):
             raise KeyConfigError(f"{where}: tier must be one of {sorted(tiers)} (rate_limit.client_tier_limits)")
         out.append(Key(name, d, effective_scopes(scopes), tier, "API_KEYS_FILE"))
@@ -152,7 +153,8 @@ def parse_entries(doc, tiers) -> list[Key]:
 def read_file(path: str, tiers) -> list[Key]:
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            # every scalar a string: a sha256 of digits only, or a key like `0x1f` or `yes`, stays as written
+            doc = yaml.load(fh, Loader=yaml.BaseLoader)
     except OSError as e:
         raise KeyConfigError(f"cannot be read: {e.strerror or type(e).__name__}")
     except UnicodeDecodeError:

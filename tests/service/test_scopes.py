@@ -149,13 +149,30 @@ async def test_the_key_list_names_keys_and_never_shows_one(make_client, tmp_path
         assert secret not in text
 
 
-def test_the_deploy_example_keys_file_is_valid():
+@pytest.mark.parametrize("path", ["deploy/api-keys.example.yml", "deploy/kubernetes/base/api-keys.example.yml",
+                                  "deploy/kubernetes/overlays/production/api-keys.yml"])
+def test_the_deploy_keys_files_are_valid(path):
+    """Including sha256 values of digits only, which YAML would read as numbers: every scalar is read as text."""
     from service.config.sections import SECTIONS
     from service.keys import read_file
     from tests.helpers import ROOT
     tiers = SECTIONS["rate_limit"].fields["client_tier_limits"].default
-    keys = read_file(os.path.join(ROOT, "deploy", "api-keys.example.yml"), set(tiers))
-    assert keys and all(k.source == "API_KEYS_FILE" for k in keys)
+    full = os.path.join(ROOT, path)
+    if not os.path.exists(full):
+        pytest.skip(f"{path} is not in this tree")
+    keys = read_file(full, set(tiers))
+    assert keys and all(k.source == "API_KEYS_FILE" and len(k.digest) == 32 for k in keys)
+
+
+def test_keys_file_scalars_are_text(tmp_path):
+    from service.keys import read_file
+    f = tmp_path / "keys.yaml"
+    f.write_text("- name: a\n  key: 0123\n  scopes: [text]\n  tier: null\n"
+                 "- name: b\n  sha256: " + "0" * 64 + "\n  scopes: [admin]\n"
+                 "- name: c\n  key: yes\n  scopes: [text]\n")
+    a, b, c = read_file(str(f), {"basic"})
+    assert a.digest == hashlib.sha256(b"0123").digest() and a.tier is None
+    assert b.digest == bytes(32) and c.digest == hashlib.sha256(b"yes").digest()
 
 
 def test_a_file_changed_before_the_handler_is_installed_is_reloaded(tmp_path):
