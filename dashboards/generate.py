@@ -290,6 +290,11 @@ def middleware_row(L: Layout) -> None:
     L.add(ts("Middleware own time P95 (sampled requests)", [
         (p95("llmapi_middleware_overhead_seconds", "middleware"), "{{middleware}}")],
         "s", "95th percentile of each middleware's own time, in the requests the stack profiler samples."), 12, 8)
+    L.add(ts("API key rejections (401 / 403)", [
+        (or_zero(rate("llmapi_auth_rejections_total", "reason, scope")), "{{reason}} ({{scope}})")],
+        "reqps", "Requests refused by API-key auth: missing or unknown key (401), or a valid key without the "
+                 "scope the route needs (403: forbidden). A rise of invalid is someone guessing keys; forbidden, a "
+                 "client key used on /internal or a key given the wrong scopes."), 24, 6)
 
 
 def monitoring_row(L: Layout) -> None:

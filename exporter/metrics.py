@@ -60,6 +60,9 @@ FALLBACKS = _c("resilience_fallbacks", "Fallback answers by kind", ("operation",
 
 # ---- middleware ----------------------------------------------------------
 RATE_LIMIT_DECISIONS = _c("rate_limit_decisions", "Rate-limit decisions", ("decision", "tier"))
+# reason: missing (no key, 401), invalid (unknown key, 401), forbidden (a key without the scope, 403);
+# scope: the scope the route needs (text, admin, metrics, health).  Never a key or its name: bounded labels.
+AUTH_REJECTIONS = _c("auth_rejections", "Requests refused by API-key auth", ("reason", "scope"))
 COMPRESSION_IN = _c("compression_input_bytes", "Bytes before response compression", ("algorithm",))
 COMPRESSION_OUT = _c("compression_output_bytes", "Bytes after response compression", ("algorithm",))
 REQUEST_SIZE_REJECTIONS = _c("request_size_rejections", "Requests rejected for size", ("content_type",))

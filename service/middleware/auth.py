@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from exporter.metrics import AUTH_REJECTIONS
 from service.errors import ApiError
 from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
 
@@ -94,15 +95,18 @@ def make(ctx):
         if raw is not None:
             key = ring.authenticate(raw)
             if key is None:
+                AUTH_REJECTIONS.labels("invalid", scope).inc()
                 raise _unauthorized("INVALID_API_KEY", "the API key is not valid")
         elif bench:
             key = BENCHMARK_KEY
         else:
+            AUTH_REJECTIONS.labels("missing", scope).inc()
             raise _unauthorized("MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)")
         request["key_name"] = key.name
         request["scopes"] = key.scopes
         request["key_tier"] = key.tier
         if scope not in key.scopes:
+            AUTH_REJECTIONS.labels("forbidden", scope).inc()
             raise forbidden(key, scope)
         return await handler(request)
 

@@ -157,3 +157,22 @@ async def test_only_the_service_secret_exempts_from_the_throttle(make_client):
     r = await client.get("/internal/config", headers=real)
     assert r.status == 403 and (await r.json())["details"]["key_name"] == "benchmark"
     assert (await client.get("/v1/text/operations", headers={"X-Benchmark": _old_token(API_KEY)})).status == 401
+
+
+async def test_rejections_are_counted_by_reason_and_scope(make_client):
+    from exporter.metrics import REGISTRY
+
+    def value(reason, scope):
+        return REGISTRY.get_sample_value("llmapi_auth_rejections_total", {"reason": reason, "scope": scope}) or 0.0
+
+    client = await make_client(ADDITIONAL_API_KEYS="client-key")
+    client.session.headers.pop("X-API-Key")
+    before = {k: value(*k) for k in (("missing", "text"), ("invalid", "admin"), ("forbidden", "admin"))}
+    assert (await client.get("/v1/text/operations")).status == 401
+    assert (await client.get("/internal/config", headers={"X-API-Key": "guess"})).status == 401
+    assert (await client.get("/internal/config", headers={"X-API-Key": "client-key"})).status == 403
+    assert (await client.get("/v1/text/operations", headers={"X-API-Key": "client-key"})).status == 200
+    assert {k: value(*k) - v for k, v in before.items()} == {("missing", "text"): 1, ("invalid", "admin"): 1,
+                                                            ("forbidden", "admin"): 1}
+    text = await (await client.get("/metrics")).text()
+    assert 'llmapi_auth_rejections_total{reason="forbidden",scope="admin"}' in text and "client-key" not in text
