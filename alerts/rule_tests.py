@@ -340,6 +340,8 @@ def _state_value(a: AC.StateAlert) -> float | None:
         return 0.25
     if a.alert == "PrometheusNotificationsFailing":
         return 0.1
+    if a.alert == "LlmapiAiPoolSaturated":
+        return 48 / 50
     raise KeyError(a.alert)
 
 

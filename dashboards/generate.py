@@ -1,4 +1,4 @@
-"""Generate the Grafana dashboard JSON from the KPI catalog with grafanalib.
+"""Generate the Grafana dashboard JSON from the KPI and SLO catalogs with grafanalib.
 
     python -m dashboards.generate           write dashboards/json/*.json
     python -m dashboards.generate --check   exit 1 when the committed JSON is stale
@@ -13,8 +13,14 @@ each for HTTP (RED), the AI service, cache, resilience, middleware,
 monitoring (admission, background tasks, emergency mode), process/runtime
 and Redis.  Every metric of exporter/metrics.py appears in some panel
 (tests/dashboards checks it).  Template variables: datasource, job,
-instance.  Every rate uses $__rate_interval except the KPI stat panels,
-which show the alerting value (the rules' 5m window).
+instance.  Every rate uses $__rate_interval; the KPI stats and trends and the
+SLO row read the recording rules, so they show the alerts' own window
+(documented exceptions of the linter rules in tests/dashboards: those panels
+select by job alone where a record has no instance label, and the ALERTS panel
+also shows alerts without a job).  Stats use the last value (never the last
+non-null one) and say "no traffic" when nothing was measured; threshold steps
+agree with the catalog at the exact edges.  `editable: false`; annotations
+mark config-version changes and firing alerts.
 
 Rare-event counters (outages, rejections, pressure responses) have no series
 until the first event; their panels add `or on() vector(0)` so they read 0,
@@ -23,6 +29,7 @@ not "No data", on a healthy service.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -30,7 +37,7 @@ from grafanalib._gen import DashboardEncoder
 from grafanalib.core import (REFRESH_ON_TIME_RANGE_CHANGE, Annotations, Dashboard, GridPos, RowPanel, Stat, Target, Template,
                              Templating, Time, TimeSeries)
 
-from exporter import genfiles, kpis
+from exporter import genfiles, kpis, mixin, slos
 from exporter.kpis import API_ROUTE_MATCHER, KPIS, LOWER, KPI
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,13 +76,33 @@ def or_zero(expr: str) -> str:
     return expr + ZERO_FALLBACK
 
 
+def _above(v: float) -> float:
+    """The next float above v: a Grafana step applies from its value up (a value at it takes its colour),
+    so a step whose threshold keeps its edge value on the side below starts just above it."""
+    return math.nextafter(v, math.inf)
+
+
 def steps(k: KPI) -> list[dict]:
-    """Grafana threshold steps at the catalog thresholds (a step applies from its value up)."""
-    if k.direction == LOWER:
+    """Grafana threshold steps agreeing with the catalog at the exact edges: a value exactly at the
+    target or the needs-attention threshold is on the good side (kpis.KPI.status)."""
+    if k.direction == LOWER:   # good: < good; warning: > target; critical: > critical
         return [{"color": GREEN, "value": None}, {"color": YELLOW, "value": k.good},
-                {"color": ORANGE, "value": k.target}, {"color": RED, "value": k.critical}]
+                {"color": ORANGE, "value": _above(k.target)}, {"color": RED, "value": _above(k.critical)}]
+    # higher is better: critical: < critical; warning: < target; good: > good
     return [{"color": RED, "value": None}, {"color": ORANGE, "value": k.critical},
-            {"color": YELLOW, "value": k.target}, {"color": GREEN, "value": k.good}]
+            {"color": YELLOW, "value": k.target}, {"color": GREEN, "value": _above(k.good)}]
+
+
+STATUS_COLOURS = {"good": GREEN, "target": YELLOW, "warning": ORANGE, "critical": RED}
+
+
+def step_colour(steps_: list[dict], v: float) -> str:
+    """The colour Grafana gives v: the last step whose value is <= v."""
+    colour = steps_[0]["color"]
+    for st in steps_[1:]:
+        if v >= st["value"]:
+            colour = st["color"]
+    return colour
 
 
 def runbook_link(title: str, anchor: str) -> dict:
@@ -128,26 +155,40 @@ def ts(title: str, queries: list[tuple[str, str]], unit: str, description: str, 
 
 
 # ---- KPI panels --------------------------------------------------------------------
+# Panels reading recording rules select by job (and instance where the record has one): the records
+# carry the alerts' own window, so a line crosses its threshold when, and only when, the alert does.
+JOB_SEL = 'job=~"$job"'
+
+
+def record_sel(per_instance: bool) -> str:
+    return SEL if per_instance else JOB_SEL
+
+
 def kpi_stat(k: KPI) -> Stat:
     worst = "max" if k.direction == LOWER else "min"
+    traffic = not k.per_instance
     return Stat(
         title=k.title,
         description=(f"{k.description}. Target {k.table_bound('target')}, good {k.table_bound('good')}, "
-                     f"needs attention {k.table_bound('critical')} (colours). Same 5m window as the alert "
-                     f"rules; the worst matching job/instance."),
-        dataSource=DS, targets=targets((f"{worst}({k.expr('5m', SEL, k.by)})", k.title)),
-        format=k.grafana_unit, decimals=1 if k.unit == "ratio" else 2, reduceCalc="lastNotNull",
-        colorMode="background", graphMode="area", thresholds=steps(k), noValue="no data", color={"mode": "thresholds"},
+                     f"needs attention {k.table_bound('critical')} (colours; a value exactly at a threshold is on "
+                     f"its good side). The alert rules' record ({k.record}, {kpis.WINDOW} window); the worst "
+                     f"matching job{'/instance' if k.per_instance else ''}; "
+                     + ("'no traffic' when nothing was measured (never an old value)." if traffic
+                        else "'no data' when the instance reports nothing.")),
+        dataSource=DS, targets=targets((f"{worst}({k.record}{{{record_sel(k.per_instance)}}}) >= 0", k.title)),
+        format=k.grafana_unit, decimals=1 if k.unit == "ratio" else 2, reduceCalc="last",
+        colorMode="background", graphMode="area", thresholds=steps(k),
+        noValue="no traffic" if traffic else "no data", color={"mode": "thresholds"},
         links=[runbook_link(k.title, k.key)],
     )
 
 
 def kpi_trend(k: KPI) -> TimeSeries:
-    legend = "{{job}} {{instance}}" if "instance" in k.by else "{{job}}"
+    legend = "{{job}} {{instance}}" if k.per_instance else "{{job}}"
     matchers = _s(f'kpi="{k.key}"', 'level=~"target|critical"')
     live = f"max by (level) (llmapi_kpi_threshold{matchers})"
     return ts(f"{k.title} (lines: good / target / needs attention)",
-              [(k.expr(RI, SEL, k.by), legend), (live, "alerting at ({{level}})")],
+              [(f"{k.record}{{{record_sel(k.per_instance)}}}", legend), (live, "alerting at ({{level}})")],
               k.grafana_unit, f"{k.description}. Coloured lines: the catalog's thresholds; 'alerting at' series: "
                               "the live thresholds the alert rules use (moved by POST "
                               "/internal/monitoring/configure-alerts).", k=k)
@@ -155,6 +196,96 @@ def kpi_trend(k: KPI) -> TimeSeries:
 
 def kpi(key: str) -> KPI:
     return kpis.BY_KEY[key]
+
+
+# ---- SLOs and alerts ---------------------------------------------------------------
+BURN_WINDOWS = ("5m", "1h", "6h", "1d", "3d")
+
+
+def slo_row(L: Layout) -> None:
+    L.row(f"SLOs ({mixin.DEFAULT.slo_period}; API traffic: the /v1/text routes)")
+    p = mixin.DEFAULT.slo_period
+    for slo in slos.SLOS:
+        s_ = f'{{{JOB_SEL},slo="{slo.name}"}}'
+        link = [runbook_link(f"{slo.title} SLO", slo.key)]
+        sli_steps = [{"color": RED, "value": None}, {"color": GREEN, "value": slo.objective}]
+        L.add(Stat(title=f"{slo.title} SLI ({p})", dataSource=DS,
+                   description=f"Share of good API requests over {p}: {slo.description}. Green at or above the "
+                               f"objective ({slo.objective * 100:g} %); 'no traffic' without requests.",
+                   targets=targets((f"min(1 - {slos.error_ratio_record(p)}{s_}) >= 0", "SLI")),
+                   format="percentunit", decimals=3, reduceCalc="last", colorMode="background", graphMode="none",
+                   thresholds=sli_steps, noValue="no traffic", color={"mode": "thresholds"}, links=link), 4, 6)
+        budget_steps = [{"color": RED, "value": None}, {"color": ORANGE, "value": 0.0},
+                        {"color": YELLOW, "value": 0.25}, {"color": GREEN, "value": 0.5}]
+        L.add(Stat(title=f"{slo.title}: error budget left", dataSource=DS,
+                   description=f"1 - (bad share over {p}) / budget ({slo.budget * 100:g} %); below 0: spent.",
+                   targets=targets((f"min({slos.BUDGET_REMAINING_RECORD}{s_})", "budget left")),
+                   format="percentunit", decimals=1, reduceCalc="last", colorMode="background", graphMode="area",
+                   thresholds=budget_steps, noValue="no traffic", color={"mode": "thresholds"}, links=link), 4, 6)
+        burn_steps = [{"color": GREEN, "value": None}, {"color": YELLOW, "value": _above(1.0)},
+                      {"color": ORANGE, "value": _above(6.0)}, {"color": RED, "value": _above(14.4)}]
+        L.add(TimeSeries(
+            title=f"{slo.title}: burn rate per window", dataSource=DS,
+            description="Error ratio over the window / error budget: 1 spends the budget in exactly the SLO period. "
+                        "The alerts page at 14.4x (1h and 5m) and 6x (6h and 30m), open a ticket at 3x (1d, 2h) "
+                        "and 1x (3d, 6h).",
+            targets=targets(*[(f"max({slos.burn_rate_record(w)}{s_})", w) for w in BURN_WINDOWS]),
+            unit="short", thresholds=burn_steps, thresholdsStyleMode="line", links=link, fillOpacity=0,
+            showPoints="never", lineWidth=1, legendDisplayMode="list", valueMin=0, tooltipMode="multi",
+            maxDataPoints=500), 16, 6)
+
+
+UNMATCHED = f'route="{kpis.UNMATCHED_ROUTE}"'
+
+# Metrics the LLM row reads that the `llm-metrics` work exports (issue 14 item 5). Until they are in
+# exporter/metrics.py their panels read nothing; tests/dashboards tolerates them only while absent.
+PENDING_METRICS = frozenset({
+    "gen_ai_client_token_usage", "gen_ai_client_operation_duration_seconds", "llmapi_ai_cost_usd",
+    "llmapi_cache_saved_tokens", "llmapi_cache_saved_cost_usd", "llmapi_ai_upstream_remaining",
+})
+
+
+def alerts_row(L: Layout) -> None:
+    L.row("Alerts")
+    L.add(ts("Firing alerts", [
+        (f'sum by (alertname, severity) (ALERTS{{alertstate="firing",job=~"$job|"}})', "{{severity}} {{alertname}}")],
+        "short", "Alerts firing now, from Prometheus' ALERTS series: those of the selected jobs and those without a "
+                 "job (Watchdog). The annotations mark when each started.", stack=True), 12, 8)
+    L.add(ts("API, admin, self and unmatched traffic", [
+        (f"sum(rate(llmapi_http_requests_total{_s(API_ROUTE_MATCHER)}[{RI}]))", "api (/v1/text)"),
+        (f"sum(rate(llmapi_http_requests_total{_s(kpis.ADMIN_ROUTE_MATCHER)}[{RI}]))", "admin (/internal)"),
+        (f"sum(rate(llmapi_http_requests_total{_s(kpis.SELF_ROUTE_MATCHER)}[{RI}]))", "self (metrics, health)"),
+        (or_zero(f"sum(rate(llmapi_http_requests_total{_s(UNMATCHED)}[{RI}]))"), "unmatched")],
+        "reqps", "Requests per second by kind. Only API traffic counts in the KPIs and SLOs; scrapes, health "
+                 "probes, admin calls and unknown paths (scanners) have their own lines."), 12, 8)
+
+
+# ---- LLM ----------------------------------------------------------------------------
+def llm_row(L: Layout) -> None:
+    L.row("LLM: tokens, cost, cache savings, models, upstream quota")
+    tok = "gen_ai_client_token_usage"
+    L.add(ts("Tokens per second by operation, model and type", [
+        (f"sum by (gen_ai_operation_name, gen_ai_request_model, gen_ai_token_type) (rate({tok}_sum{_s()}[{RI}]))",
+         "{{gen_ai_operation_name}} {{gen_ai_request_model}} {{gen_ai_token_type}}")],
+        "short", "Tokens the AI provider used (OTel GenAI gen_ai.client.token.usage), per second.",
+        links=[runbook_link("Token spike", "token_spike")]), 8, 8)
+    L.add(ts("Tokens per call P95 by operation", [
+        (f"histogram_quantile(0.95, sum by (gen_ai_operation_name, le) (rate({tok}_bucket{_s()}[{RI}])))",
+         "{{gen_ai_operation_name}}")], "short", "95th percentile of the tokens one AI call uses."), 8, 8)
+    L.add(ts("Cost (USD per hour) by model", [
+        (f"3600 * sum by (model) (rate(llmapi_ai_cost_usd_total{_s()}[{RI}]))", "{{model}}")],
+        "currencyUSD", "What the AI calls cost, from the price table of the config (the local provider: 0).",
+        links=[runbook_link("Cost spike", "cost_spike")]), 8, 8)
+    L.add(ts("Cache savings (per hour)", [
+        (f"3600 * sum(rate(llmapi_cache_saved_tokens_total{_s()}[{RI}]))", "tokens"),
+        (f"3600 * sum(rate(llmapi_cache_saved_cost_usd_total{_s()}[{RI}]))", "USD")],
+        "short", "Tokens and USD the cache hits did not spend again (what the original calls cost)."), 8, 8)
+    L.add(ts("Model mix (calls per second)", [
+        (f"sum by (gen_ai_request_model) (rate(gen_ai_client_operation_duration_seconds_count{_s()}[{RI}]))",
+         "{{gen_ai_request_model}}")], "reqps", "AI calls per second by requested model.", stack=True), 8, 8)
+    L.add(ts("Upstream quota left", [
+        (f"min by (kind, model) (llmapi_ai_upstream_remaining{_s()})", "{{kind}} {{model}}")],
+        "short", "Requests and tokens the upstream says are left (x-ratelimit-remaining-* headers)."), 8, 8)
 
 
 # ---- rows --------------------------------------------------------------------------
@@ -389,10 +520,12 @@ def overview() -> Dashboard:
     L.row("KPIs (spec thresholds; stat colours: green good, yellow target met, orange target missed, red needs attention)")
     for k in KPIS:
         L.add(kpi_stat(k), 4, 5)
-    L.row("KPI trends")
+    slo_row(L)
+    alerts_row(L)
+    L.row("KPI trends (the alert rules' records and window)")
     for k in KPIS:
         L.add(kpi_trend(k), 8, 8)
-    for build in (http_row, ai_row, cache_row, resilience_row, middleware_row, monitoring_row, process_row, redis_row):
+    for build in (http_row, ai_row, llm_row, cache_row, resilience_row, middleware_row, monitoring_row, process_row, redis_row):
         build(L)
     templating = Templating(list=[
         Template(name="datasource", label="Data source", query="prometheus", type="datasource",

@@ -190,6 +190,20 @@ STATE_ALERTS: tuple[StateAlert, ...] = (
         exp_labels={"job": "llmapi", "instance": "llmapi:8000", "breaker": "openai:summarize"},
     ),
     StateAlert(
+        alert="LlmapiAiPoolSaturated", key="ai_pool_saturation", for_="10m",
+        summary="The upstream connection pool is nearly full",
+        description=_WHO + ": {{ $value | humanizePercentage }} of the {{ $labels.provider }} connection pool is in "
+                           "use; AI calls start waiting for a connection.",
+        expr_fn=lambda cfg: (f"sum by ({cfg.by(True)}, provider) ({_svc(cfg, 'llmapi_ai_pool_connections_in_use')}) "
+                             f"/ sum by ({cfg.by(True)}, provider) ({_svc(cfg, 'llmapi_ai_pool_max_connections')}) "
+                             "> 0.9"),
+        fire={f'llmapi_ai_pool_connections_in_use{{{_I},provider="openai"}}': "48+0x20",
+              f'llmapi_ai_pool_max_connections{{{_I},provider="openai"}}': "50+0x20"},
+        quiet={f'llmapi_ai_pool_connections_in_use{{{_I},provider="openai"}}': "45+0x20",
+               f'llmapi_ai_pool_max_connections{{{_I},provider="openai"}}': "50+0x20"},
+        exp_labels={"job": "llmapi", "instance": "llmapi:8000", "provider": "openai"},
+    ),
+    StateAlert(
         alert="PrometheusRuleEvaluationFailures", key="prometheus_self", for_="5m",
         summary="Prometheus fails to evaluate rules",
         description=_WHO + ": rule group evaluations failed over the last 5m; alerts may be missing.",
@@ -280,6 +294,16 @@ usage per key name.
 `ai` config section times the tokens used).
 
 **Check and act.** As for a token spike; also the model mix (LLM row): did traffic move to a pricier model?
+"""),
+    "ai_pool_saturation": ("Upstream connection pool saturated", """\
+**Meaning.** More than 90 % of the upstream connections (`ai.max_connections`) are busy for 10 minutes: new AI
+calls soon wait for a connection (`llmapi_ai_pool_waiting_requests`), which adds latency before the upstream is
+even asked.
+
+**Check.** AI row: pool in use, waiting, wait P95; upstream latency (a slow upstream holds connections longer).
+
+**Act.** Raise `ai.max_connections` (`POST /internal/config/ai`) if the upstream allows it; lower
+`ai.timeout_seconds`; more cache hits mean fewer calls.
 """),
     "event_loop_lag": ("Event-loop lag", """\
 **Meaning.** The event loop wakes up more than 100 ms late: the process is saturated or something blocks it.
