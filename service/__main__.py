@@ -3,13 +3,17 @@
 With WORKERS > 1 this process supervises N workers that share the port
 through SO_REUSEPORT, sets PROMETHEUS_MULTIPROC_DIR so /metrics sums
 over all of them, hands them one deployment secret (service/secret.py) and
-passes SIGHUP (re-read API_KEYS_FILE) on to each.
+passes SIGHUP (re-read API_KEYS_FILE) on to each.  A worker that refuses its
+config before the service ever listened stops them all (exit 2); a later
+replacement that refuses (a keys file broken since) is retried every
+RESPAWN_RETRY seconds while the others keep serving.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,11 +46,24 @@ def run_worker() -> None:
                 access_log=None, print=lambda *a: None, handle_signals=True)
 
 
+RESPAWN_RETRY = 5.0    # seconds between attempts to replace a worker that refused to start
+
+
 def _ignore_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # (inherited across exec, unlike a handler)
 
 
-def supervise(workers: int, shared: bool) -> None:
+def _listening(settings) -> bool:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    try:
+        with socket.create_connection((host, settings.port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def supervise(settings) -> None:
+    workers, shared = settings.workers, settings.redis_url is not None
     if not shared:
         print(f"warning: WORKERS={workers} without REDIS_URL: each worker keeps its own config, cache and rate "
               "limits, so a change through /internal reaches only the worker that answers it; set REDIS_URL to "
@@ -57,6 +74,8 @@ def supervise(workers: int, shared: bool) -> None:
     # one deployment secret for all workers (service/secret.py), even without Redis
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=mp_dir, LLMAPI_WORKER="1", **{SECRET_ENV: new_secret()})
     procs: dict[int, subprocess.Popen] = {}
+    up = False                        # the port has answered once: later refusals are not a bad first config
+    retry_at: dict[int, float] = {}   # slots waiting to respawn a worker that refused to start
     stopping = False
 
     def spawn(i: int) -> None:
@@ -88,12 +107,28 @@ def supervise(workers: int, shared: bool) -> None:
                 if all(p.poll() is not None for p in procs.values()):
                     break
                 continue
+            now = time.monotonic()
+            if not up:
+                up = _listening(settings)
             for i, p in list(procs.items()):
-                if p.poll() is not None:
-                    if p.returncode == 2:  # refused to start (bad config): do not loop
-                        stop(None, None)
-                        break
-                    spawn(i)
+                if p.poll() is None:
+                    continue
+                if p.returncode == 2 and not up:  # refused to start (bad config): do not loop
+                    stop(None, None)
+                    break
+                if p.returncode == 2:
+                    # a replacement refused its config (say API_KEYS_FILE was broken after the others loaded it):
+                    # the running workers keep serving with what they loaded; retry until the config is fixed
+                    if i not in retry_at:
+                        print(f"worker {i} refused to start; the others keep serving; retrying every "
+                              f"{RESPAWN_RETRY:g} s", file=sys.stderr, flush=True)
+                        retry_at[i] = now + RESPAWN_RETRY
+                    if now < retry_at[i]:
+                        continue
+                    retry_at[i] = now + RESPAWN_RETRY
+                else:
+                    retry_at.pop(i, None)
+                spawn(i)
     finally:
         shutil.rmtree(mp_dir, ignore_errors=True)
     sys.exit(max((p.returncode or 0) for p in procs.values()) if any(p.returncode not in (0, -15) for p in procs.values()) else 0)
@@ -104,7 +139,7 @@ def main() -> None:
 
     settings = Settings.from_env()
     if settings.workers > 1 and not os.environ.get("LLMAPI_WORKER"):
-        supervise(settings.workers, shared=settings.redis_url is not None)
+        supervise(settings)
     else:
         run_worker()
 

@@ -338,3 +338,40 @@ def test_ip_client_ids_are_keyed_and_shared_by_the_workers(service_factory):
     for guess in ("ip:127.0.0.1", "127.0.0.1"):
         assert hashlib.sha256(guess.encode()).hexdigest()[:16] not in cid
     assert os.environ.get("LLMAPI_DEPLOYMENT_SECRET") is None
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(x) for x in fh.read().split()]
+
+
+def test_a_replacement_worker_refusing_a_broken_keys_file_does_not_stop_the_others(service_factory, tmp_path):
+    f = tmp_path / "keys.yaml"
+    _write(f, [{"name": "app", "key": "app-secret-key", "scopes": ["text"]}])
+    svc = service_factory(API_KEYS_FILE=str(f), WORKERS="2", LOG_LEVEL="INFO")
+    url = f"{svc.url}/v1/text/operations"
+    assert _until(lambda: svc.output().count('"service ready"') >= 2)
+    first = _children(svc.proc.pid)
+    assert len(first) == 2
+    f.write_text("- name: Bad Name\n  key: app-secret-key\n  scopes: [text]\n")
+    os.kill(first[0], signal.SIGKILL)                     # its replacement reads the broken file and refuses
+    assert _until(lambda: "refused to start; the others keep serving" in svc.output())
+    assert svc.proc.poll() is None
+    assert all(_status(url, "app-secret-key") == 200 for _ in range(6))   # the other worker, with the keys it had
+    _write(f, [{"name": "app", "key": "app-secret-key", "scopes": ["text"]}])
+    assert _until(lambda: len(_children(svc.proc.pid)) == 2 and first[0] not in _children(svc.proc.pid))
+    assert _until(lambda: svc.output().count('"service ready"') >= 3)  # the replacement came up
+    assert all(_status(url, "app-secret-key") == 200 for _ in range(8))
+    assert "app-secret-key" not in svc.output()
+
+
+def test_a_broken_keys_file_at_first_start_stops_the_supervisor(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, free_port, service_env
+    f = tmp_path / "keys.yaml"
+    f.write_text("- name: Bad Name\n  key: app-secret-key\n  scopes: [text]\n")
+    env = service_env(free_port(), str(tmp_path), WORKERS="2", API_KEYS_FILE=str(f))
+    r = subprocess.run([sys.executable, "-m", "service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "entry 0: name must match" in r.stderr and "app-secret-key" not in r.stderr
