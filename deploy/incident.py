@@ -22,9 +22,9 @@ import time
 
 import aiohttp
 
-# alerts the injected fault must fire: the error-rate KPI (critical) and, where the generated rules have
-# it, the quality SLO's fast burn; the first is required, the others are reported when present
-REQUIRED = ("LlmapiErrorRateNeedsAttention",)
+# alerts the injected fault must fire and resolve: the error-rate KPI (critical) and the quality SLO's
+# burn-rate alert (degraded answers count against it too); every other alert is reported as it moves
+REQUIRED = ("LlmapiErrorRateNeedsAttention", "LlmapiQualityBudgetBurn")
 WATCH_PREFIXES = ("Llmapi",)
 IGNORED = ("LlmapiWatchdog", "Watchdog", "LlmapiAlertThresholdsChanged")
 

@@ -71,7 +71,7 @@ def test_up_and_down_twice_leave_nothing_running(tmp_path):
     assert "nothing was running" in cli("down", "--dir", d).stdout
 
 
-def test_incident_fires_and_resolves_the_error_rate_alert(tmp_path):
+def test_incident_fires_and_resolves_the_error_rate_and_quality_slo_alerts(tmp_path):
     stack = Stack(str(tmp_path / "stack"), profile="demo", usual_ports=False, api_key="incident-key-0123456789")
     stack.start()
     started = stack.state()["components"]
@@ -89,6 +89,10 @@ def test_incident_fires_and_resolves_the_error_rate_alert(tmp_path):
                  first("LlmapiErrorRateNeedsAttention notification reached the webhook sink"),
                  first("healed"), first("LlmapiErrorRateNeedsAttention resolved notification")]
         assert order == sorted(order), out
+        quality = [first("LlmapiQualityBudgetBurn firing in Prometheus"),
+                   first("LlmapiQualityBudgetBurn notification reached the webhook sink"),
+                   first("LlmapiQualityBudgetBurn resolved notification")]
+        assert quality == sorted(quality) and order[0] < quality[0] and quality[2] > order[3], out
         assert "incident done" in out
     finally:
         stack.stop()
