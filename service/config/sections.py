@@ -96,6 +96,8 @@ section(
     snapshot_interval_seconds=F(float, 60.0, 0.05, 3600, env="MONITORING_SNAPSHOT_INTERVAL", help="seconds between history snapshots"),
     hourly_retention_days=F(int, 31, 1, 400, help="hourly roll-ups kept for long reports"),
     validation_mode=F(str, "fast", choices=("strict", "fast"), env="VALIDATION_MODE", help="fast: a body seen before reuses its validation (exact); strict: validate every body"),
+    validation_memo_max_bytes=F(int, 8 * 1024 * 1024, 0, 1024 * 1024 * 1024, env="VALIDATION_MEMO_MAX_BYTES",
+                                help="most bytes the fast-validation memo holds (bodies and parsed requests; 0: none)"),
     enable_caching=F(bool, True, env="ENABLE_CACHING", help="answer repeated requests from the response cache"),
     async_processing=F(bool, True, help="run background jobs on the worker pool (false: inline)"),
     max_concurrent_requests=F(int, 0, 0, 100_000, env="MAX_CONCURRENT_REQUESTS", help="API requests served at once per worker process; 0 = unlimited"),

@@ -107,6 +107,8 @@ def subsystems(ctx, monitor) -> dict:
     out["config_history"] = {"entries": len(ctx.store.history),
                              "estimated_bytes": container_size(ctx.store.history)[1]}
     out["spans"] = {"entries": len(spans._spans)}
+    if ctx.text is not None:
+        out["validation_memo"] = describe(ctx.text.memo)
     for name, obj in ctx.extras.items():
         if name in ("analytics", "admission", "tasks"):
             continue

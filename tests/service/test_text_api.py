@@ -193,3 +193,46 @@ async def test_fast_validation_mode_reuses_validated_bodies_and_respects_new_lim
     assert (await client.post("/internal/config/text", json={"max_text_length": 50})).status == 200
     r = await client.post("/v1/text/summarize", json=body)
     assert r.status == 422
+
+
+async def test_the_validation_memo_holds_at_most_its_byte_budget_and_memory_analysis_says_so(make_client):
+    client = await make_client(VALIDATION_MEMO_MAX_BYTES="20000")
+    memo = client.server.app[CTX].text.memo
+    for i in range(40):
+        r = await client.post("/v1/text/sentiment", json={"text": f"{TEXT} Body number {i}. " + "word " * 50})
+        assert r.status == 200
+    assert 0 < memo.bytes <= 20000 and memo.evictions > 0 and len(memo._memo) < 40
+    mem = await (await client.get("/internal/monitoring/memory-analysis")).json()
+    assert mem["subsystems"]["validation_memo"]["reported"] == memo.memory_stats()
+    assert mem["subsystems"]["validation_memo"]["reported"]["max_bytes"] == 20000
+    # the budget is live: lowered, the memo shrinks to it at the next change (it is cleared), and 0 keeps nothing
+    assert (await client.post("/internal/config/monitoring", json={"validation_memo_max_bytes": 0})).status == 200
+    await client.post("/v1/text/sentiment", json={"text": f"{TEXT} once more."})
+    assert memo.bytes == 0 and len(memo._memo) == 0
+
+
+def test_the_memo_accounts_for_the_memory_it_really_holds():
+    import gc
+    import tracemalloc
+
+    from service.config.sections import SECTIONS
+    from service.config.store import ConfigStore
+    from service.text.memo import ValidationMemo
+    from service.text.schemas import parse_text_request
+    store = ConfigStore(SECTIONS, env={})
+    memo = ValidationMemo(store)
+    cfg = store.get("text")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(1000):
+            raw = json.dumps({"text": f"{TEXT} number {i} " + "word " * (i % 300), "options": {"max_length": 20}})
+            req = parse_text_request(json.loads(raw), "summarize", cfg)
+            memo.put(("summarize", "application/json"), raw.encode(), (req, f"summarize:{i:032x}"))
+            del raw, req
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert abs(held - memo.bytes) <= 0.15 * memo.bytes, (held, memo.bytes)
