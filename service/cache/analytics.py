@@ -11,12 +11,12 @@ from collections import OrderedDict, defaultdict, deque
 
 MB = 1024 * 1024
 MIN_SAMPLES = 20       # lookups before a recommendation is made from ratios
-GHOSTS = 4096          # recently evicted keys remembered to spot capacity misses
 
 
 class Analytics:
-    def __init__(self):
+    def __init__(self, ghost_keys: int = 4096):
         self.started = time.time()
+        self.ghost_keys = ghost_keys       # cache.ghost_keys: recently evicted keys remembered
         # (operation, text-size tier, outcome) -> count; outcome: memory | redis | miss
         self.counts: dict[tuple, int] = defaultdict(int)
         self.minutes: deque[list] = deque(maxlen=1440)  # [minute, hits, misses], last 24 h
@@ -61,7 +61,7 @@ class Analytics:
         if reason in ("capacity", "resize", "pressure", "emergency"):
             g = self.ghosts
             g[key] = None
-            if len(g) > GHOSTS:
+            while len(g) > self.ghost_keys:
                 g.popitem(last=False)
 
     # ---- totals ---------------------------------------------------------------

@@ -48,7 +48,7 @@ class ResponseCache:
     def __init__(self, ctx):
         self.ctx = ctx
         self.store = ctx.store
-        self.stats = Analytics()
+        self.stats = Analytics(self.store.get("cache")["ghost_keys"])
         self.l1 = MemoryTier(self._on_remove)
         self.l2 = RedisTier(ctx.redis, self.store, self._on_event)
         self.keys = KeyBuilder(self.store.get("cache"), self.store.values.get("ai"))
@@ -74,6 +74,9 @@ class ResponseCache:
     def _read_cfg(self) -> None:
         cfg = self.store.get("cache")
         self._pop_thr = cfg["popularity_threshold"]
+        self.stats.ghost_keys = cfg["ghost_keys"]
+        while len(self.stats.ghosts) > cfg["ghost_keys"]:
+            self.stats.ghosts.popitem(last=False)
         self._tiers = sorted((v, k) for k, v in cfg["text_size_tiers"].items())
         self._enabled = self.store.values.get("monitoring", {}).get("enable_caching", True)
 

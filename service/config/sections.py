@@ -214,6 +214,7 @@ section(
     # analysis
     text_size_tiers=F(dict, {"small": 500, "medium": 5000, "large": 50_000}, 1, 10 ** 9, item_type=int,
                       help="upper bounds (characters) of the text-size tiers in hit-miss-analysis; above: xlarge"),
+    ghost_keys=F(int, 4096, 0, 10_000_000, help="keys evicted for room remembered, to tell capacity misses apart"),
     analysis_sample_size=F(int, 2000, 100, 1_000_000,
                            help="entries the analysis views look at, drawn at random when the memory tier holds more"),
     rules=[at_most("base_ttl_seconds", "max_ttl_seconds"),
@@ -234,6 +235,8 @@ section(
     overhead_target_ms=F(float, 0.5, 0.001, 10_000, help="stack overhead at or below this is 'optimal'"),
     overhead_warning_ms=F(float, 2.0, 0.001, 10_000, help="stack overhead above this is 'degraded'"),
     middleware_warning_ms=F(float, 0.25, 0.001, 10_000, help="one middleware above this gets a recommendation"),
+    lookup_cache_size=F(int, 512, 16, 1_000_000,
+                        help="entries of each memo keyed by a request header value (Accept-Encoding, Content-Type)"),
     rules=[at_most("overhead_target_ms", "overhead_warning_ms")],
 )
 

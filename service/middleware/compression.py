@@ -118,11 +118,12 @@ class Compression:
         store.subscribe(self._on_config)
 
     def _on_config(self, section: str, new: dict, old: dict) -> None:
-        if section == "compression":
+        if section in ("compression", "middleware"):
             self._build()
 
     def _build(self) -> None:
         cfg = self.store.get("compression")
+        self.lookups = self.store.get("middleware")["lookup_cache_size"]  # bound of the two memos below
         self.preferred = "br" if cfg["algorithm"] == "brotli" else cfg["algorithm"]
         self.allowed = frozenset(cfg["allowed_algorithms"])
         self.exact_excluded = frozenset(t.lower() for t in cfg["exclude_content_types"] if not t.endswith("/*"))
@@ -145,7 +146,7 @@ class Compression:
         alg = self._negotiated.get(accept_encoding, "")
         if alg == "":
             alg = negotiate(accept_encoding, self.allowed, self.preferred)
-            if len(self._negotiated) > 512:
+            if len(self._negotiated) >= self.lookups:
                 self._negotiated.clear()
             self._negotiated[accept_encoding] = alg
         return alg
@@ -155,7 +156,7 @@ class Compression:
         if ex is None:
             ct = content_type.lower()
             ex = ct in self.exact_excluded or ct.startswith(self.family_excluded)
-            if len(self._excluded) > 256:
+            if len(self._excluded) >= self.lookups:
                 self._excluded.clear()
             self._excluded[content_type] = ex
         return ex

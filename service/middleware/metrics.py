@@ -21,6 +21,8 @@ from service.monitoring.analytics import RequestAnalytics
 
 
 PROCESS_ROUTE = "/v1/text/process"  # the one route whose operation is in the body (the handler names it)
+# the method label (and the analytics key) takes these values; any other method token is "OTHER"
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 IN_FLIGHT = LiveGauge(HTTP_IN_FLIGHT)  # one per process, like the gauge
 
 
@@ -67,6 +69,8 @@ def make(ctx):
             elapsed = perf_counter() - start
             route = route_template(request)
             method = request.method
+            if method not in METHODS:
+                method = "OTHER"
             durations.observe((route, method), elapsed)
             requests.add((route, method, status))
             record(route, method, status, elapsed, request.content_length, resp_bytes,

@@ -70,18 +70,19 @@ class RequestSize:
         store.subscribe(self._on_config)
 
     def _on_config(self, section: str, new: dict, old: dict) -> None:
-        if section == "request_size":
+        if section in ("request_size", "middleware"):
             self._build()
 
     def _build(self) -> None:
         cfg = self.store.get("request_size")
+        self.lookups = self.store.get("middleware")["lookup_cache_size"]  # bound of the Content-Type memo
         self.limits = {c: cfg[f] for c, f in LIMIT_FIELD.items()}
 
     def classify(self, content_type: str) -> str:
         c = self._classes.get(content_type)
         if c is None:
             c = classify(content_type)
-            if len(self._classes) > 256:
+            if len(self._classes) >= self.lookups:
                 self._classes.clear()
             self._classes[content_type] = c
         return c

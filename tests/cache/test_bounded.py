@@ -7,6 +7,7 @@ from bench.fill import fill
 from service.cache import views
 from service.cache.analytics import recommendations
 from service.cache.memory import Entry, MemoryTier
+from tests.cache.conftest import Provider, req
 
 
 async def _large(make_cache, n=3000, sample=500, **cfg):
@@ -114,3 +115,14 @@ async def test_admin_removals_yield_to_the_loop_between_chunks(make_cache):
     assert res["memory_removed"] == sum(1 for i in range(20_000) if i % 5 == 4) or res["memory_removed"] > 0
     assert not any(e.op == "qa" for e in cache.l1.entries())
     assert ticks - before >= 20_000 // 4096  # the loop ran other work while 20,000 entries were examined
+
+
+async def test_the_evicted_keys_remembered_are_bounded_by_cache_ghost_keys(make_cache):
+    cache = await make_cache(max_entries=5, ghost_keys=10)
+    p = Provider()
+    for i in range(60):
+        await cache.get_or_compute(req(f"Some text to cache, number {i}. It has two sentences."), p)
+    await asyncio.sleep(0)
+    assert len(cache.stats.ghosts) == 10
+    await cache.store.update("cache", {"ghost_keys": 3})
+    assert len(cache.stats.ghosts) == 3
