@@ -36,7 +36,6 @@ LAG_WINDOW = 20           # probes the lag gauge reports the worst of (5 s)
 PROCESS_INTERVAL = 1.0    # seconds between CPU/RSS samples (a scrape also samples)
 LIMITS_INTERVAL = 30.0    # seconds between cgroup limit reads
 REDIS_INTERVAL = 5.0      # seconds between Redis pings
-REDIS_TIMEOUT = 2.0       # a ping slower than this counts as down
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _UNLIMITED_V1 = 1 << 60   # cgroup v1 reports "no limit" as a huge page-aligned number
@@ -266,12 +265,13 @@ async def _every(interval: float, fn, name: str) -> None:
         await asyncio.sleep(interval)
 
 
-async def _redis_loop(redis) -> None:
+async def _redis_loop(redis, store) -> None:
+    """A ping slower than redis.command_timeout_seconds counts as down."""
     ping_latency = REDIS_LATENCY.labels("ping")
     while True:
         t0 = time.perf_counter()
         try:
-            await asyncio.wait_for(redis.ping(), REDIS_TIMEOUT)
+            await asyncio.wait_for(redis.ping(), store.get("redis")["command_timeout_seconds"])
             ping_latency.observe(time.perf_counter() - t0)
             REDIS_UP.set(1)
         except asyncio.CancelledError:
@@ -303,7 +303,7 @@ async def start(ctx) -> list[asyncio.Task]:
     ]
     if getattr(ctx, "redis", None) is not None:
         REDIS_CONFIGURED.set(1)
-        tasks.append(asyncio.create_task(_redis_loop(ctx.redis), name="collector:redis"))
+        tasks.append(asyncio.create_task(_redis_loop(ctx.redis, ctx.store), name="collector:redis"))
     else:
         REDIS_CONFIGURED.set(0)
         REDIS_UP.set(0)

@@ -84,11 +84,12 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     ctx = Context(settings=settings, store=store, keys=build_keys(settings, store),
                   secret=DeploymentSecret(os.environ if env is None else env))
     if settings.redis_url:
-        from service.redis_client import make_redis
+        from service.redis_client import apply_timeouts, make_redis
         try:
-            ctx.redis = make_redis(settings.redis_url, env)
+            ctx.redis = make_redis(settings.redis_url, env, timeouts=store.get("redis"))
         except ValueError as e:  # a REDIS_URL that names no usable topology: say why and stop
             raise SystemExit(str(e)) from None
+        store.subscribe(lambda name, new, old: name == "redis" and apply_timeouts(ctx.redis, new))
     ctx.providers = ProviderManager(store)
     ctx.cache = ResponseCache(ctx)
     ctx.resilience = Resilience(ctx)

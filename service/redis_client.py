@@ -11,9 +11,11 @@ A cluster has only db 0, so another db is refused at start.
 
 REDIS_MAX_CONNECTIONS caps the pool (per node on a cluster); on one node and
 behind Sentinel a command that finds every connection busy waits for one (up
-to REDIS_SOCKET_TIMEOUT) instead of failing.  REDIS_POOL_SIZE connections are
-opened at start (`warm_pool`), so the first requests do not pay for connects.
-REDIS_SOCKET_TIMEOUT bounds every socket operation.  A failed command is retried
+to redis.socket_timeout_seconds) instead of failing.  REDIS_POOL_SIZE
+connections are opened at start (`warm_pool`), so the first requests do not
+pay for connects.  The timeouts are the "redis" config section's (seeded from
+REDIS_SOCKET_TIMEOUT and REDIS_CONNECT_TIMEOUT); `apply_timeouts` moves them on
+a live client.  redis.socket_timeout_seconds bounds every socket operation.  A failed command is retried
 once at once (a pooled connection that died with a restarted server, or with a
 promoted primary, reconnects; a cluster client refreshes its slot map then); no
 backoff sleeps are spent in a request: the callers back off instead
@@ -125,13 +127,41 @@ def parse_url(url: str) -> RedisTarget:
 def pool_settings(env=None) -> dict:
     env = os.environ if env is None else env
     max_conn = env_number(env, "REDIS_MAX_CONNECTIONS", int, 1)
-    timeout = env_number(env, "REDIS_SOCKET_TIMEOUT", float, 0.01)
-    return {
-        "max_connections": max_conn,
-        "pool_size": min(max_conn, env_number(env, "REDIS_POOL_SIZE", int, 0)),
-        "socket_timeout": timeout,
-        "socket_connect_timeout": env_number(env, "REDIS_CONNECT_TIMEOUT", float, 0.01, default=str(timeout)),
-    }
+    return {"max_connections": max_conn, "pool_size": min(max_conn, env_number(env, "REDIS_POOL_SIZE", int, 0))}
+
+
+def timeouts_from_env(env=None) -> dict:
+    """The "redis" section as env seeds it (for a client made without a config store)."""
+    from service.config.schema import parse_env
+    from service.config.sections import SECTIONS
+    env = os.environ if env is None else env
+    sec = SECTIONS["redis"]
+    out = sec.defaults()
+    for name, f in sec.fields.items():
+        if f.env and env.get(f.env, "") != "":
+            out[name] = parse_env(f, env[f.env])
+    return out
+
+
+def _socket_timeouts(timeouts: dict) -> tuple[float, float]:
+    sock = timeouts["socket_timeout_seconds"]
+    return sock, timeouts["connect_timeout_seconds"] or sock
+
+
+def apply_timeouts(client, timeouts: dict) -> None:
+    """The "redis" section's socket timeouts on a live client: its pool's next connections and the open ones."""
+    sock, connect = _socket_timeouts(timeouts)
+    pools = [getattr(client, "connection_pool", None)]
+    if hasattr(client, "get_nodes"):  # a cluster: one pool per node
+        pools = [getattr(getattr(n, "redis_connection", None), "connection_pool", None) for n in client.get_nodes()]
+    for pool in pools:
+        if pool is None:
+            continue
+        pool.connection_kwargs.update(socket_timeout=sock, socket_connect_timeout=connect)
+        if hasattr(pool, "timeout"):
+            pool.timeout = sock  # the wait for a free connection
+        for conn in [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]:
+            conn.socket_timeout, conn.socket_connect_timeout = sock, connect
 
 
 def _tls_kwargs(target: RedisTarget) -> dict:
@@ -160,14 +190,16 @@ class SentinelRedis(aioredis.Redis):
                 await s.aclose()
 
 
-def make_redis(url: str, env=None, *, max_connections: int | None = None, timeout: float | None = None,
-               retries: int = 1):
-    """A client for REDIS_URL's topology (pool from env; the keywords override it, e.g. the rate limiter's)."""
+def make_redis(url: str, env=None, *, timeouts: dict | None = None, max_connections: int | None = None,
+               timeout: float | None = None, retries: int = 1):
+    """A client for REDIS_URL's topology (pool from env, timeouts from the "redis" config section; the
+    keywords override them, e.g. the rate limiter's)."""
     target = parse_url(url)
     s = pool_settings(env)
     max_conn = max_connections or s["max_connections"]
-    sock = timeout if timeout is not None else s["socket_timeout"]
-    connect = timeout if timeout is not None else s["socket_connect_timeout"]
+    sock, connect = _socket_timeouts(timeouts if timeouts is not None else timeouts_from_env(env))
+    if timeout is not None:
+        sock = connect = timeout
     common = dict(socket_timeout=sock, socket_connect_timeout=connect, decode_responses=False,
                   health_check_interval=0, retry=Retry(NoBackoff(), retries))
     if target.topology == "single":

@@ -30,8 +30,6 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
                       "redis[s]+sentinel://h1:p1,h2:p2/primary[/db]"),
     "REDIS_MAX_CONNECTIONS": ("20", "Redis connection pool cap (per node on a cluster)"),
     "REDIS_POOL_SIZE": ("10", "Redis connections opened at start"),
-    "REDIS_SOCKET_TIMEOUT": ("5", "Redis socket timeout, seconds"),
-    "REDIS_CONNECT_TIMEOUT": ("", "Redis connect timeout, seconds (default: REDIS_SOCKET_TIMEOUT)"),
     "CONFIG_FILE": ("", "optional YAML file: {section: {field: value}} seeding the config store"),
     "STATE_DIR": (".state", "where runtime config changes and history persist without Redis"),
     "GRACEFUL_TIMEOUT": ("30", "seconds to finish in-flight requests on SIGTERM"),

@@ -1,6 +1,6 @@
 """L2: Redis through the shared redis.asyncio client, with outage backoff.
 
-Every command is bounded by cache.redis_timeout_seconds.  The first failure
+Every command is bounded by redis.command_timeout_seconds.  The first failure
 marks L2 down: requests then skip Redis entirely (no latency per request, no
 error to the client; L1 keeps answering) while one background probe pings
 with exponential backoff up to cache.redis_retry_max_seconds.  The first
@@ -63,7 +63,7 @@ class RedisTier:
         return self.up and self.store.get("cache")["use_redis"]
 
     def _timeout(self) -> float:
-        return self.store.get("cache")["redis_timeout_seconds"]
+        return self.store.get("redis")["command_timeout_seconds"]
 
     # ---- commands (never raise) -------------------------------------------
     async def _timed(self, name: str, coro):

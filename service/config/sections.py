@@ -161,6 +161,20 @@ section(
     max_concurrent_batches=F(int, 3, 1, 256, env="AI_MAX_CONCURRENT_BATCHES", help="batches in flight at once"),
 )
 
+# Redis timeouts, in one place: the shared client's pool, the cache's L2
+# commands and the health probe, the rate limiter's decisions.
+section(
+    "redis", "Redis timeouts (every Redis user reads them here)",
+    socket_timeout_seconds=F(float, 5.0, 0.01, 600.0, env="REDIS_SOCKET_TIMEOUT",
+                             help="every socket operation of the shared pool, and the wait for a free connection"),
+    connect_timeout_seconds=F(float, 0.0, 0.0, 600.0, env="REDIS_CONNECT_TIMEOUT",
+                              help="connecting; 0: socket_timeout_seconds"),
+    command_timeout_seconds=F(float, 1.0, 0.01, 60.0,
+                              help="longest cache L2 command and health ping; slower counts as an outage"),
+    rate_limit_timeout_ms=F(float, 250.0, 1.0, 10_000,
+                            help="longest rate-limit decision in Redis; slower falls back to the local limiter"),
+)
+
 # The two-tier response cache (service/cache).  Field names are the bodies of
 # the /internal/cache POST commands, so a bad value is reported by its name.
 _CACHE_RESPONSES = ("none", "clear_expired", "evict_old", "evict_lfu", "evict_policy", "clear_all")
@@ -209,7 +223,6 @@ section(
     max_warming_operations=F(int, 5, 1, 1000, help="refreshes at once; none while as many user misses are in flight"),
     warming_interval_seconds=F(float, 1.0, 0.05, 3600.0, help="seconds between warming scans"),
     # Redis L2
-    redis_timeout_seconds=F(float, 1.0, 0.01, 60.0, help="longest L2 command; slower counts as an outage"),
     redis_retry_max_seconds=F(float, 30.0, 0.1, 3600.0, help="longest backoff between reconnect probes"),
     # analysis
     text_size_tiers=F(dict, {"small": 500, "medium": 5000, "large": 50_000}, 1, 10 ** 9, item_type=int,
@@ -300,7 +313,6 @@ section(
     use_redis=F(bool, True, env="RATE_LIMIT_USE_REDIS", help="share limits through Redis when REDIS_URL is set"),
     lease_window_ms=F(float, 100.0, 0.0, 10_000, help="a process leases up to this much of its traffic from Redis "
                                                         "at once (0 = one Redis call per request)"),
-    redis_timeout_ms=F(float, 250.0, 1.0, 10_000, help="slower Redis answers count as an outage"),
     redis_retry_seconds=F(float, 2.0, 0.05, 600, help="after a Redis failure, use the local limiter this long"),
     client_tier_limits=F(dict, {"premium": 200, "standard": 100, "basic": 50}, 1, 1_000_000_000, item_type=int,
                          help="requests per minute by tier"),

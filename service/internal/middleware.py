@@ -67,7 +67,9 @@ async def _auto(request: web.Request, section: str, plan) -> web.Response:
         raise validation_error("dry_run", "must be a boolean")
     changes, applied, reason, measured = plan(ctx)
     if applied and not dry:
-        await ctx.store.update(section, changes, source=f"auto-optimize:{section}", **actor(request))
+        other = {k: changes.pop(k) for k in list(changes) if k in ctx.store.sections}  # e.g. "redis" timeouts
+        await ctx.store.update_many({**({section: changes} if changes else {}), **other},
+                                    source=f"auto-optimize:{section}", **actor(request))
     out = _auto_result(applied, reason, measured, ctx.store.get(section))
     out["dry_run"] = dry
     return json_response(out)
@@ -180,7 +182,7 @@ async def monitoring_compression(request: web.Request) -> web.Response:
 
 # ---- rate limiting ----------------------------------------------------------------------
 RATE_FIELDS = ("enabled", "requests_per_minute", "burst_size", "redis_pool_size", "local_cache_size", "use_redis",
-               "lease_window_ms", "redis_timeout_ms", "redis_retry_seconds", "client_tier_limits", "client_tiers",
+               "lease_window_ms", "redis_retry_seconds", "client_tier_limits", "client_tiers",
                "adaptive_limits", "peak_multiplier", "off_peak_multiplier", "peak_hours", "paths", "headers")
 
 
@@ -247,7 +249,8 @@ async def monitoring_rate(request: web.Request) -> web.Response:
 
 def _plan_rate(ctx):
     st = _rate_perf(ctx)
-    changes, applied, reason = advisor.plan_rate_limit(st, ctx.store.get("rate_limit"))
+    changes, applied, reason = advisor.plan_rate_limit(st, ctx.store.get("rate_limit"),
+                                                       ctx.store.get("redis")["rate_limit_timeout_ms"])
     return changes, applied, reason, {k: st[k] for k in ("mode", "decisions", "redis_average_latency",
                                                           "redis_p95_latency", "local_cache_stats")}
 

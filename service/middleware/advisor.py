@@ -61,7 +61,8 @@ def plan_compression(stats: dict, cfg: dict) -> tuple[dict, list, str]:
 MIN_RATE_LIMIT_DECISIONS = 100
 
 
-def plan_rate_limit(stats: dict, cfg: dict) -> tuple[dict, list, str]:
+def plan_rate_limit(stats: dict, cfg: dict, redis_timeout_ms: float = 250.0) -> tuple[dict, list, str]:
+    """Changes of the rate_limit section, and of redis.rate_limit_timeout_ms under the key "redis"."""
     n = stats["decisions"]["total"]
     if n < MIN_RATE_LIMIT_DECISIONS:
         return {}, [], f"not enough data: {n} rate-limit decisions (need {MIN_RATE_LIMIT_DECISIONS})"
@@ -76,11 +77,13 @@ def plan_rate_limit(stats: dict, cfg: dict) -> tuple[dict, list, str]:
         new = min(1000.0, max(25.0, cfg["lease_window_ms"] * 2))
         _change(changes, applied, "lease_window_ms", cfg["lease_window_ms"], new,
                 f"only {lc['hit_ratio']:.0%} of decisions were served from local leases")
-    if stats["redis_calls"] >= 20 and stats["redis_p95_latency"] > cfg["redis_timeout_ms"] / 2 \
-            and cfg["redis_timeout_ms"] < 2000:
-        new = min(2000.0, cfg["redis_timeout_ms"] * 2)
-        _change(changes, applied, "redis_timeout_ms", cfg["redis_timeout_ms"], new,
+    if stats["redis_calls"] >= 20 and stats["redis_p95_latency"] > redis_timeout_ms / 2 and redis_timeout_ms < 2000:
+        new = min(2000.0, redis_timeout_ms * 2)
+        timeout: dict = {}
+        _change(timeout, applied, "rate_limit_timeout_ms", redis_timeout_ms, new,
                 f"Redis p95 {stats['redis_p95_latency']} ms is over half the timeout")
+        applied[-1]["section"] = "redis"
+        changes["redis"] = timeout
     if not applied:
         why = "Redis is down, limits are local until it answers; " if stats["mode"] == "fallback" else ""
         return {}, [], (f"{why}current settings fit the measurements: {lc['hit_ratio']:.0%} of {n} decisions "

@@ -14,7 +14,7 @@ until the time Redis named, so refused requests cost no Redis call either.
 
 Without Redis (no REDIS_URL, `use_redis` off) every process enforces the
 limit alone with the same algorithm in memory.  When Redis fails or is
-slower than `redis_timeout_ms` the limiter falls back to that local limiter
+slower than `redis.rate_limit_timeout_ms` the limiter falls back to that local limiter
 for `redis_retry_seconds`, probes Redis in the background and goes back to
 it when it answers.  Memory for both is bounded by `local_cache_size`
 clients.  Nothing in here raises to the request: a broken Redis means local
@@ -101,11 +101,14 @@ class RateLimiter:
 
     # ---- config ------------------------------------------------------------------
     def _on_config(self, section: str, new: dict, old: dict) -> None:
+        if section == "redis":
+            if new["rate_limit_timeout_ms"] != old.get("rate_limit_timeout_ms"):
+                self._drop_client()  # the next decision connects with the new timeout
+            return
         if section != "rate_limit":
             return
         self._build()
-        if new["redis_pool_size"] != old.get("redis_pool_size") or new["use_redis"] != old.get("use_redis") \
-                or new["redis_timeout_ms"] != old.get("redis_timeout_ms"):
+        if new["redis_pool_size"] != old.get("redis_pool_size") or new["use_redis"] != old.get("use_redis"):
             self._drop_client()
         if new["requests_per_minute"] != old.get("requests_per_minute") or new["burst_size"] != old.get("burst_size") \
                 or new["client_tier_limits"] != old.get("client_tier_limits") \
@@ -138,7 +141,7 @@ class RateLimiter:
             # any topology; the script's one key decides the node, and a NOSCRIPT (a new primary, a
             # flushed script cache) loads it again there
             self._redis = make_redis(self.redis_url, {}, max_connections=cfg["redis_pool_size"],
-                                     timeout=cfg["redis_timeout_ms"] / 1000.0, retries=0)
+                                     timeout=self.store.get("redis")["rate_limit_timeout_ms"] / 1000.0, retries=0)
             self._script = self._redis.register_script(LEASE_SCRIPT)
         return self._redis
 

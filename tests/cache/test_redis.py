@@ -86,7 +86,8 @@ async def test_stale_copies_come_from_l2(make_cache, any_redis_url):
 
 
 async def test_redis_outage_serves_from_memory_and_recovers(make_cache, fresh_redis):
-    cache = await make_cache(fresh_redis.url, redis_timeout_seconds=0.5, redis_retry_max_seconds=0.5)
+    cache = await make_cache(fresh_redis.url, redis_retry_max_seconds=0.5)
+    await cache.store.update("redis", {"command_timeout_seconds": 0.5})
     p = Provider()
     down0 = sample("llmapi_cache_l2_transitions_total", state="down")
     up0 = sample("llmapi_cache_l2_transitions_total", state="up")

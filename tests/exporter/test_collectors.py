@@ -120,10 +120,11 @@ async def test_start_runs_the_loops_and_cancels_cleanly(monkeypatch):
 async def test_redis_up_follows_a_real_server(fresh_redis, monkeypatch):
     from service.redis_client import make_redis
     monkeypatch.setattr(collectors, "REDIS_INTERVAL", 0.1)
-    monkeypatch.setattr(collectors, "REDIS_TIMEOUT", 0.5)
+    store = ConfigStore(SECTIONS, env={})
+    await store.update("redis", {"command_timeout_seconds": 0.5})
     redis = make_redis(fresh_redis.url, {"REDIS_SOCKET_TIMEOUT": "0.5"})
     pings_before = REDIS_LATENCY.labels("ping")._sum.get()
-    task = asyncio.create_task(collectors._redis_loop(redis))
+    task = asyncio.create_task(collectors._redis_loop(redis, store))
     try:
         for _ in range(50):
             await asyncio.sleep(0.1)

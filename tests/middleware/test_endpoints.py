@@ -212,8 +212,8 @@ async def test_rate_limit_auto_optimize(make_client):
     stats = {"decisions": {"total": 500}, "mode": "redis", "redis_calls": 400, "redis_p95_latency": 1.0,
              "redis_average_latency": 0.5,
              "local_cache_stats": {"evictions": 3, "hit_ratio": 0.5}}
-    changes, applied, reason = advisor.plan_rate_limit(stats, {"local_cache_size": 16, "lease_window_ms": 100.0,
-                                                               "redis_timeout_ms": 250.0})
+    changes, applied, reason = advisor.plan_rate_limit(stats, {"local_cache_size": 16, "lease_window_ms": 100.0},
+                                                       250.0)
     assert changes == {"local_cache_size": 32, "lease_window_ms": 200.0}
     for _ in range(120):
         await client.post("/v1/text/summarize", json={"text": TEXT})

@@ -63,7 +63,7 @@ async def _get(s, url):
 
 async def test_failover_under_load(setup, service_factory, tmp_path):
     cfg = tmp_path / "config.yml"
-    cfg.write_text("cache:\n  redis_timeout_seconds: 0.5\n  redis_retry_max_seconds: 1.0\n"
+    cfg.write_text("redis:\n  command_timeout_seconds: 0.5\ncache:\n  redis_retry_max_seconds: 1.0\n"
                    "rate_limit:\n  redis_retry_seconds: 1.0\n")
     env = dict(REDIS_URL=setup.url, CONFIG_FILE=str(cfg), REDIS_SOCKET_TIMEOUT="1", RATE_LIMIT_ENABLED="true",
                RATE_LIMIT_REQUESTS_PER_MINUTE="600000", RATE_LIMIT_BURST_SIZE="1000",
