@@ -44,10 +44,12 @@ bench: install system-deps
 dashboards: install
 	$(BIN)/python -m dashboards.generate
 	$(BIN)/python -m deploy.kubernetes.generate
+	$(BIN)/python -m deploy.alertmanager
 
 alerts: install
 	$(BIN)/python -m alerts.generate
 	$(BIN)/python -m deploy.kubernetes.generate
+	$(BIN)/python -m deploy.alertmanager
 
 docs: install
 	$(BIN)/python -m service.docgen --write README.md

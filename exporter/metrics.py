@@ -141,3 +141,10 @@ MIDDLEWARE_OVERHEAD = _h("middleware_overhead_seconds", "Own time of each middle
 # ---- answers (service/text): the quality SLO (exporter/slos.py) ---------------
 TEXT_DEGRADED = _c("text_degraded_responses", "API responses carrying a degraded answer (a stale cached copy "
                    "served because the AI service failed), once per response", ("operation", "reason"))
+
+# ---- remediation loop (service/remediation; playbook exporter/playbook.py) -----
+REMEDIATION_ACTIONS = _c("remediation_actions", "Playbook actions by entry, remedy, mode and outcome "
+                         "(applied, dry_run, reverted, ineffective, global_cap, ...)",
+                         ("entry", "action", "mode", "outcome"))
+REMEDIATION_ACTIVE = _g("remediation_active", "Enforced playbook actions applied and not yet reverted, by entry",
+                        ("entry",), mode="livemax")

@@ -45,6 +45,7 @@ ROUTE_MODULES = (
     "service.internal.monitoring",
     "service.internal.middleware",
     "service.internal.auth",
+    "service.internal.remediation",
 )
 
 

@@ -40,6 +40,8 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     "OPENAI_API_KEY": ("", "key for the OpenAI-compatible provider (never logged)"),
     "MONITORING_INSTANCE": ("", "name of this instance in the persisted monitoring history (default: host:port:worker)"),
     "RUNBOOK_BASE_URL": ("", "read by `make alerts dashboards`: where runbook links point"),
+    "ALERT_WEBHOOK_TOKEN_FILE": ("", "file holding the credential Alertmanager sends to POST /internal/alerts/webhook "
+                                     "(http_config.authorization.credentials_file); accepted for that route only"),
     "ALERT_WEBHOOK_URL": ("", "read by deploy/alertmanager-entrypoint.sh: where Alertmanager sends notifications"),
 }
 
@@ -80,6 +82,7 @@ class Settings:
     graceful_timeout: float = 30.0
     drain_seconds: float = 0.0
     keepalive_timeout: float = 75.0
+    alert_webhook_token_file: str | None = None
     worker_id: int = 0  # which of the WORKERS this process is (set by the supervisor; 0 alone)
 
     @property
@@ -110,5 +113,6 @@ class Settings:
             graceful_timeout=env_number(env, "GRACEFUL_TIMEOUT", float, 0),
             drain_seconds=env_number(env, "SHUTDOWN_DRAIN_SECONDS", float, 0),
             keepalive_timeout=env_number(env, "KEEPALIVE_TIMEOUT", float, 0),
+            alert_webhook_token_file=env_str(env, "ALERT_WEBHOOK_TOKEN_FILE") or None,
             worker_id=int(env.get("WORKER_ID") or 0),
         )

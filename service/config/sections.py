@@ -386,3 +386,22 @@ section(
                 "default_version must be one of supported_versions")],
 )
 # ---- end of middleware stack sections (issue 6) ----------------------------
+
+# ---- remediation loop (service/remediation, issue 15) -----------------------
+# One mode per playbook entry (exporter/playbook.py): shipped dry_run; an
+# operator switches entries to enforce one by one.
+from exporter.playbook import DEFAULT_MODE as _RDEFAULT, MODES as _RMODES, PLAYBOOK as _PLAYBOOK  # noqa: E402
+
+section(
+    "remediation", "Alertmanager-driven remedies (POST /internal/alerts/webhook): kill switch, limits, "
+                   "one mode per playbook entry (off, dry_run, enforce)",
+    enabled=F(bool, True, env="REMEDIATION_ENABLED", help="kill switch: false = no playbook action runs, not even "
+                                                           "a dry run"),
+    max_actions_per_hour=F(int, 6, 0, 1000, env="REMEDIATION_MAX_ACTIONS_PER_HOUR",
+                           help="enforced actions per hour over every entry, worker and replica"),
+    dedupe_ttl_seconds=F(float, 86_400.0, 60.0, 30 * 86_400, help="how long a firing alert (fingerprint + "
+                                                                  "startsAt) is remembered as handled"),
+    check_interval_seconds=F(float, 5.0, 0.1, 3600, help="seconds between verification and expiry checks"),
+    **{e.mode_field: F(str, _RDEFAULT, choices=_RMODES, help=f"{e.alertname}: {e.actions[0].describe()}")
+       for e in _PLAYBOOK},
+)

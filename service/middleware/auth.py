@@ -24,6 +24,7 @@ from aiohttp import web
 from exporter.metrics import AUTH_REJECTIONS
 from service.errors import ApiError
 from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
+from service.remediation.credential import load_webhook_token, webhook_identity
 
 BENCHMARK_HEADER = "X-Benchmark"
 BENCHMARK_KEY = Key(BENCHMARK, b"", frozenset({"text"}), None, "deployment secret")
@@ -75,6 +76,7 @@ def make(ctx):
     ring = ctx.keys
     secret = ctx.secret
     get = ctx.store.get
+    webhook_token = load_webhook_token(ctx.settings)  # Alertmanager's credential, for its webhook route only
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler):
@@ -92,6 +94,8 @@ def make(ctx):
             request["scopes"] = NO_SCOPES
             return await handler(request)
         raw = presented_key(request)
+        if raw is not None and webhook_identity(request, raw, webhook_token):
+            return await handler(request)  # key name alertmanager, scope alerts (service/remediation/credential.py)
         if raw is not None:
             key = ring.authenticate(raw)
             if key is None:
