@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from prometheus_client.utils import floatToGoString
 
+from alerts import remediation
 from alerts import rules as R
 from alerts.render import humanize, humanize_duration, humanize_percentage, render
 from exporter import alert_catalog as AC
@@ -548,7 +549,7 @@ def slo_budget_tests() -> list[dict]:
 def unit_tests(rule_file: str) -> dict:
     groups = ([g for k in KPIS for g in kpi_tests(k)] + thresholds_changed_tests()
               + slo_record_tests() + slo_budget_tests() + availability_tests()
-              + ratio_tests() + state_tests())
+              + ratio_tests() + state_tests() + remediation.tests(JOB, LABELS["instance"]))
     return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": groups}
 
 

@@ -19,6 +19,7 @@ from exporter import slos as S
 from exporter.kpis import KPIS, LOWER, KPI, sel
 from exporter.mixin import DEFAULT, Config, seconds
 
+from alerts import remediation
 from alerts.render import humanize_percentage
 
 LEVEL_OF = {"warning": "target", "critical": "critical"}
@@ -238,6 +239,7 @@ def rules(cfg: Config = DEFAULT) -> dict:
         _group("llmapi-load-and-ai", [ratio_alert(a, cfg) for a in AC.RATIO_ALERTS]
                + [spike_alert(a, cfg) for a in AC.SPIKE_ALERTS], cfg.interval),
         _group("llmapi-state", [state_alert(a, cfg) for a in AC.STATE_ALERTS], cfg.interval),
+        _group("llmapi-remediation", remediation.rules(cfg), cfg.interval),  # alerts/remediation.py
     ]}
 
 

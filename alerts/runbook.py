@@ -1,6 +1,7 @@
 """alerts/RUNBOOK.md: a section per KPI, per SLO and per other alert; every runbook_url points into it."""
 from __future__ import annotations
 
+from alerts import remediation
 from alerts import rules as R
 from exporter import alert_catalog as AC
 from exporter import slos as S
@@ -69,7 +70,7 @@ def runbook_md() -> str:
                   f"{DEFAULT.slo_period}), `{S.BUDGET_REMAINING_RECORD}`, `{S.OBJECTIVE_RECORD}`; label slo=\"{s.name}\"",
                   "", s.runbook.rstrip(), ""]
     exprs = {a.key: a.expr() for a in (*AC.RATIO_ALERTS, *AC.SPIKE_ALERTS)}
-    for key, (title, text) in AC.RUNBOOKS.items():
+    for key, (title, text) in {**AC.RUNBOOKS, **remediation.runbooks()}.items():
         anchor = _anchor(key)
         lines += [f"## {anchor}", "", f"**{title}**", "", f"- Alerts: {', '.join(at.get(anchor, []))}"]
         if key in exprs:

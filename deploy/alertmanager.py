@@ -12,6 +12,7 @@ Each alert is its own group there (`group_by: ['...']`), so every firing alert
 reaches the receiver with its own fingerprint.  The receiver authenticates
 with the credential in a file (`http_config.authorization.credentials_file`,
 the compose secret alert_webhook_token): no key is written in this file.
+The entrypoint also replaces the service URL with LLMAPI_WEBHOOK_URL when set.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = os.path.join(ROOT, "deploy", "alertmanager.yml")
 PEOPLE_URL = "http://alert-webhook.invalid/ALERT_WEBHOOK_URL"   # replaced by the entrypoint
 SERVICE_WEBHOOK_URL = "http://llmapi:8000/internal/alerts/webhook"
-CREDENTIALS_FILE = "/run/secrets/alert_webhook_token"
+CREDENTIALS_FILE = "/run/secrets/alert_webhook_token"   # the compose secret (the entrypoint can move it)
 RECEIVER = "llmapi-remediation"
 
 HEADER = """\
@@ -41,8 +42,9 @@ HEADER = """\
 # container starts (the end-to-end test does the same replacement in Python).
 #
 # The service: alerts of the remediation playbook (and their resolves) also go
-# to the service's POST /internal/alerts/webhook, authenticated by the
-# credential in the compose secret alert_webhook_token (a file: no key here).
+# to the service's POST /internal/alerts/webhook (LLMAPI_WEBHOOK_URL, default
+# the compose service), authenticated by the credential in the compose secret
+# alert_webhook_token (credentials_file: no key here).
 # Whether the service then acts is its own config (remediation section,
 # shipped dry_run): GET /internal/remediation.
 #

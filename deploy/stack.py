@@ -228,6 +228,17 @@ class Stack:
             fh.write(key + "\n")
         return key
 
+    def webhook_token_file(self) -> str:
+        """Alertmanager's credential for the service's remediation webhook: a random secret in a 0600 file
+        that both read (the service: ALERT_WEBHOOK_TOKEN_FILE; Alertmanager: its credentials_file)."""
+        path = self.path("config", "alert-webhook-token")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24) + "\n")
+        return path
+
     # ---- rendered config ----------------------------------------------------------------
     def _service_config(self) -> str:
         cfg = _load(os.path.join(DEPLOY, "llmapi.yml")) or {}
@@ -291,12 +302,16 @@ class Stack:
                        REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0", AI_PROVIDER="openai",
                        OPENAI_BASE_URL=f"http://127.0.0.1:{ports['upstream']}/v1",
                        CONFIG_FILE=self._service_config(), STATE_DIR=self.path("service-state"),
-                       LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
+                       LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+                       ALERT_WEBHOOK_TOKEN_FILE=self.webhook_token_file())
         svc_env.update(self.service_env)
         am_env = dict(base, ALERT_WEBHOOK_URL=f"http://127.0.0.1:{ports['sink']}/alerts",
                       ALERTMANAGER_CONFIG=self._alertmanager_config(),
                       ALERTMANAGER_RENDERED=self.path("config", "alertmanager.rendered.yml"),
-                      ALERTMANAGER_BIN=shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager")
+                      ALERTMANAGER_BIN=shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager",
+                      # playbook alerts also go to the service's own webhook (exporter/playbook.py)
+                      LLMAPI_WEBHOOK_URL=f"http://127.0.0.1:{ports['llmapi']}/internal/alerts/webhook",
+                      ALERT_WEBHOOK_TOKEN_PATH=self.webhook_token_file())
         prom_cfg = self._prometheus_config(ports)
         return [
             Component("redis", ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1",

@@ -40,8 +40,9 @@ PROCESS_ENV: dict[str, tuple[str, str]] = {
     "OPENAI_API_KEY": ("", "key for the OpenAI-compatible provider (never logged)"),
     "MONITORING_INSTANCE": ("", "name of this instance in the persisted monitoring history (default: host:port:worker)"),
     "RUNBOOK_BASE_URL": ("", "read by `make alerts dashboards`: where runbook links point"),
-    "ALERT_WEBHOOK_TOKEN_FILE": ("", "file holding the credential Alertmanager sends to POST /internal/alerts/webhook "
-                                     "(http_config.authorization.credentials_file); accepted for that route only"),
+    "ALERT_WEBHOOK_TOKEN": ("", "credential Alertmanager sends to POST /internal/alerts/webhook (its "
+                                "credentials_file holds the same); accepted for that route only (never logged)"),
+    "ALERT_WEBHOOK_TOKEN_FILE": ("", "file holding that credential instead (e.g. a mounted secret)"),
     "ALERT_WEBHOOK_URL": ("", "read by deploy/alertmanager-entrypoint.sh: where Alertmanager sends notifications"),
 }
 
@@ -82,6 +83,7 @@ class Settings:
     graceful_timeout: float = 30.0
     drain_seconds: float = 0.0
     keepalive_timeout: float = 75.0
+    alert_webhook_token: str = field(default="", repr=False)
     alert_webhook_token_file: str | None = None
     worker_id: int = 0  # which of the WORKERS this process is (set by the supervisor; 0 alone)
 
@@ -113,6 +115,7 @@ class Settings:
             graceful_timeout=env_number(env, "GRACEFUL_TIMEOUT", float, 0),
             drain_seconds=env_number(env, "SHUTDOWN_DRAIN_SECONDS", float, 0),
             keepalive_timeout=env_number(env, "KEEPALIVE_TIMEOUT", float, 0),
+            alert_webhook_token=env.get("ALERT_WEBHOOK_TOKEN", "").strip(),
             alert_webhook_token_file=env_str(env, "ALERT_WEBHOOK_TOKEN_FILE") or None,
             worker_id=int(env.get("WORKER_ID") or 0),
         )

@@ -28,7 +28,7 @@ import time
 import uuid
 
 from exporter.metrics import REMEDIATION_ACTIONS, REMEDIATION_ACTIVE
-from exporter.playbook import BY_NAME, PLAYBOOK, Entry
+from exporter.playbook import BY_NAME, CAP_OUTCOMES, PLAYBOOK, Entry
 from service.remediation import remedies
 from service.remediation.remedies import RemedyError
 from service.remediation.state import MemoryState, RedisState
@@ -57,6 +57,9 @@ class Remediation:
         self._lock = asyncio.Lock()
         for e in PLAYBOOK:
             REMEDIATION_ACTIVE.labels(entry=e.name).set(0)
+            for a in e.actions:  # the series alerts/remediation.py watches exist from 0: the first increase counts
+                for outcome in ("ineffective", *CAP_OUTCOMES):
+                    REMEDIATION_ACTIONS.labels(entry=e.name, action=a.remedy, mode="enforce", outcome=outcome)
 
     @property
     def cfg(self) -> dict:

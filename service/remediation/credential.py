@@ -2,7 +2,8 @@
 
 Alertmanager reads it from a file (`http_config.authorization.credentials_file`,
 so no key is written in alertmanager.yml) and sends `Authorization: Bearer
-<credential>`; the service reads the same secret from ALERT_WEBHOOK_TOKEN_FILE.
+<credential>`; the service reads the same secret from ALERT_WEBHOOK_TOKEN (or
+the file ALERT_WEBHOOK_TOKEN_FILE names).
 It is valid for POST /internal/alerts/webhook only, as key name
 `alertmanager` with the single scope `alerts`.
 """
@@ -21,8 +22,12 @@ WEBHOOK_KEY_NAME = "alertmanager"
 
 
 def load_webhook_token(settings) -> bytes | None:
-    """The webhook credential from ALERT_WEBHOOK_TOKEN_FILE (read once at start), or None."""
+    """The webhook credential from ALERT_WEBHOOK_TOKEN or ALERT_WEBHOOK_TOKEN_FILE (read once at start), or None."""
     path = settings.alert_webhook_token_file
+    if settings.alert_webhook_token:
+        if path:
+            raise SystemExit("set ALERT_WEBHOOK_TOKEN or ALERT_WEBHOOK_TOKEN_FILE, not both")
+        return _checked(settings.alert_webhook_token.encode(), "ALERT_WEBHOOK_TOKEN")
     if not path:
         return None
     try:
@@ -33,8 +38,12 @@ def load_webhook_token(settings) -> bytes | None:
     if not token:
         log.warning("ALERT_WEBHOOK_TOKEN_FILE %s is empty: the alert webhook takes admin keys only", path)
         return None
+    return _checked(token, "ALERT_WEBHOOK_TOKEN_FILE")
+
+
+def _checked(token: bytes, source: str) -> bytes:
     if len(token) < 16:
-        raise SystemExit("ALERT_WEBHOOK_TOKEN_FILE must hold a credential of at least 16 characters")
+        raise SystemExit(f"{source}: the webhook credential must be at least 16 characters")
     return token
 
 

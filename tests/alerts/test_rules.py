@@ -259,7 +259,8 @@ def test_entrypoint_renders_the_webhook_url_from_env(tmp_path):
     url = "http://hooks.example:5001/alerts?token=a&b=c|d"
     path = render_am(tmp_path, url)
     cfg = load(path)
-    urls = {w["url"] for rcv in cfg["receivers"] for w in rcv.get("webhook_configs", [])}
+    urls = {w["url"] for rcv in cfg["receivers"] for w in rcv.get("webhook_configs", [])
+            if rcv["name"] != "llmapi-remediation"}  # the service's own webhook (tests/remediation)
     assert urls == {url}
     assert run("amtool", "check-config", path).returncode == 0
 
@@ -272,7 +273,9 @@ def test_entrypoint_refuses_without_the_env(tmp_path):
 
 
 @pytest.mark.parametrize("labels,receiver", [
-    (["severity=critical", "alertname=LlmapiErrorRateNeedsAttention", "kpi=error_rate"], "critical"),
+    (["severity=critical", "alertname=LlmapiErrorRateNeedsAttention", "kpi=error_rate"],
+     "llmapi-remediation,critical"),  # a playbook alert: the service's webhook too (exporter/playbook.py)
+    (["severity=critical", "alertname=LlmapiRedisDown"], "critical"),
     (["severity=warning", "alertname=LlmapiErrorRateTargetMissed", "kpi=error_rate"], "warning"),
     (["alertname=Other"], "default"),
 ])
