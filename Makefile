@@ -44,7 +44,6 @@ bench: install system-deps
 dashboards: install
 	$(BIN)/python -m dashboards.generate
 	$(BIN)/python -m deploy.kubernetes.generate
-	$(BIN)/python -m deploy.alertmanager
 
 alerts: install
 	$(BIN)/python -m alerts.generate

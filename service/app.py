@@ -177,6 +177,14 @@ def lifecycle(ctx: Context) -> list:
         if ctx.monitoring is not None:
             await ctx.monitoring.stop()
 
+    async def remediation(app):
+        rem = ctx.extras.get("remediation")  # service/remediation: the verification and expiry check
+        if rem is not None:
+            rem.start()
+        yield
+        if rem is not None:
+            await rem.stop()
+
     async def collectors(app):
         from exporter import collectors as sampling
         ctx.background.extend(await sampling.start(ctx))
@@ -186,5 +194,5 @@ def lifecycle(ctx: Context) -> list:
         await cancel_and_wait(ctx.background)
         ctx.background.clear()
 
-    return [access_log, batched_counts, redis_client, config, deployment_secret, ai_providers, cache, resilience, rate_limiter,
-            monitoring, collectors, drain_on_sigterm(ctx)]
+    return [access_log, batched_counts, redis_client, config, deployment_secret, ai_providers, cache, resilience,
+            rate_limiter, monitoring, remediation, collectors, drain_on_sigterm(ctx)]

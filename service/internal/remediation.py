@@ -17,7 +17,9 @@ from aiohttp import web
 
 from exporter.playbook import BY_NAME, MODES
 from service.errors import ApiError, validation_error
+from service.context import CTX
 from service.http import json_response, query_number, read_json, read_object
+from service.internal.audit import actor
 from service.remediation import SECTION, Remediation
 from service.remediation import payload as am_payload
 from service.remediation.credential import WEBHOOK_PATH, WEBHOOK_SCOPE
@@ -25,7 +27,7 @@ from service.remediation.credential import WEBHOOK_PATH, WEBHOOK_SCOPE
 log = logging.getLogger("service.remediation")
 
 def _rem(request: web.Request) -> Remediation:
-    return request.app["ctx"].extras["remediation"]
+    return request.app[CTX].extras["remediation"]
 
 
 def _entry(request: web.Request):
@@ -36,17 +38,13 @@ def _entry(request: web.Request):
     return e
 
 
-def _caller(request: web.Request) -> str:
-    return request.get("key_name") or "api"
-
-
 async def webhook(request: web.Request) -> web.Response:
     scopes = request.get("scopes")
     if scopes is not None and not ({"admin", WEBHOOK_SCOPE} & set(scopes)):
         raise ApiError(403, "FORBIDDEN", "the alert webhook needs an admin key or the webhook credential",
                        details={"required_scope": "admin"})
     parsed = am_payload.parse(await read_json(request))
-    results = await _rem(request).handle(parsed)
+    results = await _rem(request).handle(parsed, request_id=request.get("request_id"), remote=request.remote)
     acted = [r for r in results if r["outcome"] in ("applied", "reverted", "revert_skipped", "dry_run")]
     return json_response({"status": "ok", "received": len(parsed["alerts"]), "acted_on": len(acted),
                           "results": results})
@@ -71,9 +69,10 @@ async def post_entry(request: web.Request) -> web.Response:
         return json_response(await rem.dry_run_now(entry))
     if body["mode"] not in MODES:
         raise validation_error("mode", f"must be one of {list(MODES)}")
-    store = request.app["ctx"].store
+    store = request.app[CTX].store
     previous = store.get(SECTION)[entry.mode_field]
-    res = await store.update(SECTION, {entry.mode_field: body["mode"]}, source=_caller(request))
+    res = await store.update(SECTION, {entry.mode_field: body["mode"]}, **actor(request),
+                             source=f"api:/internal/remediation/{entry.name}")
     return json_response({"entry": entry.name, "mode": store.get(SECTION)[entry.mode_field], "previous": previous,
                           "changes": res["changes"], "config_version": store.version})
 
@@ -84,18 +83,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application, ctx) -> None:
-    rem = ctx.extras.get("remediation")
-    if rem is None:
-        rem = ctx.extras["remediation"] = Remediation(ctx)
-
-    async def start(app):
-        rem.start()
-
-    async def stop(app):
-        await rem.stop()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    if "remediation" not in ctx.extras:
+        ctx.extras["remediation"] = Remediation(ctx)  # started and stopped by service/app.py:lifecycle
     r = app.router
     r.add_post(WEBHOOK_PATH, webhook)
     r.add_get("/internal/remediation", get_status)

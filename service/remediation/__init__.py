@@ -29,6 +29,7 @@ import uuid
 
 from exporter.metrics import REMEDIATION_ACTIONS, REMEDIATION_ACTIVE
 from exporter.playbook import BY_NAME, CAP_OUTCOMES, PLAYBOOK, Entry
+from service.background import cancel_and_wait
 from service.remediation import remedies
 from service.remediation.remedies import RemedyError
 from service.remediation.state import MemoryState, RedisState
@@ -69,8 +70,11 @@ class Remediation:
         return self.cfg[entry.mode_field]
 
     # ---- the webhook ---------------------------------------------------------------------------
-    async def handle(self, payload: dict) -> list[dict]:
-        """Act on a parsed webhook payload (service/remediation/payload.py); one result per alert."""
+    async def handle(self, payload: dict, request_id: str | None = None, remote: str | None = None) -> list[dict]:
+        """Act on a parsed webhook payload (service/remediation/payload.py); one result per alert.
+
+        request_id and remote (the webhook request's) go into the config audit with the actor."""
+        audit = {"request_id": request_id, "remote": remote}
         out = []
         for alert in payload["alerts"]:
             entry = match(alert["labels"])
@@ -82,13 +86,13 @@ class Remediation:
                 continue
             async with self._lock:
                 if alert["status"] == "firing":
-                    res = await self.fire(entry, alert)
+                    res = await self.fire(entry, alert, audit)
                 else:
-                    res = await self.resolve(entry, alert)
+                    res = await self.resolve(entry, alert, audit)
             out.append({**base, "entry": entry.name, **res})
         return out
 
-    async def fire(self, entry: Entry, alert: dict) -> dict:
+    async def fire(self, entry: Entry, alert: dict, audit: dict | None = None) -> dict:
         cfg, mode = self.cfg, self.mode(entry)
         action = entry.actions[0]
         who = actor(alert["labels"]["alertname"])
@@ -127,7 +131,7 @@ class Remediation:
             await self.state.release(claim)  # a later repeat of the alert may act once the limit allows
             return await self._outcome(entry, action.remedy, mode, skip, base, _SKIP_MESSAGES[skip], alert)
         try:
-            step = await remedies.apply(self.ctx, action.remedy, action.body, who)
+            step = await remedies.apply(self.ctx, action.remedy, action.body, who, **(audit or {}))
         except (RemedyError, Exception) as e:  # noqa: BLE001 - the answer reports it; Alertmanager must get a 200
             log.warning("remediation: %s failed: %s", action.describe(), e)
             return await self._outcome(entry, action.remedy, mode, "failed", base, f"failed: {e}", alert)
@@ -138,7 +142,7 @@ class Remediation:
                                     "result": step["result"], "config_version": self.store.version},
                                    f"applied {action.describe()}", alert)
 
-    async def resolve(self, entry: Entry, alert: dict) -> dict:
+    async def resolve(self, entry: Entry, alert: dict, audit: dict | None = None) -> dict:
         who = actor(alert["labels"]["alertname"])
         mode = self.mode(entry)
         base = {"mode": mode, "action": entry.actions[0].describe(), "actor": who}
@@ -156,14 +160,15 @@ class Remediation:
         if not entry.revert_on_resolve:
             await self._refresh_active()
             return {**base, "outcome": "kept", "message": "resolved; this entry does not revert on resolve"}
-        return await self._revert(entry, rec, "resolved", alert)
+        return await self._revert(entry, rec, "resolved", alert, audit)
 
-    async def _revert(self, entry: Entry, rec: dict, why: str, alert: dict | None = None) -> dict:
+    async def _revert(self, entry: Entry, rec: dict, why: str, alert: dict | None = None,
+                      audit: dict | None = None) -> dict:
         results = []
         outcome = "reverted"
         for step in reversed(rec["steps"]):
             try:
-                r = await remedies.revert(self.ctx, step, rec["actor"])
+                r = await remedies.revert(self.ctx, step, rec["actor"], **(audit or {}))
             except Exception as e:  # noqa: BLE001
                 log.warning("remediation: revert of %s failed: %s", step["remedy"], e)
                 r = {"outcome": "revert_failed", "message": f"revert failed: {e}", "restored": {}}
@@ -356,12 +361,8 @@ class Remediation:
         self._task = asyncio.create_task(self._loop(), name="remediation:check")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self._task])
+        self._task = None
 
 
 _SKIP_MESSAGES = {

@@ -26,8 +26,8 @@ class RemedyError(Exception):
 
 
 def actor_of(entry: dict) -> str:
-    """Who made a config history entry (the store's `actor`, or the older `source`)."""
-    return str(entry.get("actor") or entry.get("source") or "")
+    """Who made a config history entry."""
+    return str(entry.get("actor") or "")
 
 
 def _only(body: dict, allowed: tuple[str, ...], remedy: str) -> None:
@@ -124,18 +124,20 @@ def _step(remedy: str, entries: list[dict], store, result: dict | None = None) -
             "result": result or {}}
 
 
-async def apply(ctx, remedy: str, body: dict, actor: str) -> dict:
-    """Run the action; the step it returns is what a revert needs."""
+async def apply(ctx, remedy: str, body: dict, actor: str, request_id: str | None = None,
+                remote: str | None = None) -> dict:
+    """Run the action as `actor`; the step it returns is what a revert needs."""
     store = ctx.store
+    audit = {"actor": actor, "request_id": request_id, "remote": remote, "source": f"remediation:{remedy}"}
     if remedy == "cache/emergency-cleanup":
         plan(ctx, remedy, body)
         return _step(remedy, [], store, ctx.cache.emergency_cleanup())
     if remedy == "monitoring/emergency-mode":
         _emergency_plan(ctx, body)
-        _, _, entries = await emergency.enable(store, None, source=actor)
+        _, _, entries = await emergency.enable(store, None, **audit)
         return _step(remedy, entries, store)
     changes = _validated(store, PLANS[remedy](ctx, body))
-    return _step(remedy, await store.update_many(changes, source=actor), store)
+    return _step(remedy, await store.update_many(changes, **audit), store)
 
 
 def later_changes(store, step: dict, actor: str) -> list[str]:
@@ -153,7 +155,7 @@ def later_changes(store, step: dict, actor: str) -> list[str]:
     return sorted(set(out))
 
 
-async def revert(ctx, step: dict, actor: str) -> dict:
+async def revert(ctx, step: dict, actor: str, request_id: str | None = None, remote: str | None = None) -> dict:
     """Restore what the step replaced, unless someone changed those fields since."""
     if not step["changes"]:
         return {"outcome": "reverted", "message": "nothing to revert", "restored": {}}
@@ -162,10 +164,12 @@ async def revert(ctx, step: dict, actor: str) -> dict:
     if conflicts:
         return {"outcome": "revert_skipped", "restored": {}, "changed_since": conflicts,
                 "message": f"kept: changed since the action by someone else ({', '.join(conflicts)})"}
+    audit = {"actor": actor, "request_id": request_id, "remote": remote,
+             "source": f"remediation:revert {step['remedy']}"}
     if step["remedy"] == "monitoring/emergency-mode":
-        _, _, entries = await emergency.disable(store, source=actor)
+        _, _, entries = await emergency.disable(store, **audit)
     else:
-        entries = await store.update_many(step["previous"], source=actor)
+        entries = await store.update_many(step["previous"], **audit)
     return {"outcome": "reverted", "restored": {e["section"]: e["changes"] for e in entries},
             "message": "restored the config the action replaced"}
 

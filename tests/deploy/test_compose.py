@@ -89,8 +89,14 @@ def test_prometheus_keeps_more_than_the_slo_window(resolved):
 def test_keys_come_from_a_secret_file_and_no_key_is_in_the_file(resolved):
     svc = resolved["services"]["llmapi"]
     assert svc["environment"]["API_KEYS_FILE"] == "/run/secrets/api_keys"
-    assert [s["source"] for s in svc["secrets"]] == ["api_keys"]
+    assert [s["source"] for s in svc["secrets"]] == ["api_keys", "alert_webhook_token"]
     assert resolved["secrets"]["api_keys"]["file"] == EXAMPLE_KEYS
+    # Alertmanager's credential for the service's webhook (tests/remediation): a secret both read, in deploy/secrets/
+    assert svc["environment"]["ALERT_WEBHOOK_TOKEN_FILE"] == "/run/secrets/alert_webhook_token"
+    am = resolved["services"]["alertmanager"]
+    assert [s["source"] for s in am["secrets"]] == ["alert_webhook_token"]
+    assert resolved["secrets"]["alert_webhook_token"]["file"] == os.path.join(ROOT, "deploy", "secrets",
+                                                                              "alert-webhook-token")
     raw = yaml.safe_load(open(COMPOSE))
     for name, s in raw["services"].items():
         env = s.get("environment", {})

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from exporter.playbook import BY_NAME
+from service.context import CTX
 from tests.helpers import API_KEY
 from tests.remediation.conftest import load, variant
 
@@ -74,7 +75,8 @@ async def test_enforce_applies_once_per_fingerprint_as_the_alertmanager_actor(ma
     assert (await r.json())["preset"] == "aggressive"   # live: the resilience subsystem reads it
     hist = (await (await c.get("/internal/config/history")).json())["history"]
     mine = [h for h in hist if h["section"] == "resilience"]
-    assert len(mine) == 1 and ERR_ACTOR in (mine[0].get("actor") or mine[0].get("source"))
+    assert len(mine) == 1 and mine[0]["actor"] == ERR_ACTOR
+    assert mine[0]["source"] == "remediation:resilience/config/apply-preset" and mine[0]["request_id"]
     m = await metrics(c)
     assert metric(m, "llmapi_remediation_actions_total", entry="error_rate", mode="enforce", outcome="applied") == 1
     assert metric(m, "llmapi_remediation_active", entry="error_rate") == 1
@@ -226,7 +228,7 @@ async def test_ineffective_action_escalates_to_the_next_and_resolve_reverts_both
     tune_entry("memory_pressure", verify_after_seconds=0.001)
     c = await make_client()
     await mode(c, "memory_pressure", "enforce")
-    rem = c.app["ctx"].extras["remediation"]
+    rem = c.app[CTX].extras["remediation"]
     rem.kpi_check = lambda kpi: (False, f"{kpi} still high")
     first = (await post(c, load("memory_firing")))["results"][0]
     assert first["outcome"] == "applied" and first["action"] == "POST /internal/cache/emergency-cleanup"
@@ -247,7 +249,7 @@ async def test_effective_action_is_recorded_and_not_escalated(make_client, tune_
     tune_entry("memory_pressure", verify_after_seconds=0.001)
     c = await make_client()
     await mode(c, "memory_pressure", "enforce")
-    rem = c.app["ctx"].extras["remediation"]
+    rem = c.app[CTX].extras["remediation"]
     rem.kpi_check = lambda kpi: (True, "recovered")
     await post(c, load("memory_firing"))
     await rem.check(time.time() + 1)
@@ -262,7 +264,7 @@ async def test_an_action_applied_too_long_is_reverted(make_client, tune_entry):
     c = await make_client()
     await mode(c, "error_rate", "enforce")
     await post(c, load("error_rate_firing"))
-    await c.app["ctx"].extras["remediation"].check(time.time() + 1)
+    await c.app[CTX].extras["remediation"].check(time.time() + 1)
     assert (await config(c))["sections"]["resilience"]["values"]["preset"] == "simple"
     hist = (await (await c.get("/internal/remediation/history")).json())["history"]
     assert hist[0]["outcome"] == "reverted" and "applied longer than" in hist[0]["why"]
