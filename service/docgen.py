@@ -35,7 +35,9 @@ AREAS = {"/v1": "text API and health", "/internal/config": "runtime config store
          "/internal/cache": "response cache", "/internal/resilience": "AI-service resilience",
          "/internal/ai": "AI provider tuning", "/internal/middleware": "middleware stack",
          "/internal/auth": "API keys (names and scopes)",
-         "/internal/monitoring": "monitoring, KPIs and operations", "/metrics": "Prometheus", "/openapi.json": "API document"}
+         "/internal/monitoring": "monitoring, KPIs and operations",
+         "/internal/alerts": "remediation (closed loop)", "/internal/remediation": "remediation (closed loop)",
+         "/metrics": "Prometheus", "/openapi.json": "API document"}
 
 
 def routes() -> str:
