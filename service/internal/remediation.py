@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from exporter.playbook import BY_NAME, MODES
 from service.errors import ApiError, validation_error
@@ -44,7 +45,12 @@ async def webhook(request: web.Request) -> web.Response:
         raise ApiError(403, "FORBIDDEN", "the alert webhook needs an admin key or the webhook credential",
                        details={"required_scope": "admin"})
     parsed = am_payload.parse(await read_json(request))
-    results = await _rem(request).handle(parsed, request_id=request.get("request_id"), remote=request.remote)
+    try:
+        results = await _rem(request).handle(parsed, request_id=request.get("request_id"), remote=request.remote)
+    except (RedisError, OSError) as e:  # the shared state is away: Alertmanager retries a 5xx, nothing acted
+        log.warning("remediation: state unavailable (%s): webhook refused", type(e).__name__)
+        raise ApiError(503, "REMEDIATION_STATE_UNAVAILABLE", "the remediation state (Redis) cannot be reached; "
+                       "nothing was done, Alertmanager will retry", headers={"Retry-After": "10"})
     acted = [r for r in results if r["outcome"] in ("applied", "reverted", "revert_skipped", "dry_run")]
     return json_response({"status": "ok", "received": len(parsed["alerts"]), "acted_on": len(acted),
                           "results": results})

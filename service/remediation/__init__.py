@@ -29,6 +29,8 @@ import uuid
 
 from exporter.metrics import REMEDIATION_ACTIONS, REMEDIATION_ACTIVE
 from exporter.playbook import BY_NAME, CAP_OUTCOMES, PLAYBOOK, Entry
+from redis.exceptions import RedisError
+
 from service.background import cancel_and_wait
 from service.remediation import remedies
 from service.remediation.remedies import RemedyError
@@ -132,8 +134,11 @@ class Remediation:
             return await self._outcome(entry, action.remedy, mode, skip, base, _SKIP_MESSAGES[skip], alert)
         try:
             step = await remedies.apply(self.ctx, action.remedy, action.body, who, **(audit or {}))
-        except (RemedyError, Exception) as e:  # noqa: BLE001 - the answer reports it; Alertmanager must get a 200
+        except (RedisError, OSError):
+            raise  # the shared state is away: the webhook answers 503 and Alertmanager retries
+        except Exception as e:  # noqa: BLE001 - the answer reports it (a bad body, config not persisted, ...)
             log.warning("remediation: %s failed: %s", action.describe(), e)
+            await self.state.release(claim)  # a repeat of the alert may try again
             return await self._outcome(entry, action.remedy, mode, "failed", base, f"failed: {e}", alert)
         await self.state.put(self._key(entry, alert), self._record(entry, alert, who, now, [step]))
         await self._refresh_active()

@@ -61,3 +61,19 @@ async def test_two_processes_on_one_redis_act_once_and_either_reverts(service_fa
         assert await _wait(lambda: preset(a.url, "simple")) and await _wait(lambda: preset(b.url, "simple"))
         _, hist = await _json(s, "GET", f"{a.url}/internal/remediation/history")
         assert [h["outcome"] for h in hist["history"]] == ["reverted", "applied"]
+
+
+async def test_redis_away_answers_503_so_alertmanager_retries_and_nothing_changes(make_client, fresh_redis):
+    c = await make_client(REDIS_URL=fresh_redis.url)
+    r = await c.post("/internal/remediation/error_rate", json={"mode": "enforce"})
+    assert r.status == 200
+    fresh_redis.stop()
+    r = await c.post(HOOK, json=load("error_rate_firing"))
+    body = await r.json()
+    assert r.status == 503 and body["error_code"] == "REMEDIATION_STATE_UNAVAILABLE", body
+    assert r.headers["Retry-After"]
+    cfg = await (await c.get("/internal/config")).json()
+    assert cfg["sections"]["resilience"]["values"]["preset"] == "simple"
+    fresh_redis.start()  # back: the retry acts
+    r = await c.post(HOOK, json=load("error_rate_firing"))
+    assert r.status == 200 and (await r.json())["results"][0]["outcome"] == "applied"
