@@ -13,10 +13,14 @@ MARKED = "applied|dry_run|reverted|revert_skipped|escalated|expired|ineffective"
 
 
 def annotation(ds: dict, sel: str) -> dict:
-    """A Grafana annotation query: a marker each minute with a playbook action, titled entry: outcome."""
+    """A Grafana annotation query: a marker each minute with a playbook action, titled entry: outcome.
+
+    A counter's series appears at its first count (value 1), which changes() cannot see: a series
+    that did not exist a minute ago (and counts) is a change too."""
+    m = f'{ACTIONS}{{{sel},outcome=~"{MARKED}"}}'
     return {
         "datasource": ds, "enable": True, "hide": False, "iconColor": "purple", "name": "Remediation actions",
-        "expr": f'sum by (entry, action, mode, outcome) (changes({ACTIONS}{{{sel},outcome=~"{MARKED}"}}[1m])) > 0',
+        "expr": f"sum by (entry, action, mode, outcome) ((changes({m}[1m]) > 0) or ({m} > 0 unless {m} offset 1m))",
         "step": "60s", "titleFormat": "{{entry}}: {{outcome}}", "textFormat": "{{action}} ({{mode}})",
         "tagKeys": "entry,outcome,mode", "useValueForTime": False,
     }

@@ -21,6 +21,7 @@ import time
 import aiohttp
 import pytest
 
+from dashboards import remediation as dashboard_remediation
 from tests.e2e.test_observability_e2e import CRITICAL, JOB, Stack, Traffic, _control, prom_query, wait_for
 from tests.helpers import API_KEY
 
@@ -122,6 +123,11 @@ async def test_alert_drives_the_remedy_and_its_resolve_reverts_it(stack):
             assert await wait_for(lambda: _prom_value(
                 session, stack, f'max(llmapi_remediation_active{{job="{JOB}",entry="error_rate"}})'), 30,
                 "the active remedy in Prometheus") == 1.0
+            # the dashboard's annotation query marks it
+            ann = dashboard_remediation.annotation({}, 'job=~"$job",instance=~"$instance"')["expr"]
+            ann = ann.replace("$job", JOB).replace("$instance", ".+")
+            marked = await wait_for(lambda: _has_result(session, stack, ann), 30, "the dashboard annotation")
+            assert {m["metric"]["outcome"] for m in marked} >= {"applied"}
 
             await _control(session, stack, error_rate=0.0)
             mark("upstream healed")
@@ -157,6 +163,12 @@ async def _prom_value(session, stack, q):
     if res.get("status") != "success" or not res["data"]["result"]:
         return None
     return float(res["data"]["result"][0]["value"][1]) or None
+
+
+async def _has_result(session, stack, q):
+    res = await prom_query(session, stack, q)
+    assert res.get("status") == "success", res
+    return res["data"]["result"]
 
 
 async def _prom_alert_gone(session, stack):
