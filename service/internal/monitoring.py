@@ -7,6 +7,7 @@ enable-throttling belong to their subsystems.)
 """
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 
 import psutil
@@ -167,6 +168,9 @@ async def memory_analysis(request: web.Request) -> web.Response:
     return json_response(memory.analysis(ctx, ctx.monitoring))
 
 
+_HOTSPOTS_LOCK = asyncio.Lock()
+
+
 async def memory_hotspots(request: web.Request) -> web.Response:
     """Read-only: tracing is switched by POST (memory_hotspots_post); a GET that asks with ?enable= is
     answered with the current state and how to switch it."""
@@ -176,7 +180,10 @@ async def memory_hotspots(request: web.Request) -> web.Response:
     group = request.query.get("group_by", "lineno")
     if group not in ("lineno", "filename", "traceback"):
         raise ApiError(422, "VALIDATION_ERROR", "group_by must be lineno, filename or traceback", field="group_by")
-    out = memory.hotspots(mon, limit, group)
+    # tracemalloc's snapshot and grouping take seconds on a big heap: in a thread, so the loop keeps
+    # serving (it gets the interpreter back at every switch interval); one computation at a time
+    async with _HOTSPOTS_LOCK:
+        out = await asyncio.get_running_loop().run_in_executor(None, memory.hotspots, mon, limit, group)
     if enable is not None and enable != out["tracing"]:
         out["enable"] = {"applied": False, "requested": enable,
                          "message": "a GET does not change state: POST /internal/monitoring/memory-hotspots "

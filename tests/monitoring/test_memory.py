@@ -26,6 +26,23 @@ async def test_memory_analysis_reports_process_gc_and_subsystems(mon_client):
     assert d["largest_subsystem"]["name"] in subs
 
 
+async def test_hotspots_are_computed_off_the_event_loop(mon_client, monkeypatch):
+    """tracemalloc's snapshot and statistics take seconds on a big heap: they run in a worker thread."""
+    import threading
+
+    from service.monitoring import memory
+    seen = []
+    real = memory.hotspots
+
+    def spy(*args):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(*args)
+    monkeypatch.setattr(memory, "hotspots", spy)
+    c = await mon_client()
+    assert (await c.get(f"{M}/memory-hotspots")).status == 200
+    assert seen == [False]
+
+
 async def test_hotspots_off_by_default_then_on_demand(mon_client):
     c = await mon_client()
     try:
