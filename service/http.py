@@ -1,6 +1,7 @@
 """Small request/response helpers shared by every handler."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -19,11 +20,18 @@ async def read_request(request: web.Request, chunk_size: int | None = None, coun
     Content-Length (400 MALFORMED_REQUEST), a client gone before its body arrived.
 
     With chunk_size, the body is read that many bytes at a time (counts["reads"] counts
-    the reads) and refused (413, as read() does) once it passes the request's read cap."""
+    the reads) and refused (413, as read() does) once it passes the request's read cap.
+    A body that has not arrived in full within request_size.body_read_timeout_seconds
+    gets 408 REQUEST_TIMEOUT (a client that stalls mid-body holds nothing for long)."""
+    timeout = request.app[CTX].store.get("request_size")["body_read_timeout_seconds"]
     try:
         if chunk_size is not None:
-            return await _read_in_chunks(request, chunk_size, counts)
-        return await request.read()
+            return await asyncio.wait_for(_read_in_chunks(request, chunk_size, counts), timeout)
+        return await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        request.content.feed_eof()
+        raise ApiError(408, "REQUEST_TIMEOUT", f"the request body did not arrive within {timeout:g} s",
+                       {"field": "body"}, close=True) from None
     except (RequestPayloadError, HttpProcessingError) as e:  # the parser's error, as the request payload raises it
         cause = e.__cause__ if isinstance(e, RequestPayloadError) else e
         request.content.feed_eof()  # the rest is not read: aiohttp must not linger reading it (it would raise again)

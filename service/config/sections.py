@@ -345,6 +345,9 @@ section(
                   help="true: enforce while the handler reads; false: read and check before the handler runs"),
     enable_streaming=F(bool, True, help="accept chunked bodies without Content-Length (else 411)"),
     chunk_size=F(int, 65536, 1024, 16 * _MiB, help="read size when checking a body before the handler"),
+    body_read_timeout_seconds=F(float, 30.0, 0.1, 3600, env="BODY_READ_TIMEOUT_SECONDS",
+                                help="longest wait for a request body to arrive in full; then 408 and the "
+                                     "connection is closed"),
 )
 
 _VERSION = re.compile(r"^v\d{1,4}(\.\d{1,4})?$")

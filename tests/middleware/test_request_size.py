@@ -195,3 +195,25 @@ async def test_chunk_size_is_the_read_size_of_the_check_before_the_handler(make_
     r = await client.post("/v1/text/summarize", data=body, headers={"Content-Type": "application/json"})
     assert r.status == 200
     assert await reads() - before <= 2
+
+
+def test_a_body_that_stalls_gets_408_and_the_connection_closes(service_factory):
+    """A client that sends part of its body and stops holds the request only for
+    request_size.body_read_timeout_seconds, then gets 408 REQUEST_TIMEOUT."""
+    import json as _json
+    import socket
+
+    from tests.helpers import API_KEY as KEY
+    svc = service_factory(BODY_READ_TIMEOUT_SECONDS="0.5")
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=20) as s:
+        s.sendall(b"POST /v1/text/summarize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 200\r\n\r\n{\"text\": \"only the start")
+        data = b""
+        while chunk := s.recv(65536):  # the service answers, then closes the connection
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0].split()[1] == b"408"
+    doc = _json.loads(body)
+    assert doc["error_code"] == "REQUEST_TIMEOUT" and doc["details"]["field"] == "body"
+    svc.stop()
+    assert "Traceback" not in svc.output()
