@@ -53,8 +53,9 @@ class ApiError(Exception):
 
 
 def error_response(request: web.Request | None, status: int, error_code: str, message: str,
-                   details: dict | None = None, headers: dict | None = None) -> web.Response:
-    rid = request.get("request_id") if request is not None else None
+                   details: dict | None = None, headers: dict | None = None,
+                   request_id: str | None = None) -> web.Response:
+    rid = request.get("request_id") if request is not None else request_id
     body = {"error": REASONS.get(status, "Error"), "error_code": error_code, "message": message,
             "details": details or {}, "request_id": rid}
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json",

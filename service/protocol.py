@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError, HttpPro
 
 from service.errors import error_response, parse_reason
 from service.middleware.compression import REQUEST_ENCODINGS
+from service.middleware.errors import new_request_id
 
 _aiohttp_handle_error = web_protocol.RequestHandler.handle_error
 
@@ -27,12 +28,14 @@ def _handle_error(self, request, status: int = 500, exc: BaseException | None = 
     self.log_exception("Error handling request from %s", request.remote, exc_info=exc)  # service/log.py shortens it
     if request.writer.output_size > 0:
         raise ConnectionError("Response is sent already, cannot send another response with the error message")
+    rid = new_request_id()  # (the request's own X-Request-ID, if any, is in the part the parser refused)
     if isinstance(exc, ContentEncodingError):  # a coding aiohttp knows but cannot decode here (zstd)
         resp = error_response(None, 415, "UNSUPPORTED_CONTENT_ENCODING", "request Content-Encoding is not accepted",
-                              {"field": "Content-Encoding", "supported": sorted(REQUEST_ENCODINGS)})
+                              {"field": "Content-Encoding", "supported": sorted(REQUEST_ENCODINGS)}, request_id=rid)
     else:
         resp = error_response(None, status, "MALFORMED_REQUEST", f"malformed HTTP request: {parse_reason(exc)}",
-                              {"field": "request"})
+                              {"field": "request"}, request_id=rid)
+    resp.headers["X-Request-ID"] = rid
     resp.force_close()
     return resp
 

@@ -34,11 +34,15 @@ _RID_PREFIX = os.urandom(8).hex()
 _rid_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
+def new_request_id() -> str:
+    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def _request_id(request: web.Request) -> str:
     rid = request.headers.get("X-Request-ID")
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():  # (echoed in a header and every log line)
         return rid
-    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return new_request_id()
 
 
 def make(ctx):

@@ -20,6 +20,8 @@ def test_malformed_header_is_logged_without_its_value(service_factory):
     assert b" 400 " in head.split(b"\r\n", 1)[0] and b"application/json" in head
     doc = json.loads(body)
     assert doc["error_code"] == "MALFORMED_REQUEST" and doc["details"]["field"] == "request"
+    rid = doc["request_id"]  # a fresh request id, in the body and the header, as on every other answer
+    assert isinstance(rid, str) and len(rid) == 32 and f"X-Request-ID: {rid}".encode() in head
     assert doc["message"] == "malformed HTTP request: Invalid header value char"
     assert secret.encode() not in answer
     ok = _raw(svc.port, f"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
