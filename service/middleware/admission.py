@@ -8,10 +8,10 @@ llmapi_admission_shed_total{reason}.  All three values are read live, so
 POST /internal/monitoring/configure (and emergency mode) act on the next
 request; a raised limit wakes waiters at once.
 
-Only API traffic (exporter/kpis.py: the /v1/text routes) is admitted or
-shed; operator routes (/internal, /metrics, /v1/health, /openapi.json) and
-unknown paths bypass admission, so the service can still be inspected and
-tuned while it sheds.
+Admin and self traffic as the catalog defines them (exporter/kpis.py:
+/internal, /metrics, the health probes, /openapi.json) bypass admission, so
+the service can still be inspected and tuned while it sheds; API traffic
+(and unknown paths) is admitted or shed.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from collections import deque
 
 from aiohttp import web
 
-from exporter.kpis import is_api_route
+from exporter import kpis
 from exporter.metrics import ADMISSION_QUEUE_DEPTH, ADMISSION_SHED, ADMISSION_WAIT
 from service import spans
 from service.errors import ApiError
+
+EXEMPT = (kpis.ADMIN_ROUTE_PREFIX, *kpis.SELF_ROUTES)  # admin and self traffic (prefixes of request paths)
 
 
 
@@ -152,7 +154,7 @@ def make(ctx):
 
     @web.middleware
     async def admission_middleware(request: web.Request, handler):
-        if not is_api_route(request.path):
+        if request.path.startswith(EXEMPT):
             return await handler(request)
         cfg = store.get("monitoring")
         if cfg["max_concurrent_requests"] <= 0 and not adm.queued:  # no limit: count only
