@@ -211,7 +211,10 @@ class RedisClusterServers:
     def start_node(self, port: int) -> None:
         self.procs[port] = _redis_node(port, os.path.join(self.dir, str(port)), "--cluster-enabled", "yes",
                                        "--cluster-config-file", f"nodes-{port}.conf",
-                                       "--cluster-node-timeout", str(self.node_timeout_ms))
+                                       "--cluster-node-timeout", str(self.node_timeout_ms),
+                                       # a replica takes over however long ago it last heard its primary
+                                       # (on a loaded box its link may look stale and it would never try)
+                                       "--cluster-replica-validity-factor", "0")
         wait_port(port, proc=self.procs[port])
 
     def start(self) -> "RedisClusterServers":

@@ -97,65 +97,67 @@ async def test_failover_under_load(setup, service_factory, tmp_path):
 
         tasks = [asyncio.create_task(load(svc)) for svc in (a, b, a, b)]
         tasks += [asyncio.create_task(watch("a", a)), asyncio.create_task(watch("b", b))]
-        await asyncio.sleep(1.5)
-        old = setup.primary()
-        t_kill = time.monotonic() - t0
-        setup.kill_primary()
+        try:
+            await asyncio.sleep(1.5)
+            old = setup.primary()
+            t_kill = time.monotonic() - t0
+            setup.kill_primary()
 
-        # the new primary
-        t_elected = None
-        while time.monotonic() - t0 < t_kill + 60:
-            try:
-                new = setup.primary()
-            except Exception:
-                new = None
-            if new not in (None, old, -1):
-                t_elected = time.monotonic() - t0
-                break
-            await asyncio.sleep(0.1)
-        assert t_elected is not None, "no new primary was elected"
-
-        async def until(pred, limit=BOUND_S + 10):
-            deadline = time.monotonic() + limit
-            while time.monotonic() < deadline:
-                if await pred():
-                    return time.monotonic() - t0
+            # the new primary
+            t_elected = None
+            while time.monotonic() - t0 < t_kill + 60:
+                try:
+                    new = setup.primary()
+                except Exception:
+                    new = None
+                if new not in (None, old, -1):
+                    t_elected = time.monotonic() - t0
+                    break
                 await asyncio.sleep(0.1)
-            return None
+            assert t_elected is not None, "no new primary was elected"
 
-        async def both_healthy():
-            return all(h and h[-1][1] == "healthy" and h[-1][0] > t_elected for h in health.values())
-        t_healthy = await until(both_healthy)
+            async def until(pred, limit=BOUND_S + 10):
+                deadline = time.monotonic() + limit
+                while time.monotonic() < deadline:
+                    if await pred():
+                        return time.monotonic() - t0
+                    await asyncio.sleep(0.1)
+                return None
 
-        async def limits_shared():
-            modes = [(await _get(s, f"{svc.url}/internal/middleware/rate-limiting/performance"))[1]["mode"]
-                     for svc in (a, b)]
-            return modes == ["redis", "redis"]
-        t_limits = await until(limits_shared)
+            async def both_healthy():
+                return all(h and h[-1][1] == "healthy" and h[-1][0] > t_elected for h in health.values())
+            t_healthy = await until(both_healthy)
 
-        value = itertools.count(5000)
+            async def limits_shared():
+                modes = [(await _get(s, f"{svc.url}/internal/middleware/rate-limiting/performance"))[1]["mode"]
+                         for svc in (a, b)]
+                return modes == ["redis", "redis"]
+            t_limits = await until(limits_shared)
 
-        async def config_shared():
-            want = next(value)
-            await _post(s, f"{a.url}/internal/config/text", {"max_text_length": want})
-            for _ in range(10):
-                cfg_b = (await _get(s, f"{b.url}/internal/config"))[1]
-                if cfg_b["sections"]["text"]["values"]["max_text_length"] == want:
-                    return True
-                await asyncio.sleep(0.05)
-            return False
-        t_config = await until(config_shared)
+            value = itertools.count(5000)
 
-        async def cache_shared():
-            text = f"{TEXT} After the failover {next(value)}."
-            st, first = await _post(s, f"{a.url}/v1/text/summarize", {"text": text})
-            st2, second = await _post(s, f"{b.url}/v1/text/summarize", {"text": text})
-            return first.get("cache_hit") is False and second.get("cache_hit") is True
-        t_cache = await until(cache_shared)
+            async def config_shared():
+                want = next(value)
+                await _post(s, f"{a.url}/internal/config/text", {"max_text_length": want})
+                for _ in range(10):
+                    cfg_b = (await _get(s, f"{b.url}/internal/config"))[1]
+                    if cfg_b["sections"]["text"]["values"]["max_text_length"] == want:
+                        return True
+                    await asyncio.sleep(0.05)
+                return False
+            t_config = await until(config_shared)
 
-        await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.gather(*tasks)
+            async def cache_shared():
+                text = f"{TEXT} After the failover {next(value)}."
+                st, first = await _post(s, f"{a.url}/v1/text/summarize", {"text": text})
+                st2, second = await _post(s, f"{b.url}/v1/text/summarize", {"text": text})
+                return first.get("cache_hit") is False and second.get("cache_hit") is True
+            t_cache = await until(cache_shared)
+
+            await asyncio.sleep(0.5)
+        finally:  # the load and watch tasks stop however the test ends
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def first(name, state, after):
         return next((t for t, st in health[name] if st == state and t >= after), None)
