@@ -11,7 +11,9 @@ KPI thresholds) and returns the asyncio tasks that keep the others current:
 * Redis up and ping latency, when REDIS_URL is set;
 * llmapi_kpi_threshold from the catalog and the "alerts" config section,
   updated the moment the section changes (store subscription);
-* the in-process KPI status sampler (service/monitoring/kpi_status.py).
+* whatever the service registers (`register`): the exporter never imports
+  service/, so the service hands it its version and the samplers it wants run
+  (the in-process KPI status sampler of service/monitoring/kpi_status.py).
 """
 from __future__ import annotations
 
@@ -281,12 +283,21 @@ async def _redis_loop(redis, store) -> None:
         await asyncio.sleep(REDIS_INTERVAL)
 
 
+# ---- what the service registers ----------------------------------------------------
+_registered: dict = {"version": "unknown", "starters": []}
+
+
+def register(version: str | None = None, starter=None) -> None:
+    """The service's part: its version (llmapi_build_info) and `starter(ctx) -> asyncio.Task`
+    callables that `start` runs with the other collectors."""
+    if version is not None:
+        _registered["version"] = version
+    if starter is not None and starter not in _registered["starters"]:
+        _registered["starters"].append(starter)
+
+
 def set_build_info() -> None:
-    try:
-        from service import __version__ as version
-    except ImportError:
-        version = "unknown"
-    BUILD_INFO.labels(version, platform.python_version()).set(1)
+    BUILD_INFO.labels(_registered["version"], platform.python_version()).set(1)
 
 
 async def start(ctx) -> list[asyncio.Task]:
@@ -307,7 +318,6 @@ async def start(ctx) -> list[asyncio.Task]:
     else:
         REDIS_CONFIGURED.set(0)
         REDIS_UP.set(0)
-    from service.monitoring import kpi_status
-    tasks.append(kpi_status.get(ctx).start())
+    tasks.extend(starter(ctx) for starter in _registered["starters"])
     log.debug("collectors started", extra={"limits": limits})
     return tasks

@@ -117,6 +117,15 @@ def reload_keys_on_sighup(app: web.Application) -> None:
     app.on_startup.append(install)
 
 
+async def start_collectors(ctx: Context) -> list:
+    """The exporter's collectors, with what the service registers for them (exporter/ never imports service/)."""
+    from exporter import collectors
+    from service import __version__
+    from service.monitoring import kpi_status
+    collectors.register(version=__version__, starter=kpi_status.start_sampler)
+    return await collectors.start(ctx)
+
+
 def lifecycle(ctx: Context) -> list:
     """What the process starts, in start-up order; aiohttp stops them in reverse (cleanup_ctx).
 
@@ -186,8 +195,7 @@ def lifecycle(ctx: Context) -> list:
             await rem.stop()
 
     async def collectors(app):
-        from exporter import collectors as sampling
-        ctx.background.extend(await sampling.start(ctx))
+        ctx.background.extend(await start_collectors(ctx))
         log.info("service ready", extra={"host": ctx.settings.host, "port": ctx.settings.port,
                                          "redis": bool(ctx.redis), "provider": ctx.store.get("ai")["provider"]})
         yield

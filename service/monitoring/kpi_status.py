@@ -374,3 +374,8 @@ def get(ctx) -> KpiStatus:
     if ks is None:
         ks = ctx.extras["kpi_status"] = KpiStatus(ctx)
     return ks
+
+
+def start_sampler(ctx) -> asyncio.Task:
+    """The sampling task (registered with exporter/collectors.py, which starts it)."""
+    return get(ctx).start()

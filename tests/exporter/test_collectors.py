@@ -103,7 +103,8 @@ async def test_start_runs_the_loops_and_cancels_cleanly(monkeypatch):
     monkeypatch.setattr(collectors, "LAG_INTERVAL", 0.05)
     store = ConfigStore(SECTIONS, env={})
     ctx = SimpleNamespace(store=store, redis=None, extras={})
-    tasks = await collectors.start(ctx)
+    from service.app import start_collectors
+    tasks = await start_collectors(ctx)
     try:
         assert value(REDIS_CONFIGURED) == 0 and value(REDIS_UP) == 0
         assert "kpi_status" in ctx.extras
