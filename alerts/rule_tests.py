@@ -243,11 +243,12 @@ def ratio_inputs(a: AC.RatioAlert, v: float) -> list[dict]:
                                {**LABELS, "decision": "denied", "tier": "default"}, events * 60))
         return out
     if a.alert == "LlmapiAiErrors":
-        ai = {**LABELS, "operation": "summarize", "provider": "openai"}
-        out = [_series("llmapi_ai_request_duration_seconds_count", ai, total * 60)]
+        ai = {**LABELS, "provider": "openai", "model": "gpt-4o-mini"}  # attempts by outcome
+        out = [_series("llmapi_ai_request_duration_seconds_count", {**ai, "outcome": "success"},
+                       (total - events) * 60)]
         if events:
-            out.append(_series("llmapi_ai_errors_total", {**LABELS, "provider": "openai", "operation": "summarize",
-                                                          "kind": "timeout"}, events * 60))
+            out.append(_series("llmapi_ai_request_duration_seconds_count", {**ai, "outcome": "timeout"},
+                               events * 60))
         return out
     if a.alert == "LlmapiDegradedAnswers":
         # 5xx answers are not in the whole (they are errors, not degraded answers); /internal is not API traffic

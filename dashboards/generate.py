@@ -310,29 +310,60 @@ def http_row(L: Layout) -> None:
         "95th percentile duration per route template."), 8, 8)
     L.add(ts("In-flight requests", [(f"sum by (instance) (llmapi_http_requests_in_flight{_s()})", "{{instance}}")],
              "short", "Requests being served right now."), 8, 8)
+    L.add(ts("Latency P95 outside the API (admin, self, unmatched)", [
+        (p95("llmapi_http_other_request_duration_seconds", "group"), "{{group}}")], "s",
+        "95th percentile duration of /internal (internal), /metrics, /v1/health, /openapi.json (self) and unknown "
+        "paths (unmatched), from one coarse histogram shared by them (the series budget)."), 8, 8)
 
 
 def ai_row(L: Layout) -> None:
     L.row("AI service")
     h = "llmapi_ai_request_duration_seconds"
-    L.add(ts("AI calls by operation", [
-        (f"sum by (operation, provider) (rate({h}_count{_s()}[{RI}]))", "{{provider}} {{operation}}")],
-        "reqps", "AI provider calls per second."), 8, 8)
-    L.add(ts("AI P95 by operation", [
-        (f"histogram_quantile(0.95, sum by (operation, le) (rate({h}_bucket{_s()}[{RI}])))", "{{operation}}")],
-        "s", "95th percentile AI call duration per operation.", k=kpi("ai_response_time_p95")), 8, 8)
+    g = "gen_ai_client_operation_duration_seconds"
+    L.add(ts("AI calls by operation, attempts by outcome", [
+        (rate(f"{g}_count", "gen_ai_operation_name"), "calls {{gen_ai_operation_name}}"),
+        (rate(f"{h}_count", "provider, outcome"), "attempts {{provider}} {{outcome}}")],
+        "reqps", "AI calls per second by operation, and provider attempts per second by outcome (each retry is "
+                 "one attempt)."), 8, 8)
+    L.add(ts("AI P95: attempts, and calls by operation", [
+        (p95(h, "model"), "attempt {{model}}"),
+        (p95(g, "gen_ai_operation_name"), "call {{gen_ai_operation_name}}")],
+        "s", "95th percentile of one provider attempt (the KPI), and of a whole call per operation (retries "
+             "and backoff included).", k=kpi("ai_response_time_p95")), 8, 8)
     L.add(ts("Tokens per second", [
-        (f"sum by (provider, type) (rate(llmapi_ai_tokens_total{_s()}[{RI}]))", "{{provider}} {{type}}")],
-        "short", "Tokens used by the AI provider, by type (prompt, completion)."), 8, 8)
-    L.add(ts("AI errors by kind", [
-        (f"sum by (provider, kind) (rate(llmapi_ai_errors_total{_s()}[{RI}]))", "{{provider}} {{kind}}")],
-        "reqps", "AI provider errors per second by kind."), 8, 8)
+        (rate("gen_ai_client_token_usage_sum", "gen_ai_provider_name, gen_ai_token_type"),
+         "{{gen_ai_provider_name}} {{gen_ai_token_type}}")],
+        "short", "Tokens used by the AI provider, by type (input, output): gen_ai_client_token_usage."), 8, 8)
+    L.add(ts("AI attempt errors by kind", [
+        (or_zero(rate(f"{h}_count", "provider, outcome", 'outcome!="success"')), "{{provider}} {{outcome}}")],
+        "reqps", "Failed AI provider attempts per second by error kind."), 8, 8)
     L.add(ts("Micro-batches per second", [(rate("llmapi_ai_batches_total"), "batches")],
              "ops", "Batches sent to the AI provider per second (0 while micro-batching is off)."), 8, 8)
     L.add(ts("Requests per micro-batch (mean, P95)", [
         (f"{rate('llmapi_ai_batch_size_sum')} / {rate('llmapi_ai_batch_size_count')}", "mean"),
         (p95("llmapi_ai_batch_size"), "p95")],
         "short", "How many requests share one provider call."), 8, 8)
+
+
+def upstream_row(L: Layout) -> None:
+    L.row("AI calls, upstream connection pool, clients")
+    g = "gen_ai_client_operation_duration_seconds"
+    L.add(ts("AI call duration P95 (retries included) and failed calls", [
+        (p95(g, "gen_ai_operation_name"), "p95 {{gen_ai_operation_name}}"),
+        (or_zero(rate(f"{g}_count", "error_type", 'error_type!=""')), "failed/s {{error_type}}")],
+        "s", "Per call, retries and backoff included (gen_ai_client_operation_duration_seconds); failed calls per "
+             "second by error_type."), 6, 8)
+    L.add(ts("Upstream connection pool", [
+        (f"sum by (instance) (llmapi_ai_pool_connections_in_use{_s()})", "in use {{instance}}"),
+        (f"sum by (instance) (llmapi_ai_pool_max_connections{_s()})", "size {{instance}}"),
+        (f"sum by (instance) (llmapi_ai_pool_waiting_requests{_s()})", "waiting {{instance}}")],
+        "short", "Upstream connections in use against the pool size (ai.max_connections), and AI requests "
+                 "waiting for a connection: waiting > 0 means the pool is the bottleneck."), 6, 8)
+    L.add(ts("Pool wait P95", [(p95("llmapi_ai_pool_wait_seconds"), "p95")],
+             "s", "95th percentile of the time AI requests waited for an upstream connection."), 6, 8)
+    L.add(ts("Requests by key name", [
+        (rate("llmapi_client_requests_total", "key_name, operation"), "{{key_name}} {{operation}}")],
+        "reqps", "Text API requests per second by API key name and operation."), 6, 8)
 
 
 def cache_row(L: Layout) -> None:
@@ -368,9 +399,10 @@ def cache_row(L: Layout) -> None:
 
 def resilience_row(L: Layout) -> None:
     L.row("Resilience")
-    L.add(ts("Circuit breaker state (0 closed, 1 half-open, 2 open)", [
-        (f"max by (breaker) (llmapi_circuit_breaker_state{_s()})", "{{breaker}}")],
-        "short", "State of each circuit breaker.", links=[runbook_link("Circuit breaker open", "breaker_open")]),
+    L.add(ts("Circuit breakers not closed", [
+        ("max by (breaker, state) (llmapi_circuit_breaker_state" + _s('state!="closed"') + ") == 1",
+         "{{breaker}} {{state}}")],
+        "short", "Breakers open or half-open (1); one 0/1 series per breaker and state.", links=[runbook_link("Circuit breaker open", "breaker_open")]),
         6, 8)
     L.add(ts("Breaker transitions", [
         (f"sum by (breaker, state) (rate(llmapi_circuit_breaker_transitions_total{_s()}[{RI}]))",
@@ -475,8 +507,10 @@ def process_row(L: Layout) -> None:
              "short", "Worker processes reporting metrics."), 8, 8)
     L.add(ts("Scrape: duration and series", [
         (f"max by (instance) (scrape_duration_seconds{_s()})", "duration {{instance}}"),
-        (f"max by (instance) (scrape_samples_scraped{_s()}) / 1000", "thousand series {{instance}}")],
-        "short", "Cost of one /metrics scrape: seconds, and series returned (in thousands)."), 8, 8)
+        (f"max by (instance) (scrape_samples_scraped{_s()}) / 1000", "thousand series {{instance}}"),
+        (f"max by (instance) (llmapi_scrape_series{_s()}) / 1000", "thousand series, self-reported {{instance}}")],
+        "short", "Cost of one /metrics scrape: seconds, and series returned (in thousands; the service's own "
+                 "count, llmapi_scrape_series, is the series budget's measure)."), 8, 8)
     L.add(Stat(title="Build", description="Version and Python of the running build.", dataSource=DS,
                targets=targets((f"max by (version, python) (llmapi_build_info{_s()})", "{{version}} / py{{python}}")),
                textMode="name", colorMode="none", graphMode="none", reduceCalc="lastNotNull", color={"mode": "thresholds"},
@@ -526,7 +560,8 @@ def overview() -> Dashboard:
     L.row("KPI trends (the alert rules' records and window)")
     for k in KPIS:
         L.add(kpi_trend(k), 8, 8)
-    for build in (http_row, ai_row, llm_row, cache_row, resilience_row, middleware_row, monitoring_row, process_row, redis_row):
+    for build in (http_row, ai_row, llm_row, upstream_row, cache_row, resilience_row, middleware_row, monitoring_row,
+                  process_row, redis_row):
         build(L)
     remediation.row(L, ts, or_zero, _s, runbook_link, RI)  # dashboards/remediation.py
     templating = Templating(list=[

@@ -9,6 +9,8 @@
 * The exposition is built on the event loop a metric family at a time, giving
   the loop back every millisecond (render_on_loop); gzip runs in the default
   executor.
+* The last family is llmapi_scrape_series: the number of samples of that
+  same scrape, itself included (the series budget of the exposition).
 * With WORKERS > 1 (PROMETHEUS_MULTIPROC_DIR set before the metrics were
   imported) a scrape of any worker returns every worker's metrics merged by
   prometheus_client's MultiProcessCollector: counters and histograms summed,
@@ -31,7 +33,7 @@ from aiohttp import web
 
 from exporter import collectors
 from exporter.exposition import family_encoder
-from exporter.metrics import REGISTRY
+from exporter.metrics import REGISTRY, SCRAPE_SERIES
 from exporter.tally import flush_all
 
 GZIP_LEVEL = 6
@@ -50,11 +52,11 @@ class _Chain:
 
 
 def _single_process_source():
-    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+    # process_* (open fds among them); not python_gc_* / python_info (the series budget; the Python
+    # version is in llmapi_build_info, collections in /internal/monitoring/gc)
+    from prometheus_client import CollectorRegistry, ProcessCollector
     std = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=std)
-    PlatformCollector(registry=std)
-    GCCollector(registry=std)
     return _Chain(REGISTRY, std)
 
 
@@ -109,6 +111,21 @@ def source():
     return _source
 
 
+class _Counted:
+    """A source whose scrape ends with llmapi_scrape_series, the number of samples it yielded plus one."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+        n = 0
+        for fam in self.inner.collect():
+            n += len(fam.samples)
+            yield fam
+        yield GaugeMetricFamily(SCRAPE_SERIES, "Series in this scrape, this one included", value=n + 1)
+
+
 def accepts_gzip(header: str) -> bool:
     for part in header.split(","):
         token, _, params = part.strip().partition(";")
@@ -138,7 +155,7 @@ async def render_on_loop(accept: str = "") -> tuple[bytes, str]:
     out: list[str] = []
     add = out.append
     deadline = time.perf_counter() + SLICE_SECONDS
-    for m in source().collect():
+    for m in _Counted(source()).collect():
         family(m, add)
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)

@@ -2,7 +2,15 @@
 
 One prefix (llmapi_), base units (seconds, bytes), bounded label values.
 Subsystems import the metric objects they record from this module; new
-subsystems add their metrics here.
+subsystems add their metrics here.  The one exception to the prefix: the two
+per-call histograms of the OpenTelemetry GenAI semantic conventions, exposed
+under the semconv's Prometheus names (gen_ai_client_*), so dashboards written
+for the semconv work unchanged.
+
+Series budget: only the API routes (API_ROUTE_PREFIX) get a per-route duration
+histogram; every other route shares one coarse histogram by group; `method`
+is one of KNOWN_METHODS or "other"; `model` is a configured model name or
+"other".  llmapi_scrape_series reports the size of each scrape.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ PREFIX = "llmapi"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # HTTP: P95 thresholds (1 s, 2 s, 3 s) are exact bucket edges
-HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 # AI: 15 s, 30 s, 45 s thresholds are exact bucket edges
 AI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 120.0)
 
@@ -31,19 +39,62 @@ def _g(name, doc, labels=(), mode="livesum"):
     return Gauge(f"{PREFIX}_{name}", doc, labels, registry=REGISTRY, multiprocess_mode=mode)
 
 
-def _h(name, doc, labels, buckets):
-    return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=REGISTRY)
+def _h(name, doc, labels, buckets, prefix=PREFIX + "_"):
+    return Histogram(f"{prefix}{name}", doc, labels, buckets=buckets, registry=REGISTRY)
+
+
+# ---- label bounds ----------------------------------------------------------
+API_ROUTE_PREFIX = "/v1/text"   # routes with a per-route duration histogram (the API)
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+OTHER = "other"                 # any method, model, ... outside its known set
 
 
 # ---- HTTP (RED) ---------------------------------------------------------
 HTTP_REQUESTS = _c("http_requests", "HTTP requests by route template, method and status", ("route", "method", "status"))
-HTTP_DURATION = _h("http_request_duration_seconds", "HTTP request duration", ("route", "method"), HTTP_BUCKETS)
+HTTP_DURATION = _h("http_request_duration_seconds", f"HTTP request duration of the API routes ({API_ROUTE_PREFIX}...)",
+                   ("route", "method"), HTTP_BUCKETS)
+# every other route (admin /internal, self: /metrics /v1/health /openapi.json, unmatched) by group, coarse
+OTHER_HTTP_BUCKETS = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+HTTP_OTHER_DURATION = _h("http_other_request_duration_seconds",
+                         "HTTP request duration outside the API routes, by group (internal, self, unmatched)",
+                         ("group",), OTHER_HTTP_BUCKETS)
 HTTP_IN_FLIGHT = _g("http_requests_in_flight", "HTTP requests being served", mode="livesum")
 
 # ---- AI provider --------------------------------------------------------
-AI_DURATION = _h("ai_request_duration_seconds", "AI provider call duration", ("operation", "provider"), AI_BUCKETS)
-AI_TOKENS = _c("ai_tokens", "Tokens used by the AI provider", ("provider", "type"))
-AI_ERRORS = _c("ai_errors", "AI provider errors by kind", ("provider", "operation", "kind"))
+# One observation per attempt (a retried call is several); outcome: success or the error kind
+# (timeout, connection, rate_limited, server, client, parse, internal).  Per operation: the per-call
+# gen_ai_client_operation_duration_seconds (the series budget keeps one of the two per operation).
+AI_DURATION = _h("ai_request_duration_seconds", "AI provider attempt duration (each retry is one) by outcome",
+                 ("provider", "model", "outcome"), AI_BUCKETS)
+# OpenTelemetry GenAI semconv (gen_ai.client.token.usage, gen_ai.client.operation.duration) under their
+# Prometheus names and bucket advice; one observation per call, retries included.
+GENAI_TOKEN_BUCKETS = tuple(4 ** i for i in range(14))  # 1, 4, 16, ... 67108864
+GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
+GENAI_TOKENS = _h("client_token_usage", "Tokens used per AI call by token type (input, output)",
+                  GENAI_LABELS + ("gen_ai_token_type",), GENAI_TOKEN_BUCKETS, prefix="gen_ai_")
+GENAI_DURATION = _h("client_operation_duration_seconds",
+                    "AI call duration, retries and backoff included; error_type empty on success",
+                    GENAI_LABELS + ("error_type",), GENAI_DURATION_BUCKETS, prefix="gen_ai_")
+AI_COST = _c("ai_cost_usd", "Cost of AI calls in USD, from the pricing config section", ("model", "operation"))
+AI_UPSTREAM_REMAINING = _g("ai_upstream_remaining", "Upstream quota left (x-ratelimit-remaining-requests/-tokens)",
+                           ("kind", "model"), mode="livemostrecent")
+# the upstream connection pool of a provider that has one (service/providers/openai_compat.py; the local
+# provider has none, so no series)
+AI_POOL_IN_USE = _g("ai_pool_connections_in_use", "Upstream connections serving a request", ("provider",),
+                    mode="livesum")
+AI_POOL_LIMIT = _g("ai_pool_max_connections", "Upstream connection pool size (ai.max_connections)", ("provider",),
+                   mode="livesum")
+AI_POOL_WAITING = _g("ai_pool_waiting_requests", "AI requests waiting for an upstream connection", ("provider",),
+                     mode="livesum")
+AI_POOL_WAIT = _h("ai_pool_wait_seconds", "Time an AI request waited for an upstream connection (a reused one: 0)",
+                  ("provider",), (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+# usage per configured key name (request["key_name"]), and what the cache saved
+CLIENT_REQUESTS = _c("client_requests", "Text API requests by key name and operation", ("key_name", "operation"))
+CACHE_SAVED_TOKENS = _c("cache_saved_tokens", "Tokens the original calls of cache hits spent (not spent again)",
+                        ("model", "operation"))
+CACHE_SAVED_COST = _c("cache_saved_cost_usd", "Cost in USD the original calls of cache hits spent",
+                      ("model", "operation"))
 
 # ---- cache ---------------------------------------------------------------
 CACHE_HITS = _c("cache_hits", "Cache hits by tier and operation", ("tier", "operation"))
@@ -53,7 +104,9 @@ CACHE_ENTRIES = _g("cache_entries", "Entries in the cache", ("tier",), mode="liv
 CACHE_MEMORY = _g("cache_memory_bytes", "Bytes held by the in-memory cache tier", mode="livesum")
 
 # ---- resilience ----------------------------------------------------------
-BREAKER_STATE = _g("circuit_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ("breaker",), mode="livemax")
+BREAKER_STATES = ("closed", "half-open", "open")  # pybreaker's names, as in the transitions counter
+BREAKER_STATE = _g("circuit_breaker_state", "1 for the breaker's current state, 0 for the others",
+                   ("breaker", "state"), mode="livemax")
 BREAKER_TRANSITIONS = _c("circuit_breaker_transitions", "Breaker state changes", ("breaker", "state"))
 RETRIES = _c("resilience_retries", "Retries of AI calls", ("operation",))
 FALLBACKS = _c("resilience_fallbacks", "Fallback answers by kind", ("operation", "kind"))
@@ -80,6 +133,9 @@ BUILD_INFO = _g("build_info", "Build information", ("version", "python"), mode="
 PROCESS_CPU = _c("process_cpu_seconds", "CPU time (user + system) used by the service processes")
 PROCESS_RSS = _g("process_resident_memory_bytes", "Resident memory of the service processes", mode="livesum")
 PROCESS_WORKERS = _g("process_workers", "Service worker processes alive", mode="livesum")
+
+# added by exporter/handler.py as the last family of each scrape: the series of that scrape, itself included
+SCRAPE_SERIES = f"{PREFIX}_scrape_series"
 
 # ---- redis ---------------------------------------------------------------
 REDIS_UP = _g("redis_up", "1 when Redis answers, else 0", mode="livemin")
@@ -134,8 +190,7 @@ RATE_LIMIT_LEASES = _c("rate_limit_leases", "Token leases asked of Redis by resu
 RATE_LIMIT_FALLBACK = _g("rate_limit_fallback_active", "1 while rate limiting is local because Redis failed",
                          mode="livemax")
 MIDDLEWARE_OVERHEAD = _h("middleware_overhead_seconds", "Own time of each middleware (or group) in sampled requests",
-                         ("middleware",), (0.000002, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-                                           0.001, 0.0025, 0.01))
+                         ("middleware",), (0.000002, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.001))
 # ---- end of middleware stack metrics (issue 6) ------------------------------
 
 # ---- answers (service/text): the quality SLO (exporter/slos.py) ---------------

@@ -11,9 +11,14 @@ moment (flushed + pending).
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from bisect import bisect_left
 from typing import Callable
+
+from prometheus_client.samples import Exemplar
+
+EXEMPLAR_MAX = 64  # characters of an id in an exemplar (OpenMetrics: at most 128 for its whole label set)
 
 _live: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -92,39 +97,56 @@ class Tally(_Batch):
 class HistogramTally(_Batch):
     """Batched observations of a labelled prometheus_client Histogram.
 
-    `observe(key, seconds)` finds the bucket with bisect (C) and adds to a
-    list; `flush()` adds the counts to the child's bucket and sum values.
-    Those are prometheus_client internals (`_buckets`, `_sum`) of the pinned
-    version; tests/exporter/test_tally.py checks the exposition matches
-    direct observations, so a library change that moves them fails a test.
+    `observe(key, seconds, exemplar_id)` finds the bucket with bisect (C)
+    and adds to a list; `flush()` adds the counts to the child's bucket and
+    sum values.  Those are prometheus_client internals (`_buckets`, `_sum`)
+    of the pinned version; tests/exporter/test_tally.py checks the
+    exposition matches direct observations, so a library change that moves
+    them fails a test.
+
+    Exemplars stay cheap: per key and bucket only the last id of the flush
+    interval is kept (one list store per observation), and the flush makes
+    it that bucket's exemplar ({"request_id": id}, its value, the flush
+    time).  OpenMetrics shows them; prometheus_client keeps none in
+    multiprocess mode (WORKERS > 1).
     """
 
     def __init__(self, histogram, interval: float = 1.0, companions: tuple = ()):
         super().__init__(interval)
         self.histogram = histogram
         self.companions = companions  # flushed with it (e.g. the LiveGauge of the same requests)
-        self.bounds = list(histogram._upper_bounds)  # pending: key -> [count per bucket..., sum]
+        self.bounds = list(histogram._upper_bounds)
+        # pending: key -> [count per bucket..., (id, value) per bucket..., sum]
+        self._n = len(self.bounds)
 
-    def observe(self, key, value: float) -> None:
+    def observe(self, key, value: float, exemplar_id: str | None = None) -> None:
         p = self.pending.get(key)
         if p is None:
-            p = self.pending[key] = [0] * (len(self.bounds) + 1)
-            p[-1] = 0.0
+            p = self.pending[key] = [0] * self._n + [None] * self._n + [0.0]
             if self._timer is None:
                 self._schedule()
-        p[bisect_left(self.bounds, value)] += 1
+        i = bisect_left(self.bounds, value)
+        p[i] += 1
         p[-1] += value
+        if exemplar_id is not None:
+            p[self._n + i] = (exemplar_id, value)
 
     def flush(self) -> None:
-        for key, counts in self._take().items():
+        n = self._n
+        now = None
+        for key, p in self._take().items():
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = self.histogram.labels(*key)
             buckets = child._buckets
-            for i, n in enumerate(counts[:-1]):
-                if n:
-                    buckets[i].inc(n)
-            child._sum.inc(counts[-1])
+            for i in range(n):
+                if p[i]:
+                    buckets[i].inc(p[i])
+                    ex = p[n + i]
+                    if ex is not None:
+                        now = now or time.time()
+                        buckets[i].set_exemplar(Exemplar({"request_id": ex[0][:EXEMPLAR_MAX]}, ex[1], now))
+            child._sum.inc(p[-1])
         for c in self.companions:
             c.flush()
 

@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
         importlib.import_module(name).register(app, ctx)
     from exporter.handler import metrics_handler
     app.router.add_get("/metrics", metrics_handler)
+    from service.middleware import metrics as http_metrics
+    http_metrics.preinit(app)
 
     for part in lifecycle(ctx):
         app.cleanup_ctx.append(part)

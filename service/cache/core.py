@@ -26,18 +26,19 @@ from collections import deque
 from functools import partial
 from time import perf_counter
 
-from exporter.metrics import (CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_MAX_MEMORY, CACHE_MEMORY, CACHE_MISSES,
-                              CACHE_SINGLE_FLIGHT, CACHE_STALE_SERVED)
+from exporter.metrics import (CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_L2_TRANSITIONS, CACHE_MAX_MEMORY,
+                              CACHE_MEMORY, CACHE_MISSES, CACHE_SINGLE_FLIGHT, CACHE_STALE_SERVED, CACHE_WARMING)
 from exporter.tally import Tally
 from service import spans
 from service.background import cancel_and_wait
 from service.cache import ttl as ttlmod
 from service.cache.analytics import MB, Analytics
-from service.cache.codec import from_blob, pack, to_blob, unpack
+from service.cache.codec import from_blob, pack, to_blob, unpack, usage_of
 from service.cache.keys import KeyBuilder, fingerprint, text_tier
 from service.cache.maintenance import Maintenance
 from service.cache.memory import Entry, MemoryTier
 from service.cache.redis_tier import RedisTier
+from service.cache.savings import Savings
 from service.cache.warming import Warmer
 from service.redis_client import topology
 
@@ -60,6 +61,7 @@ class ResponseCache:
         self._gen = 0                            # bumped by invalidation: older computes are not stored
         self._bg: set[asyncio.Task] = set()
         self.hit_counts = Tally(lambda key: CACHE_HITS.labels(*key))  # (tier, operation) -> hits
+        self.savings = Savings()                 # tokens and cost the hits did not spend again
         self._miss_c: dict[str, object] = {}
         self._evict_c: dict[str, object] = {}
         self._entries_g = CACHE_ENTRIES.labels("memory")
@@ -69,6 +71,25 @@ class ResponseCache:
         self._read_cfg()
         self.store.subscribe(self._on_config)
         self._gauges()
+        self._preinit()
+
+    def _preinit(self) -> None:
+        """The series of known label values at 0, so rate() reads 0 before the first event."""
+        from service.providers.base import OPERATIONS
+        tiers = ("memory", "redis") if self.l2.configured else ("memory",)
+        for op in OPERATIONS:
+            self._miss_c[op] = CACHE_MISSES.labels(op)
+            for tier in tiers:
+                CACHE_HITS.labels(tier, op)
+        for tier in tiers:
+            CACHE_STALE_SERVED.labels(tier)
+        for reason in ("capacity", "expired"):
+            self._evict_c[reason] = CACHE_EVICTIONS.labels(reason)
+        for result in ("refreshed", "failed"):
+            CACHE_WARMING.labels(result)
+        if self.l2.configured:
+            for state in ("down", "up"):
+                CACHE_L2_TRANSITIONS.labels(state)
 
     # ---- config ----------------------------------------------------------------
     def _read_cfg(self) -> None:
@@ -132,6 +153,8 @@ class ResponseCache:
             self._make_popular(e, req)
         self.stats.hit(e.op, e.tier, "memory", now)
         self.hit_counts.add(("memory", e.op))
+        if e.usage is not None:
+            self.savings.hit(e.usage)
         return zlib.decompress(e.value) if e.compressed else e.value
 
     async def get_or_compute(self, req, compute, key: str | None = None):
@@ -180,13 +203,17 @@ class ResponseCache:
                 except (ValueError, zlib.error):
                     value = None
                 if value is not None:
+                    usage = usage_of(meta)
                     if gen == self._gen:
                         e = Entry(key, stored, meta["z"], op, stier, float(meta.get("st", now)),
                                   float(meta.get("ttl", meta["exp"] - now)), fingerprint(req))
                         e.expires_at = meta["exp"]
+                        e.usage = usage
                         self._put(e, self.store.get("cache"), now)
                     self.stats.hit(op, stier, "redis", now)
                     self.hit_counts.add(("redis", op))
+                    if usage is not None:
+                        self.savings.hit(usage)
                     spans.record("cache.lookup", perf_counter() - t0)
                     return value, True
         now = time.time()
@@ -246,9 +273,13 @@ class ResponseCache:
     def _store(self, key: str, req, value: bytes, now: float, hits: int = 0, popular: bool = False) -> Entry:
         cfg = self.store.get("cache")
         op = req.operation
+        usage = getattr(value, "usage", None)  # a computed Answer carries what its call spent
+        if type(value) is not bytes:
+            value = bytes(value)  # the entry holds plain bytes (an Answer has a __dict__)
         ttl = (ttlmod.popular_ttl if popular else ttlmod.operation_ttl)(op, cfg, self._mon())
         stored, z = pack(value, int(cfg["compression_threshold_mb"] * MB), cfg["compression_level"])
         e = Entry(key, stored, z, op, self._tier(len(req.text)), now, ttl, fingerprint(req))
+        e.usage = usage
         e.hits = hits
         if popular:
             e.popular = True
@@ -281,7 +312,8 @@ class ResponseCache:
     async def _l2_write(self, e: Entry) -> None:
         keep = e.expires_at - time.time() + self.store.get("cache")["stale_ttl_seconds"]
         if keep > 0:
-            await self.l2.set(e.key, to_blob(e.op, e.stored_at, e.ttl, e.expires_at, e.value, e.compressed), keep)
+            await self.l2.set(e.key, to_blob(e.op, e.stored_at, e.ttl, e.expires_at, e.value, e.compressed,
+                                              e.usage), keep)
 
     def _on_remove(self, e: Entry, reason: str) -> None:
         n = self.fps.get(e.fp, 0) - 1
@@ -408,6 +440,7 @@ class ResponseCache:
 
     async def close(self) -> None:
         self.hit_counts.close()
+        self.savings.close()
         await self.warmer.close()
         await self.maint.close()
         await self.l2.close()

@@ -41,7 +41,7 @@ _STR_HDR = sys.getsizeof("")
 
 class Entry:
     __slots__ = ("key", "value", "compressed", "size", "op", "tier", "stored_at", "expires_at", "ttl",
-                 "hits", "recent", "fp", "req", "popular", "warming", "slot")
+                 "hits", "recent", "fp", "req", "popular", "warming", "slot", "usage")
 
     def __init__(self, key: str, value: bytes, compressed: bool, op: str, tier: str, stored_at: float,
                  ttl: float, fp: bytes | None = None):
@@ -60,6 +60,7 @@ class Entry:
         self.popular = False
         self.warming = False
         self.slot = -1      # index in MemoryTier.slots while stored
+        self.usage = None   # the Usage of the call that computed it (what a hit saves)
         self.size = entry_size(key, value)
 
     def attach(self, req) -> int:

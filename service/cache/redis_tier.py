@@ -51,7 +51,9 @@ class RedisTier:
         self.pending: list[str] = []  # invalidation matches to apply once Redis is back
         self._probe: asyncio.Task | None = None
         self._listener: asyncio.Task | None = None
-        self._lat = {"get": REDIS_LATENCY.labels("cache_get"), "set": REDIS_LATENCY.labels("cache_set")}
+        # (no Redis, no series: a histogram of zeros would cost the series budget 30 lines)
+        self._lat = {"get": REDIS_LATENCY.labels("cache_get"), "set": REDIS_LATENCY.labels("cache_set")} \
+            if redis is not None else {}
         CACHE_L2_UP.set(1 if self.up else 0)
 
     @property

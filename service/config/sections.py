@@ -75,6 +75,13 @@ section(
 )
 
 section(
+    "pricing", "AI prices per model (USD per million tokens) for llmapi_ai_cost_usd_total and the cache savings; "
+               "a model not listed costs 0",
+    input_usd_per_million=F(dict, {}, 0, 1_000_000, item_type=float, help="model -> USD per million input tokens"),
+    output_usd_per_million=F(dict, {}, 0, 1_000_000, item_type=float, help="model -> USD per million output tokens"),
+)
+
+section(
     "auth", "Authentication",
     protect_health=F(bool, False, env="AUTH_PROTECT_HEALTH", help="require a key for /v1/health"),
     protect_metrics=F(bool, False, env="AUTH_PROTECT_METRICS", help="require a key for /metrics"),

@@ -68,7 +68,7 @@ class Admission:
 
     def _shed(self, reason: str, cfg: dict) -> ApiError:
         self.shed[reason] += 1
-        ADMISSION_SHED.labels(reason).inc()
+        ADMISSION_SHED.labels(reason).inc()  # (both reasons exist at 0 from the start: see make)
         msg = ("the service is at capacity: every slot is busy and the queue is full" if reason == "queue_full"
                else f"no slot became free within {cfg['queue_timeout_seconds']}s")
         return ApiError(503, "SERVICE_OVERLOADED", msg,
@@ -151,6 +151,8 @@ def make(ctx):
     if adm is None:
         adm = ctx.extras["admission"] = Admission(ctx.store)
     store = ctx.store
+    for reason in ("queue_full", "queue_timeout"):
+        ADMISSION_SHED.labels(reason)
 
     @web.middleware
     async def admission_middleware(request: web.Request, handler):

@@ -251,6 +251,9 @@ def make(ctx):
     if comp is None:
         comp = ctx.extras["compression"] = Compression(ctx.store)
     get = ctx.store.get
+    for alg in ALGORITHMS:  # known label values at 0: rate() reads 0 before the first response
+        for m in (COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS):
+            m.labels(alg)  # (request Content-Encodings are the same three names)
 
     @web.middleware
     async def compression_middleware(request: web.Request, handler):

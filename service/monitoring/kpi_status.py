@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 
 from exporter import kpis
 from exporter.read import samples
-from exporter.metrics import (AI_BUCKETS, AI_DURATION, CACHE_HITS, CACHE_MISSES, CPU_LIMIT, HTTP_BUCKETS,
+from exporter.metrics import (AI_BUCKETS, AI_DURATION, API_ROUTE_PREFIX, CACHE_HITS, CACHE_MISSES, CPU_LIMIT, HTTP_BUCKETS,
                               HTTP_DURATION, HTTP_REQUESTS, MEMORY_LIMIT, PROCESS_CPU, PROCESS_RSS)
 
 log = logging.getLogger("service.monitoring.kpi")
@@ -124,6 +124,8 @@ def read_counters() -> Counters:
             elif name == "llmapi_http_request_duration_seconds_sum":
                 c.http_sum += v
             elif name == "llmapi_http_requests_total":
+                if not labels.get("route", "").startswith(API_ROUTE_PREFIX):
+                    continue  # as the duration histogram (API routes only): the error rate's two sides agree
                 st = labels.get("status", "")
                 c.http_5xx += v if st.startswith("5") else 0.0
                 c.http_4xx += v if st.startswith("4") else 0.0

@@ -52,13 +52,24 @@ def histogram_state(metric) -> dict:
     return {"count": count, "sum": total, "le": cum}
 
 
+def failed_attempts() -> float:
+    """AI attempts whose outcome was an error (llmapi_ai_request_duration_seconds by outcome)."""
+    return sum(s.value for s in _samples(M.AI_DURATION)
+               if s.name.endswith("_count") and s.labels.get("outcome") != "success")
+
+
+def tokens_used() -> float:
+    """Tokens of every AI call (the _sum of gen_ai_client_token_usage, both token types)."""
+    return sum(s.value for s in _samples(M.GENAI_TOKENS) if s.name.endswith("_sum"))
+
+
 def counters() -> dict:
     """The cumulative process counters a snapshot diffs against."""
     flush_all()
     return {"cache_hits": counter_total(M.CACHE_HITS), "cache_misses": counter_total(M.CACHE_MISSES),
             "cache_evictions": counter_total(M.CACHE_EVICTIONS),
-            "ai": histogram_state(M.AI_DURATION), "ai_errors": counter_total(M.AI_ERRORS),
-            "ai_tokens": counter_total(M.AI_TOKENS), "retries": counter_total(M.RETRIES),
+            "ai": histogram_state(M.AI_DURATION), "ai_errors": failed_attempts(),
+            "ai_tokens": tokens_used(), "retries": counter_total(M.RETRIES),
             "fallbacks": counter_total(M.FALLBACKS), "shed": counter_total(M.ADMISSION_SHED),
             "spans": {k: (v[0], v[1], v[2]) for k, v in spans._spans.items()}}
 

@@ -32,6 +32,7 @@ class ProviderResult:
     provider: str
     model: str
     tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0, "total": 0})
+    usage: Any = None  # service.resilience.meter.Usage, set by the resilience layer after a successful call
 
 
 class ProviderError(Exception):

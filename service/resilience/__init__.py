@@ -27,12 +27,13 @@ import logging
 import time
 from collections import deque
 
-from exporter.metrics import AI_DURATION, AI_ERRORS, AI_TOKENS, BREAKER_REJECTIONS, FALLBACKS, RETRIES
+from exporter.metrics import BREAKER_REJECTIONS, BREAKER_TRANSITIONS, FALLBACKS, RETRIES
 from service import spans
 from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience.analysis import Stats
 from service.resilience.batching import Batcher
 from service.resilience.breaker import OPEN, Breaker, BreakerOpen
+from service.resilience.meter import AiMeter
 from service.resilience.retry import decide
 from service.resilience.strategies import Effective, effective
 
@@ -51,17 +52,11 @@ class AIUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def _count_tokens(provider: str, tok: dict) -> None:
-    if tok.get("prompt"):
-        AI_TOKENS.labels(provider, "prompt").inc(tok["prompt"])
-    if tok.get("completion"):
-        AI_TOKENS.labels(provider, "completion").inc(tok["completion"])
-
-
 class Resilience:
     def __init__(self, ctx):
         self.ctx = ctx
         self.stats = Stats()
+        self.meter = AiMeter(ctx)
         self.breakers: dict[str, Breaker] = {}
         self.batcher = Batcher(ctx)
         self.optimizations: deque[dict] = deque(maxlen=50)
@@ -127,12 +122,15 @@ class Resilience:
         op = req.operation
         eff = self.effective(op)
         provider = self.ctx.providers.current.name
+        meter = self.meter
+        model = meter.model()
         br = self.breaker(provider, op)
         st = self.stats
         start = time.perf_counter()
         deadline = start + eff.timeout_seconds
         retries = 0
         backoff = 0.0
+        billed: dict | None = None  # tokens of failed attempts that were still billed (an answer that did not parse)
         st.in_flight += 1
         if st.in_flight > st.max_in_flight:
             st.max_in_flight = st.in_flight
@@ -142,6 +140,7 @@ class Resilience:
                     ticket = br.admit(eff.failure_threshold, eff.recovery_timeout, eff.half_open_max_calls)
                 except BreakerOpen as e:
                     BREAKER_REJECTIONS.labels(br.name).inc()
+                    meter.call(op, provider, model, time.perf_counter() - start, "circuit_breaker_open")
                     raise self._give_up(op, start, retries, backoff, "CIRCUIT_BREAKER_OPEN",
                                         f"the AI service is failing; {e} (retry in {e.retry_after:.1f}s)",
                                         e.retry_after)
@@ -162,21 +161,21 @@ class Resilience:
                 else:
                     dt = time.perf_counter() - t0
                     br.record(ticket, failed=False)
-                    AI_DURATION.labels(op, provider).observe(dt)
+                    meter.attempt(provider, model, "success", dt)
                     tok = result.tokens or {}
-                    _count_tokens(provider, tok)
                     st.attempt(op, dt, True, None, retries > 0, tok)
                     total = time.perf_counter() - start
+                    result.usage = meter.call(op, provider, model, total, "", meter.add_tokens(billed, tok))
                     st.call(op, total, True, None, retries, backoff, dt)
                     spans.record("ai.call", total)
                     return result
 
                 dt = time.perf_counter() - t0
                 br.record(ticket, failed=err.kind != "client")  # a rejected request proves the upstream alive
-                AI_DURATION.labels(op, provider).observe(dt)
-                AI_ERRORS.labels(provider, op, err.kind).inc()
-                _count_tokens(provider, err.tokens or {})  # a billed answer that did not parse
+                meter.attempt(provider, model, err.kind, dt)
                 st.attempt(op, dt, False, err.kind, retries > 0, err.tokens)
+                if err.tokens:
+                    billed = meter.add_tokens(billed, err.tokens)
                 remaining = deadline - time.perf_counter()
                 d = decide(err, retries, eff.max_retries, remaining, eff.backoff_base, eff.backoff_max, eff.jitter)
                 if d.retry and br.state == OPEN:
@@ -184,6 +183,7 @@ class Resilience:
                 elif d.retry and eff.performance_mode and br.cb.fail_counter * 2 >= eff.failure_threshold:
                     d.retry, d.reason = False, "performance_mode: the breaker is half-way to open"
                 if not d.retry:
+                    meter.call(op, provider, model, time.perf_counter() - start, err.kind, billed)
                     raise self._final(op, start, retries, backoff, err, d.reason, br, eff)
                 RETRIES.labels(op).inc()
                 retries += 1
@@ -193,6 +193,7 @@ class Resilience:
                 await asyncio.sleep(d.delay)
         except asyncio.CancelledError:
             st.cancelled(op)
+            meter.call(op, provider, model, time.perf_counter() - start, "cancelled", billed)
             raise
         finally:
             st.in_flight -= 1
@@ -226,8 +227,14 @@ class Resilience:
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         provider = self.ctx.providers.current.name
-        for op in OPERATIONS:
-            self.breaker(provider, op)
+        for op in OPERATIONS:  # known label values at 0: rate() reads 0 before the first event
+            b = self.breaker(provider, op)
+            BREAKER_REJECTIONS.labels(b.name)
+            BREAKER_TRANSITIONS.labels(b.name, OPEN)
+            RETRIES.labels(op)
+            for kind in ("stale_cache", "unavailable"):
+                FALLBACKS.labels(op, kind)
+        self.meter.preinit()
         await self.shared.start()
 
     async def close(self) -> None:

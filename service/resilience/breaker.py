@@ -35,12 +35,17 @@ from collections import deque
 
 import pybreaker
 
-from exporter.metrics import BREAKER_STATE, BREAKER_TRANSITIONS
+from exporter.metrics import BREAKER_STATE, BREAKER_STATES, BREAKER_TRANSITIONS
 
 log = logging.getLogger("service.resilience")
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
-STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+
+def export_state(name: str, state: str) -> None:
+    """llmapi_circuit_breaker_state: 1 for `state`, 0 for the breaker's other states."""
+    for s in BREAKER_STATES:
+        BREAKER_STATE.labels(name, s).set(1 if s == state else 0)
 
 
 class BreakerOpen(Exception):
@@ -88,7 +93,7 @@ class Breaker:
         self.on_change = None         # fn(name, old, new), e.g. SharedBreakers.on_change
         self.cb = pybreaker.CircuitBreaker(fail_max=threshold, reset_timeout=recovery_timeout, name=name,
                                            listeners=[_Listener(self)])
-        BREAKER_STATE.labels(name).set(0)
+        export_state(name, CLOSED)
 
     # ---- state -----------------------------------------------------------
     @property
@@ -103,7 +108,7 @@ class Breaker:
         if new == OPEN:
             self.opened_at = time.monotonic()
             self.counts["opened"] += 1
-        BREAKER_STATE.labels(self.name).set(STATE_VALUE[new])
+        export_state(self.name, new)
         BREAKER_TRANSITIONS.labels(self.name, new).inc()
         self.transitions.append({"time": self.last_change, "from": old, "to": new, "source": self.source})
         log.warning("circuit breaker state changed", extra={"breaker": self.name, "from": old, "to": new,

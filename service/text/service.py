@@ -13,6 +13,7 @@ import time
 
 from exporter.metrics import TEXT_DEGRADED
 from service import spans
+from service.cache.codec import answer
 from service.errors import ApiError
 from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience import AIUnavailable
@@ -62,7 +63,7 @@ class TextService:
 
     async def _compute(self, req: TextRequest) -> bytes:
         result = await self.ctx.resilience.call(req)
-        return render_prefix(req, result)
+        return answer(render_prefix(req, result), result.usage)
 
     def cached(self, req: TextRequest, key: str, request_id: str) -> bytes | None:
         """The answer from a fresh memory-cache hit, without an await; None otherwise."""

@@ -83,3 +83,20 @@ def test_live_gauge_is_copied_on_flush():
     flush_all()
     assert reg.get_sample_value("busy") == 2
     assert b"busy 2.0" in generate_latest(reg)
+
+
+def test_histogram_tally_keeps_the_last_request_id_per_bucket_as_exemplar():
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+    reg, direct, batched = _histograms()
+    tally = HistogramTally(batched)
+    tally.observe(("/a",), 0.005, "req-1")
+    tally.observe(("/a",), 0.007, "req-2")   # same bucket (le=0.01): the last one wins
+    tally.observe(("/a",), 0.5, "req-3")
+    tally.observe(("/a",), 0.0001)           # no id: its bucket has no exemplar
+    tally.flush()
+    text = openmetrics(reg).decode()
+    lines = {ln.split(" ")[0]: ln for ln in text.splitlines() if ln.startswith("batched_seconds_bucket")}
+    assert '# {request_id="req-2"} 0.007' in lines['batched_seconds_bucket{le="0.01",route="/a"}']
+    assert '# {request_id="req-3"} 0.5' in lines['batched_seconds_bucket{le="1.0",route="/a"}']
+    assert "#" not in lines['batched_seconds_bucket{le="0.001",route="/a"}']
+    assert reg.get_sample_value("batched_seconds_count", {"route": "/a"}) == 4

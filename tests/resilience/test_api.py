@@ -106,16 +106,18 @@ async def test_breakers_listed_and_reset(make_client):
 
 
 def _ai_count(text: str) -> float:
-    """The summarize AI-call count in an exposition (the registry is per process, shared by tests)."""
+    """The successful AI attempt count in an exposition (the registry is per process, shared by tests)."""
     for line in text.splitlines():
-        if line.startswith('llmapi_ai_request_duration_seconds_count{operation="summarize",provider="local"}'):
+        if line.startswith('llmapi_ai_request_duration_seconds_count{model="local-extractive-1",outcome="success",'
+                           'provider="local"}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
 async def test_metrics_come_from_measured_calls(make_client):
     c = await make_client()
-    before = _ai_count(await (await c.get("/metrics")).text())
+    m = await (await c.get("/metrics")).text()
+    before, genai_before = _ai_count(m), _genai_calls(m)
     for i in range(5):
         await _summarize(c, i)
     await _summarize(c, 0)  # cache hit: no AI call
@@ -130,6 +132,15 @@ async def test_metrics_come_from_measured_calls(make_client):
     assert imp["summary"]["breaker_decision_avg_us"] is not None
     m = await (await c.get("/metrics")).text()
     assert _ai_count(m) - before == 5
+    assert _genai_calls(m) - genai_before == 5  # one call each (no retries): the per-call histogram agrees
+
+
+def _genai_calls(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith('gen_ai_client_operation_duration_seconds_count{error_type="",gen_ai_operation_name='
+                           '"summarize",gen_ai_provider_name="local",gen_ai_request_model="local-extractive-1"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def test_apply_performance_optimizations_from_measurements(make_client):

@@ -63,7 +63,9 @@ async def test_failures_count_and_open_at_threshold():
             await _call(b, _fail)
     assert b.state == OPEN
     assert _transitions("t.fail", "open") == before + 1
-    assert REGISTRY.get_sample_value("llmapi_circuit_breaker_state", {"breaker": "t.fail"}) == 2
+    state = {st: REGISTRY.get_sample_value("llmapi_circuit_breaker_state", {"breaker": "t.fail", "state": st})
+             for st in ("closed", "half-open", "open")}
+    assert state == {"closed": 0, "half-open": 0, "open": 1}  # one 0/1 series per state
     with pytest.raises(BreakerOpen) as ei:
         b.admit(3, 60.0, 1)
     assert 59 < ei.value.retry_after <= 60
@@ -178,5 +180,5 @@ async def test_each_state_change_logged_once(caplog):
     assert b.state == CLOSED and b.cb.fail_counter == 0
     b.reset()  # already closed: no transition
     assert _transitions("t.log", "closed") == 1
-    assert BREAKER_STATE.labels("t.log")._value.get() == 0
+    assert BREAKER_STATE.labels("t.log", "open")._value.get() == 0 and BREAKER_STATE.labels("t.log", "closed")._value.get() == 1
     assert BREAKER_TRANSITIONS is not None

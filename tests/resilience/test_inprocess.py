@@ -108,9 +108,12 @@ async def test_tokens_of_an_answer_that_failed_to_parse_are_counted(stack, mode)
     from exporter.metrics import REGISTRY
     from exporter.tally import flush_all
 
-    def tokens(kind):
+    def tokens(kind):  # gen_ai_client_token_usage_sum of the openai provider (input = prompt, output = completion)
         flush_all()
-        return REGISTRY.get_sample_value("llmapi_ai_tokens_total", {"provider": "openai", "type": kind}) or 0.0
+        t = {"prompt": "input", "completion": "output"}[kind]
+        return sum(s.value for f in REGISTRY.collect() if f.name == "gen_ai_client_token_usage" for s in f.samples
+                   if s.name.endswith("_sum") and s.labels["gen_ai_provider_name"] == "openai"
+                   and s.labels["gen_ai_token_type"] == t)
 
     up, ctx = await stack(mode=mode)
     before = {k: tokens(k) for k in ("prompt", "completion")}

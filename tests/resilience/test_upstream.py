@@ -96,7 +96,8 @@ async def test_breaker_opens_fails_fast_probes_and_closes(start):
         assert await e.calls() == 7
         metrics = await (await e.s.get(f"{e.svc.url}/metrics")).text()
         assert 'llmapi_circuit_breaker_transitions_total{breaker="openai.summarize",state="open"} 2.0' in metrics
-        assert 'llmapi_circuit_breaker_state{breaker="openai.summarize"} 0.0' in metrics
+        assert 'llmapi_circuit_breaker_state{breaker="openai.summarize",state="closed"} 1.0' in metrics
+        assert 'llmapi_circuit_breaker_state{breaker="openai.summarize",state="open"} 0.0' in metrics
         assert 'llmapi_resilience_fallbacks_total{kind="unavailable",operation="summarize"}' in metrics
         # the state changes are logged once each
         log = e.svc.output()

@@ -1,0 +1,119 @@
+"""The LLM telemetry of AI calls, in the shape of the OpenTelemetry GenAI semantic conventions.
+
+Per attempt (each retry is one): llmapi_ai_request_duration_seconds{provider, model, outcome}, outcome
+`success` or the attempt's error kind (the AI KPI's histogram: its buckets hold the 15/30/45 s edges).  Per call, retries and backoff included:
+
+* gen_ai_client_operation_duration_seconds{gen_ai_operation_name, gen_ai_provider_name,
+  gen_ai_request_model, error_type}, with the request id as exemplar (OpenMetrics);
+* gen_ai_client_token_usage{..., gen_ai_token_type="input"|"output"} (the semconv buckets 1, 4, 16,
+  ... 4^13): the tokens every attempt of the call was billed for (a failed call too, when an answer that
+  did not parse was billed), and llmapi_ai_cost_usd_total{model, operation}, priced from the "pricing"
+  config section (USD per million tokens by model; empty by default, so every call costs 0).
+
+gen_ai_operation_name is the service's operation (summarize, sentiment, key_points, questions, qa):
+a system-specific value, as the semconv allows.  error_type is the semconv's error.type: the error kind
+of the call's last attempt (timeout, connection, rate_limited, server, client, parse, internal),
+`circuit_breaker_open` when the breaker refused the call, `cancelled` when the caller went away; empty
+on success (in Prometheus an empty label is an absent one, as the semconv has it).
+
+`model` is bounded: the current provider's model, ai.model and the price table's models are known,
+any other name is `other`.  A successful call returns its Usage, which the cache keeps with the entry
+so that every hit can count what it saved (service/cache/savings.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from exporter.metrics import (AI_COST, AI_DURATION, CACHE_SAVED_COST, CACHE_SAVED_TOKENS, GENAI_DURATION,
+                              GENAI_TOKENS, OTHER)
+from service.log import request_id_var
+from service.providers.base import OPERATIONS
+
+EXEMPLAR_MAX = 64  # characters of a request id in an exemplar (OpenMetrics allows 128 for the whole label set)
+
+
+class Usage(NamedTuple):
+    """What one successful AI call spent."""
+    operation: str
+    model: str          # the bounded model label
+    tokens: int         # input + output
+    cost: float         # USD at the prices of the moment of the call
+
+
+def exemplar() -> dict | None:
+    rid = request_id_var.get()
+    return {"request_id": rid[:EXEMPLAR_MAX]} if rid else None
+
+
+class AiMeter:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._known: tuple = (None, None, None, frozenset())
+        self._attempts: dict = {}
+
+    # ---- the model label ------------------------------------------------------------
+    def known_models(self) -> frozenset:
+        store = self.ctx.store
+        ai, pricing, provider = store.get("ai"), store.get("pricing"), self.ctx.providers.current
+        k = self._known
+        if k[0] is ai and k[1] is pricing and k[2] is provider:
+            return k[3]
+        names = frozenset({ai["model"], provider.model, *pricing["input_usd_per_million"],
+                           *pricing["output_usd_per_million"]})
+        self._known = (ai, pricing, provider, names)
+        return names
+
+    def label(self, model: str) -> str:
+        return model if model in self.known_models() else OTHER
+
+    def model(self) -> str:
+        """The label of the model the current provider asks for."""
+        return self.label(self.ctx.providers.current.model)
+
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        p = self.ctx.store.get("pricing")
+        return (input_tokens * p["input_usd_per_million"].get(model, 0.0)
+                + output_tokens * p["output_usd_per_million"].get(model, 0.0)) / 1e6
+
+    # ---- recording ----------------------------------------------------------------------
+    def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        key = (provider, model, outcome)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = AI_DURATION.labels(*key)
+        child.observe(seconds, exemplar())
+
+    @staticmethod
+    def add_tokens(total: dict | None, tokens: dict | None) -> dict | None:
+        """Tokens of one more attempt added to the call's (prompt/completion dicts)."""
+        if not tokens:
+            return total
+        if total is None:
+            return {"prompt": int(tokens.get("prompt") or 0), "completion": int(tokens.get("completion") or 0)}
+        return {"prompt": total["prompt"] + int(tokens.get("prompt") or 0),
+                "completion": total["completion"] + int(tokens.get("completion") or 0)}
+
+    def call(self, op: str, provider: str, model: str, seconds: float, error_type: str = "",
+             tokens: dict | None = None) -> Usage | None:
+        """One call: its duration, and what it was billed for; the Usage of a successful one."""
+        GENAI_DURATION.labels(op, provider, model, error_type).observe(seconds, exemplar())
+        if tokens is None:
+            return None
+        tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
+        GENAI_TOKENS.labels(op, provider, model, "input").observe(tin)
+        GENAI_TOKENS.labels(op, provider, model, "output").observe(tout)
+        cost = self.cost(model, tin, tout)
+        AI_COST.labels(model, op).inc(cost)
+        return None if error_type else Usage(op, model, tin + tout, cost)
+
+    def preinit(self) -> None:
+        """Create the series of the current provider and model at 0, so rate() shows 0 before the first call."""
+        provider, model = self.ctx.providers.current.name, self.model()
+        self._attempts.setdefault((provider, model, "success"), AI_DURATION.labels(provider, model, "success"))
+        for op in OPERATIONS:
+            GENAI_DURATION.labels(op, provider, model, "")
+            for t in ("input", "output"):
+                GENAI_TOKENS.labels(op, provider, model, t)
+            AI_COST.labels(model, op)
+            CACHE_SAVED_TOKENS.labels(model, op)
+            CACHE_SAVED_COST.labels(model, op)
