@@ -17,6 +17,7 @@ from service.context import CTX
 from service.http import json_response, only, read_object
 from service.internal.audit import actor
 from service.monitoring import report
+from service.monitoring.report import POOL_SHARE
 from service.resilience.analysis import RECENT_SECONDS, latency_summary, op_metrics
 
 AI_FIELDS = ("timeout_seconds", "max_retries", "batch_processing", "connection_pooling", "max_connections",
@@ -84,8 +85,13 @@ def ai_performance(ctx) -> dict:
     provider = ctx.providers.current
     info = {"name": provider.name, "model": provider.model}
     pool = getattr(provider, "pool_info", None)
+    findings = []
     if pool is not None:
         info["pool"] = pool()
+        found = pool_bottleneck(info["pool"], [a[1] for s in st.ops.values() for a in s.recent_attempts
+                                                if a[0] >= since])
+        if found:
+            findings.append(found)
     return {
         "timestamp": time.time(), "window_seconds": RECENT_SECONDS, "provider": info,
         "summary": {"calls": calls, "successes": ok, "success_rate": round(ok / calls, 6) if calls else None,
@@ -99,7 +105,24 @@ def ai_performance(ctx) -> dict:
         "settings": {k: ai[k] for k in AI_FIELDS},
         "batching": res.batcher.stats(),
         "circuit_breakers": {n: b.state for n, b in res.breakers.items()},
+        "findings": findings,
     }
+
+
+def pool_bottleneck(pool: dict, recent_attempt_seconds: list) -> dict | None:
+    """The pool named when recent AI attempts (ok or failed) waited for a connection a large share of their time."""
+    recent = pool.get("recent") or {}
+    spent = sum(recent_attempt_seconds)
+    waited = recent.get("wait_total_s", 0.0)
+    if not spent or waited / spent < POOL_SHARE:
+        return None
+    return {"kind": "connection_pool", "share_of_ai_time": round(waited / spent, 6),
+            "message": f"the upstream connection pool is where the time goes: {round(waited / spent * 100, 1)}% of "
+                       f"AI call time in the last {int(recent['window_seconds'])} s was spent waiting for one of "
+                       f"{pool['max_connections']} connections (up to {pool['max_waiting']} requests queued); "
+                       "raise ai.max_connections",
+            "action": {"method": "POST", "path": "/internal/ai/optimize-performance",
+                       "body": {"max_connections": pool["max_connections"] * 2}}}
 
 
 def _kpi(ctx, p95_ms: float | None) -> dict:

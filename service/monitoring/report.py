@@ -25,7 +25,8 @@ CATEGORIES = {"middleware": "middleware", "ratelimit": "middleware", "compressio
 # a composite span is the sum of the spans inside it plus a remainder: counted through them
 COMPOSITE = {"cache.compute": ("ai.call",)}  # the miss path: AI call + rendering the answer
 # a part is measured inside a parent span that is counted itself
-PARTS = {"cache.l2_get": "cache.lookup"}
+PARTS = {"cache.l2_get": "cache.lookup", "ai.pool_wait": "ai.call"}
+POOL_SHARE = 0.2  # pool wait at least this share of AI call time: the pool is where the time goes
 BACKGROUND = frozenset({"cache.warm"})  # not part of any request's time
 SAMPLED = frozenset({"middleware.stack"})  # recorded for 1 request in middleware.sample_every
 
@@ -176,6 +177,19 @@ def _span_rows(agg: dict, sample_every: int) -> list[dict]:
     return list(rows.values())
 
 
+def pool_finding(spans: dict) -> dict | None:
+    """A finding naming the upstream connection pool when waiting for it is a large part of AI call time."""
+    wait, call = spans.get("ai.pool_wait"), spans.get("ai.call")
+    if not wait or not call or call[1] <= 0 or wait[1] / call[1] < POOL_SHARE:
+        return None
+    share = wait[1] / call[1]
+    return {"kind": "connection_pool", "category": "ai_service", "share_of_ai_time": round(share, 6),
+            "wait_avg_ms": round(wait[1] / wait[0] * 1000, 3) if wait[0] else None,
+            "message": f"the upstream connection pool: AI calls spent {round(share * 100, 1)}% of their time "
+                       "waiting for a connection; raise ai.max_connections (POST /internal/ai/optimize-performance)",
+            "action": {"method": "POST", "path": "/internal/ai/optimize-performance", "field": "max_connections"}}
+
+
 def bottlenecks(agg: dict, th: dict, sample_every: int = 1) -> dict:
     api = {k: r for k, r in agg["routes"].items() if is_api(split_key(k)[1])}
     api_n = sum(r["n"] for r in api.values())
@@ -217,6 +231,9 @@ def bottlenecks(agg: dict, th: dict, sample_every: int = 1) -> dict:
         if r["p95_ms"] and r["p95_ms"] > threshold_ms:
             findings.append({"kind": "slow_endpoint", "endpoint": r["endpoint"],
                              "message": f"{r['endpoint']} p95 {r['p95_ms']} ms exceeds {threshold_ms:g} ms"})
+    pool = pool_finding(agg["spans"])
+    if pool:
+        findings.append(pool)
     if t["loop_lag_max_ms"] > 100:
         findings.append({"kind": "event_loop_lag", "message": f"event loop stalled up to {t['loop_lag_max_ms']} ms: "
                                                               "blocking work on the loop"})

@@ -12,7 +12,9 @@ asks for.  Other prompts get a summary of the message.
 
 Control while running:
     POST /_control  {"latency_ms", "jitter_ms", "error_rate", "error_status", "retry_after", "mode",
-                     "seed", "reject_json_mode"}
+                     "seed", "reject_json_mode", "ratelimit_requests", "ratelimit_tokens"}
+                    (ratelimit_*: a quota; answers then carry x-ratelimit-remaining-requests/-tokens,
+                    the quota minus the calls / tokens answered so far)
     GET  /_control  current settings
     GET  /_stats    {"calls", "errors", "in_flight", "max_in_flight", "connections"}
                     (connections: distinct client connections seen, shows keep-alive reuse)
@@ -48,6 +50,8 @@ _SETTINGS = {  # name: (type check, default)
     "mode": ((str,), "json"),
     "seed": ((int, type(None)), None),
     "reject_json_mode": ((bool,), False),  # answer 400 to response_format, like some servers
+    "ratelimit_requests": ((int, type(None)), None),
+    "ratelimit_tokens": ((int, type(None)), None),
 }
 
 
@@ -64,6 +68,7 @@ class UpstreamState:
         self.settings = dict(self.initial)
         self.rng.seed(self.settings["seed"])
         self.calls = self.errors = self.in_flight = self.max_in_flight = 0
+        self.answered = self.tokens = 0
         self.last: dict | None = None
         self.peers: set = set()
 
@@ -203,7 +208,14 @@ async def chat_completions(request: web.Request) -> web.Response:
         completion_tokens = estimate_tokens(content)
         choices = [] if s["mode"] == "no_choices" else [
             {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
-        return web.json_response({
+        st.answered += 1
+        st.tokens += prompt_tokens + completion_tokens
+        quota = {}
+        if s["ratelimit_requests"] is not None:
+            quota["x-ratelimit-remaining-requests"] = str(max(0, s["ratelimit_requests"] - st.answered))
+        if s["ratelimit_tokens"] is not None:
+            quota["x-ratelimit-remaining-tokens"] = str(max(0, s["ratelimit_tokens"] - st.tokens))
+        return web.json_response(headers=quota or None, data={
             "id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model") or MODEL, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

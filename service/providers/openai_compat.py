@@ -26,8 +26,10 @@ from typing import Any
 
 import aiohttp
 
+from exporter.metrics import AI_UPSTREAM_REMAINING
 from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
 from service.providers.local import truncate_words, estimate_tokens
+from service.providers.poolmeter import PoolMeter
 
 log = logging.getLogger("service.providers.openai")
 
@@ -352,15 +354,15 @@ class _PoolConnector(aiohttp.TCPConnector):
 
 
 class _Pool:
-    def __init__(self, ai: dict):
+    def __init__(self, ai: dict, meter: PoolMeter):
         pooling = bool(ai["connection_pooling"]) and ai["keepalive_connections"] > 0
         kw: dict = {"limit": ai["max_connections"], "limit_per_host": 0, "force_close": not pooling}
         if pooling:
             kw["keepalive_timeout"] = KEEPALIVE_IDLE_SECONDS
         self.settings = {k: ai[k] for k in POOL_FIELDS}
         self.connector = _PoolConnector(max_idle=ai["keepalive_connections"], **kw)
-        self.session = aiohttp.ClientSession(connector=self.connector,
-                                             headers={"User-Agent": "llmapi/0.1"})
+        self.session = aiohttp.ClientSession(connector=self.connector, headers={"User-Agent": "llmapi/0.1"},
+                                             trace_configs=[meter.attach(self.connector, ai["max_connections"])])
         self.inflight = 0
         self.retired = False
         self.idle = asyncio.Event()
@@ -394,6 +396,7 @@ class OpenAIProvider(Provider):
         self.batch_concurrency = batch_concurrency
         self.usage = {"calls": 0, "errors": 0, "prompt": 0, "completion": 0, "total": 0}
         self.last_error: dict | None = None
+        self.pool_meter = PoolMeter(self.name)
         if subscribe:
             store.subscribe(self.on_config_change)
 
@@ -432,7 +435,7 @@ class OpenAIProvider(Provider):
         if self._closed:
             raise ProviderError("connection", "provider is closed")
         if self._pool is None:
-            self._pool = _Pool(self.store.get("ai"))
+            self._pool = _Pool(self.store.get("ai"), self.pool_meter)
         pool = self._pool
         pool.inflight += 1
         pool.idle.clear()
@@ -448,7 +451,8 @@ class OpenAIProvider(Provider):
         p = self._pool
         if p is None:
             return {"open": False}
-        return {"open": True, "in_flight": p.inflight, **p.settings}
+        return {"open": True, "in_flight": p.inflight, **p.settings,
+                **self.pool_meter.stats(p.settings["max_connections"])}
 
     # ---- calls ----------------------------------------------------------
     def _headers(self) -> dict:
@@ -467,6 +471,7 @@ class OpenAIProvider(Provider):
             async with pool.session.post(f"{self.base_url}/chat/completions", json=body,
                                          headers=self._headers(), timeout=self._timeout(ai)) as resp:
                 raw = await resp.read()
+                self._quota(resp.headers, ai["model"])
                 text = raw.decode("utf-8", "replace")
                 try:
                     data = json.loads(text) if resp.status == 200 else None
@@ -481,6 +486,18 @@ class OpenAIProvider(Provider):
             raise ProviderError("connection", f"upstream connection failed: {type(e).__name__}") from None
         finally:
             self._release(pool)
+            self.pool_meter.sample()  # (the connection went back to the pool)
+
+    @staticmethod
+    def _quota(headers, model: str) -> None:
+        """llmapi_ai_upstream_remaining from the x-ratelimit-remaining-* headers, when the upstream sends them."""
+        for kind in ("requests", "tokens"):
+            v = headers.get(f"x-ratelimit-remaining-{kind}")
+            if v is not None:
+                try:
+                    AI_UPSTREAM_REMAINING.labels(kind, model).set(float(v))
+                except ValueError:
+                    pass
 
     async def process(self, req: TextRequest) -> ProviderResult:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from service.text.service import STALE
 from service.text.schemas import OPTION_LIMITS, parse_text_request
 
 JSON = "application/json"
+UNNAMED = "unnamed"  # the key_name label of a request the auth middleware named no key for
 
 OPERATION_INFO = {
     "summarize": {"description": "Extractive or abstractive summary", "options": ["max_length"], "requires_question": False},
@@ -35,6 +36,7 @@ async def _run(request: web.Request, operation: str | None) -> web.Response:
         parsed = (req, text.ctx.cache.key_for(req))
         text.memo.put(route, raw, parsed)
     req, key = parsed
+    text.by_key.add((request.get("key_name", UNNAMED), req.operation))
     if operation is None:  # /process: analytics learns the operation here (other routes name it)
         request["operation"] = req.operation
     rid = request["request_id"]
@@ -68,6 +70,7 @@ async def batch(request: web.Request) -> web.Response:
         raise ApiError(422, "VALIDATION_ERROR", f"requests must hold 1 to {limits['batch_max_items']} items",
                        field="requests")
     rid = request["request_id"]
+    key_name = request.get("key_name", UNNAMED)
     sem = asyncio.Semaphore(limits["batch_concurrency"])
 
     async def one(i: int, item) -> dict:
@@ -76,6 +79,7 @@ async def batch(request: web.Request) -> web.Response:
         except ApiError as e:
             return {"index": i, "status": "failed", "error": {"error_code": e.error_code, "message": e.message,
                                                                "details": e.details}}
+        ctx.text.by_key.add((key_name, req.operation))
         async with sem:
             try:
                 out = await ctx.text.process(req, f"{rid}-{i}", count_degraded=False)

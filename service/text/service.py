@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 
-from exporter.metrics import TEXT_DEGRADED
+from exporter.metrics import CLIENT_REQUESTS, TEXT_DEGRADED
+from exporter.tally import Tally
 from service import spans
 from service.cache.codec import answer
 from service.errors import ApiError
@@ -60,6 +61,8 @@ class TextService:
         self.memo = ValidationMemo(ctx.store)
         for op in (*OPERATIONS, "batch"):  # rate() reads 0, not "no data", before the first degraded answer
             TEXT_DEGRADED.labels(op, STALE)
+        # usage per configured key name (request["key_name"], set by the auth middleware): (name, operation)
+        self.by_key = Tally(lambda key: CLIENT_REQUESTS.labels(*key))
 
     async def _compute(self, req: TextRequest) -> bytes:
         result = await self.ctx.resilience.call(req)
