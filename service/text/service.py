@@ -55,6 +55,15 @@ def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bo
     return prefix + tail.encode()
 
 
+def text_key_names(ctx) -> list[str]:
+    """The configured names of the keys that may call the text API (`anonymous` when none is needed)."""
+    from service.keys import ANONYMOUS
+    ring = getattr(ctx, "keys", None)
+    if ring is None or not ring.configured:
+        return [ANONYMOUS]
+    return [k.name for k in ring.entries if "text" in k.scopes]
+
+
 class TextService:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -63,6 +72,9 @@ class TextService:
             TEXT_DEGRADED.labels(op, STALE)
         # usage per configured key name (request["key_name"], set by the auth middleware): (name, operation)
         self.by_key = Tally(lambda key: CLIENT_REQUESTS.labels(*key))
+        for name in text_key_names(ctx):  # known label values at 0 (rate() reads 0 before the first request)
+            for op in OPERATIONS:
+                CLIENT_REQUESTS.labels(name, op)
 
     async def _compute(self, req: TextRequest) -> bytes:
         result = await self.ctx.resilience.call(req)
