@@ -17,7 +17,6 @@ from service.context import CTX
 from service.http import json_response, only, read_object
 from service.internal.audit import actor
 from service.monitoring import report
-from service.monitoring.report import POOL_SHARE
 from service.resilience.analysis import RECENT_SECONDS, latency_summary, op_metrics
 
 AI_FIELDS = ("timeout_seconds", "max_retries", "batch_processing", "connection_pooling", "max_connections",
@@ -114,7 +113,7 @@ def pool_bottleneck(pool: dict, recent_attempt_seconds: list) -> dict | None:
     recent = pool.get("recent") or {}
     spent = sum(recent_attempt_seconds)
     waited = recent.get("wait_total_s", 0.0)
-    if not spent or waited / spent < POOL_SHARE:
+    if not spent or waited / spent < report.POOL_SHARE:
         return None
     return {"kind": "connection_pool", "share_of_ai_time": round(waited / spent, 6),
             "message": f"the upstream connection pool is where the time goes: {round(waited / spent * 100, 1)}% of "
