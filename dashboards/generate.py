@@ -402,7 +402,8 @@ def resilience_row(L: Layout) -> None:
     L.add(ts("Circuit breakers not closed", [
         ("max by (breaker, state) (llmapi_circuit_breaker_state" + _s('state!="closed"') + ") == 1",
          "{{breaker}} {{state}}")],
-        "short", "Breakers open or half-open (1); one 0/1 series per breaker and state.", links=[runbook_link("Circuit breaker open", "breaker_open")]),
+        "short", "Breakers open or half-open (1); one 0/1 series per breaker and state.",
+        links=[runbook_link("Circuit breaker open", "breaker_open")]),
         6, 8)
     L.add(ts("Breaker transitions", [
         (f"sum by (breaker, state) (rate(llmapi_circuit_breaker_transitions_total{_s()}[{RI}]))",
