@@ -24,7 +24,7 @@ PREFIX = "llmapi"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # HTTP: P95 thresholds (1 s, 2 s, 3 s) are exact bucket edges
-HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+HTTP_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 # AI: 15 s, 30 s, 45 s thresholds are exact bucket edges
 AI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 120.0)
 
@@ -54,7 +54,7 @@ HTTP_REQUESTS = _c("http_requests", "HTTP requests by route template, method and
 HTTP_DURATION = _h("http_request_duration_seconds", f"HTTP request duration of the API routes ({API_ROUTE_PREFIX}...)",
                    ("route", "method"), HTTP_BUCKETS)
 # every other route (admin /internal, self: /metrics /v1/health /openapi.json, unmatched) by group, coarse
-OTHER_HTTP_BUCKETS = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+OTHER_HTTP_BUCKETS = (0.01, 0.1, 1.0, 10.0)
 HTTP_OTHER_DURATION = _h("http_other_request_duration_seconds",
                          "HTTP request duration outside the API routes, by group (internal, self, unmatched)",
                          ("group",), OTHER_HTTP_BUCKETS)
@@ -156,7 +156,7 @@ CONFIG_VERSION = _g("config_version", "Version of the runtime config (each chang
 ADMISSION_QUEUE_DEPTH = _g("admission_queue_depth", "Requests waiting for an admission slot", mode="livesum")
 ADMISSION_ACTIVE = _g("admission_active_requests", "Requests holding an admission slot", mode="livesum")
 ADMISSION_WAIT = _h("admission_wait_seconds", "Time queued requests waited for a slot", (),
-                    (0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 30.0))
+                    (0.01, 0.1, 1.0, 5.0, 30.0))
 BACKGROUND_TASKS = _c("background_tasks", "Background tasks by kind and result", ("kind", "result"))
 BACKGROUND_QUEUE_DEPTH = _g("background_queue_depth", "Background tasks waiting for a worker", mode="livesum")
 MONITORING_SNAPSHOTS = _g("monitoring_history_snapshots", "Minute snapshots held in the monitoring history", mode="livemax")
@@ -179,7 +179,7 @@ CACHE_STALE_SERVED = _c("cache_stale_served", "Expired cache answers served as f
 BREAKER_REJECTIONS = _c("circuit_breaker_rejections", "Calls failed fast by an open (or full half-open) breaker",
                         ("breaker",))
 AI_BATCHES = _c("ai_batches", "Micro-batches sent to the AI provider")
-AI_BATCH_SIZE = _h("ai_batch_size", "Requests per micro-batch", (), (1, 2, 4, 8, 16, 32, 64, 256))
+AI_BATCH_SIZE = _h("ai_batch_size", "Requests per micro-batch", (), (1, 4, 16, 64, 256))
 
 # ---- middleware stack (service/middleware, service/ratelimit; issue 6) -------
 COMPRESSION_SECONDS = _c("compression_seconds", "Time spent compressing responses", ("algorithm",))
@@ -190,7 +190,7 @@ RATE_LIMIT_LEASES = _c("rate_limit_leases", "Token leases asked of Redis by resu
 RATE_LIMIT_FALLBACK = _g("rate_limit_fallback_active", "1 while rate limiting is local because Redis failed",
                          mode="livemax")
 MIDDLEWARE_OVERHEAD = _h("middleware_overhead_seconds", "Own time of each middleware (or group) in sampled requests",
-                         ("middleware",), (0.000005, 0.00001, 0.000025, 0.0001, 0.001))
+                         ("middleware",), (0.00001, 0.000025, 0.0001, 0.001))
 # ---- end of middleware stack metrics (issue 6) ------------------------------
 
 # ---- answers (service/text): the quality SLO (exporter/slos.py) ---------------
