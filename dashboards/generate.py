@@ -400,7 +400,7 @@ def cache_row(L: Layout) -> None:
 def resilience_row(L: Layout) -> None:
     L.row("Resilience")
     L.add(ts("Circuit breakers not closed", [
-        ("max by (breaker, state) (llmapi_circuit_breaker_state" + _s('state!="closed"') + ") == 1",
+        ("max by (breaker, state) (llmapi_circuit_breaker_state" + _s('state!="closed"') + ")",
          "{{breaker}} {{state}}")],
         "short", "Breakers open or half-open (1); one 0/1 series per breaker and state.",
         links=[runbook_link("Circuit breaker open", "breaker_open")]),

@@ -238,6 +238,8 @@ async def admission_burst(session, stack) -> int:
 async def test_error_alert_reaches_sink_resolves_and_dashboards_have_data(stack):
     t0 = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        # the upstream sends x-ratelimit-remaining-* headers, as OpenAI does (the quota panel reads them)
+        await _control(session, stack, ratelimit_requests=1_000_000, ratelimit_tokens=100_000_000)
         traffic = Traffic(session, stack.svc.url)
         traffic.start()
         try:
