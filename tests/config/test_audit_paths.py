@@ -33,6 +33,7 @@ CHANGES = {
     "/internal/middleware/rate-limiting/optimize": (None, {"burst_size": 20}),
     "/internal/middleware/request-size/optimize": (None, {"chunk_size": 32768}),
     "/internal/middleware/versioning/optimize": (None, {"cache_size": 500}),
+    "/internal/remediation/{entry}": ("/internal/remediation/error_rate", {"mode": "enforce"}),
 }
 # change nothing, or change config only from what they measured (the same store.update path, audited likewise)
 NOT_CONFIG = {
@@ -45,6 +46,7 @@ NOT_CONFIG = {
     "/internal/middleware/stack/reset-stats", "/internal/middleware/compression/auto-optimize",
     "/internal/middleware/rate-limiting/auto-optimize", "/internal/middleware/request-size/auto-optimize",
     "/internal/middleware/versioning/auto-optimize",
+    "/internal/alerts/webhook",  # its changes are audited as alertmanager:<alertname> (tests/remediation)
 }
 
 
