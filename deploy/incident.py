@@ -7,7 +7,8 @@
 2. Fault: the fake upstream fails a share of its calls (POST /_control error_rate).
 3. Watch Prometheus's /api/v1/alerts and the webhook sink: each alert going
    pending, then firing, then reaching the sink through Alertmanager.
-4. With the remediation playbook present (GET /internal/remediation), what it did or would do.
+4. What the remediation playbook did or would do (GET /internal/remediation's
+   last runs: dry-run by default, enforce where the operator switched an entry on).
 5. Heal: the upstream answers again; watch the alerts resolve, in Prometheus and at the sink.
 
 Every phase waits at most --timeout seconds.  Exit 0 when an expected alert
@@ -95,17 +96,31 @@ async def sink_seen(session, sink: str) -> set[tuple[str, str]]:
     return {(a["labels"].get("alertname", ""), a["status"]) for n in notes for a in n.get("alerts", [])}
 
 
-async def remediation(session, url: str, key: str) -> list[str]:
-    """What the remediation playbook did or would do (empty when the service has none)."""
-    try:
-        async with session.get(f"{url}/internal/remediation", headers={"X-API-Key": key}) as r:
-            if r.status != 200:
-                return []
-            doc = await r.json()
-    except (aiohttp.ClientError, ValueError):
-        return []
-    runs = doc.get("last_runs") or doc.get("runs") or []
-    return [json.dumps(run, sort_keys=True)[:300] for run in runs]
+class Playbook:
+    """What the remediation playbook did or would do (GET /internal/remediation's last runs), each run once."""
+
+    def __init__(self, session, url: str, key: str, since: float):
+        self.session, self.url, self.key, self.since = session, url, key, since
+        self.seen: set = set()
+
+    async def new_runs(self) -> list[str]:
+        try:
+            async with self.session.get(f"{self.url}/internal/remediation", headers={"X-API-Key": self.key}) as r:
+                if r.status != 200:
+                    return []
+                doc = await r.json()
+        except (aiohttp.ClientError, ValueError):
+            return []
+        out = []
+        for run in sorted(doc.get("last_runs") or [], key=lambda x: x.get("time", 0)):
+            mark = (run.get("time"), run.get("entry"), run.get("outcome"), run.get("fingerprint"))
+            if run.get("time", 0) < self.since or mark in self.seen:
+                continue
+            self.seen.add(mark)
+            out.append(f"playbook {run.get('entry')} ({run.get('mode', '?')}) on {run.get('alertname', '?')}: "
+                       f"{run.get('action', '?')} -> {run.get('outcome')}"
+                       + (f" ({str(run['message'])[:120]})" if run.get("message") else ""))
+        return out
 
 
 async def settle(session, prom: str, timeout: float, quiet_for: float = 10.0) -> dict[str, str]:
@@ -142,6 +157,7 @@ async def run(state: dict, key: str, timeout: float, error_rate: float, poll: fl
         traffic.start()
         seen_states: dict[str, str] = {}
         sink_before = await sink_seen(session, sink)
+        playbook = Playbook(session, svc, key, time.time())
         ok = False
         try:
             tl.mark(f"traffic started ({traffic.clients} clients, {1 - traffic.repeat_share:.0%} fresh texts that "
@@ -164,14 +180,14 @@ async def run(state: dict, key: str, timeout: float, error_rate: float, poll: fl
                     if status == "firing" and name not in notified and name not in IGNORED and name not in before:
                         notified.add(name)
                         tl.mark(f"{name} notification reached the webhook sink (through Alertmanager)")
+                for line in await playbook.new_runs():
+                    tl.mark(line)
                 if all(n in notified for n in REQUIRED):
                     break
                 await asyncio.sleep(poll)
             else:
                 tl.mark(f"gave up: {', '.join(n for n in REQUIRED if n not in notified)} did not reach the sink")
                 return 1
-            for line in await remediation(session, svc, key):
-                tl.mark(f"remediation: {line}")
             await control(session, upstream, error_rate=0.0)
             tl.mark("healed: the fake upstream answers every call again")
             deadline = time.monotonic() + timeout
@@ -186,14 +202,17 @@ async def run(state: dict, key: str, timeout: float, error_rate: float, poll: fl
                 for name in sorted(firing & resolved):
                     tl.mark(f"{name} resolved notification reached the webhook sink")
                 firing -= resolved
+                for line in await playbook.new_runs():
+                    tl.mark(line)
                 if not firing:
                     ok = True
                     break
                 await asyncio.sleep(poll)
             else:
                 tl.mark(f"gave up: {', '.join(sorted(firing))} did not resolve")
-            for line in await remediation(session, svc, key):
-                tl.mark(f"remediation: {line}")
+            await asyncio.sleep(2 * poll)  # the reverts the resolve notifications cause
+            for line in await playbook.new_runs():
+                tl.mark(line)
         finally:
             await traffic.stop()
             await control(session, upstream, error_rate=0.0)
