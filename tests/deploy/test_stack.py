@@ -39,35 +39,38 @@ def wait_until(pred, timeout: float) -> bool:
 def test_up_and_down_twice_leave_nothing_running(tmp_path):
     d = str(tmp_path / "stack")
     env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
-    for round_ in range(2):
-        up = cli("up", "--dir", d, "--free-ports", env=env)
-        assert up.returncode == 0, up.stderr
-        state = read_state(d)
-        comps = state["components"]
-        assert set(comps) == {"redis", "upstream", "llmapi", "sink", "alertmanager", "prometheus"}
-        key = open(state["key_file"]).read().strip()
-        assert key and key in up.stdout  # the operator key is printed, and the same one both rounds
-        for c in comps.values():
-            assert c["url"] in up.stdout or c["port"] and f":{c['port']}" in up.stdout
-        # the service answers with the generated key, Prometheus loaded the rules and scrapes the job
-        assert get(f"{comps['llmapi']['url']}/internal/config", key)["sections"]
-        rules = get(f"{comps['prometheus']['url']}/api/v1/rules")["data"]["groups"]
-        assert rules and any(r.get("type") == "alerting" for g in rules for r in g["rules"])
-        assert wait_until(lambda: {t["labels"]["job"] for t in get(f"{comps['prometheus']['url']}/api/v1/targets")
-                                   ["data"]["activeTargets"] if t["health"] == "up"}
-                          >= {"llmapi", "prometheus", "alertmanager"}, 30)
-        # a second `up` on a running stack refuses and starts nothing
-        again = cli("up", "--dir", d, "--free-ports", env=env)
-        assert again.returncode == 1 and "already running" in again.stderr
-        assert read_state(d)["components"] == comps
+    try:
+        for round_ in range(2):
+            up = cli("up", "--dir", d, "--free-ports", env=env)
+            assert up.returncode == 0, up.stderr
+            state = read_state(d)
+            comps = state["components"]
+            assert set(comps) == {"redis", "upstream", "llmapi", "sink", "alertmanager", "prometheus"}
+            key = open(state["key_file"]).read().strip()
+            assert key and key in up.stdout  # the operator key is printed, and the same one both rounds
+            for c in comps.values():
+                assert c["url"] in up.stdout or c["port"] and f":{c['port']}" in up.stdout
+            # the service answers with the generated key, Prometheus loaded the rules and scrapes the job
+            assert get(f"{comps['llmapi']['url']}/internal/config", key)["sections"]
+            rules = get(f"{comps['prometheus']['url']}/api/v1/rules")["data"]["groups"]
+            assert rules and any(r.get("type") == "alerting" for g in rules for r in g["rules"])
+            assert wait_until(lambda: {t["labels"]["job"] for t in get(f"{comps['prometheus']['url']}/api/v1/targets")
+                                       ["data"]["activeTargets"] if t["health"] == "up"}
+                              >= {"llmapi", "prometheus", "alertmanager"}, 30)
+            # a second `up` on a running stack refuses and starts nothing
+            again = cli("up", "--dir", d, "--free-ports", env=env)
+            assert again.returncode == 1 and "already running" in again.stderr
+            assert read_state(d)["components"] == comps
 
-        down = cli("down", "--dir", d)
-        assert down.returncode == 0, down.stderr
-        assert "prometheus" in down.stdout and "redis" in down.stdout
-        for name, c in comps.items():
-            assert not alive(c["pid"]), name
-            assert port_free(c["port"]), (name, c["port"])
-        assert read_state(d) is None
+            down = cli("down", "--dir", d)
+            assert down.returncode == 0, down.stderr
+            assert "prometheus" in down.stdout and "redis" in down.stdout
+            for name, c in comps.items():
+                assert not alive(c["pid"]), name
+                assert port_free(c["port"]), (name, c["port"])
+            assert read_state(d) is None
+    finally:  # a failed assertion must not leave the stack running
+        cli("down", "--dir", d)
     assert "nothing was running" in cli("down", "--dir", d).stdout
 
 
