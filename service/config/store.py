@@ -120,6 +120,7 @@ class ConfigStore:
             except ConfigValidationError as e:
                 where = sorted({origin.get((name, f.split(".", 1)[0]), "default") for f in e.fields})
                 raise SystemExit(f"refusing to start: config breaks a rule ({', '.join(where)}): {e}")
+        self._seed_origin = origin
         return values
 
     # ---- reading -------------------------------------------------------
@@ -385,6 +386,7 @@ class ConfigStore:
                 self._pubsub_task = asyncio.create_task(follow(redis, f"{KEY_PREFIX}:changed", self._on_message, log,
                                                                subscribed=self._catch_up))
                 CONFIG_VERSION.set(self.version)
+                self._record_startup()
                 return
             except Exception:
                 log.warning("config: redis unavailable at start, using local state")
@@ -399,6 +401,27 @@ class ConfigStore:
             except (OSError, ValueError) as e:
                 log.warning("config: state file unreadable (%s), starting from seed", e)
         CONFIG_VERSION.set(self.version)
+        self._record_startup()
+
+    def _record_startup(self) -> None:
+        """What this process was seeded with (CONFIG_FILE, env vars) where it differs from the defaults:
+        a history entry per section with actor `startup` and where each value came from, one log line
+        and a count.  It is this process's record (not a change of the shared version, nothing to roll back)."""
+        now = time.time()
+        origin = getattr(self, "_seed_origin", {})
+        for name, sec in self.sections.items():
+            defaults = sec.defaults()
+            diff = {k: v for k, v in self.seed[name].items() if defaults.get(k) != v}
+            if not diff:
+                continue
+            source = ", ".join(sorted({origin.get((name, k), "default") for k in diff}))
+            e = {"version": self.version, "section": name, "changes": diff,
+                 "previous": {k: defaults.get(k) for k in diff}, "actor": "startup", "source": source,
+                 "request_id": None, "remote": None, "time": now}
+            self.history.append(e)
+            CONFIG_CHANGES.labels(name, "startup").inc()
+            log.info("config seeded", extra={"section": name, "version": self.version, "actor": "startup",
+                                             "source": source, "before": e["previous"], "after": diff})
 
     async def _on_message(self, raw) -> None:
         try:
@@ -433,6 +456,9 @@ class ConfigStore:
                 e = json.loads(h)
                 if e.get("version") not in seen:
                     self.history.append(e)
+                    log.info("config changed by a peer", extra={
+                        "section": e.get("section"), "version": e.get("version"), "actor": e.get("actor"),
+                        "source": e.get("source"), "applied_from": "peer"})
             self.version = max(self.version, version)
             CONFIG_VERSION.set(self.version)
 

@@ -96,3 +96,21 @@ async def test_the_actor_label_takes_configured_key_names(make_client):
     assert _changes("text", admin) == before + 1
     hist = (await (await client.get("/internal/config/history")).json())["history"]
     assert hist[0]["actor"] == admin
+
+
+async def test_startup_seed_is_recorded_with_actor_startup_and_where_it_came_from(tmp_path, caplog):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("cache:\n  base_ttl_seconds: 1200\n")
+    before = _changes("text", "startup")
+    s = ConfigStore(SECTIONS, yaml_path=str(cfg), env={"TEXT_MAX_LENGTH": "20000"},
+                    state_path=str(tmp_path / "state.json"))
+    with caplog.at_level(logging.INFO, logger="service.config"):
+        await s.start()
+    hist = {e["section"]: e for e in s.public_history() if e["actor"] == "startup"}
+    assert hist["text"]["changes"] == {"max_text_length": 20000} and hist["text"]["previous"] == {"max_text_length": 10000}
+    assert hist["text"]["source"] == "env TEXT_MAX_LENGTH"
+    assert hist["cache"]["changes"] == {"base_ttl_seconds": 1200} and hist["cache"]["source"].startswith("CONFIG_FILE")
+    assert s.version == 0 and set(hist) == {"text", "cache"}  # a record, not a change of the version
+    assert _changes("text", "startup") == before + 1
+    assert sorted(r.section for r in caplog.records if r.getMessage() == "config seeded") == ["cache", "text"]
+    assert await s.rollback(0) == []  # rollback to 0 keeps the seed: the startup records change nothing
