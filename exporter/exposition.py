@@ -57,17 +57,13 @@ def _exemplar(e) -> str:
     return f" # {_labels(e.labels) or '{}'} {_value(e.value)}{ts}"
 
 
-def _help_om(doc: str) -> str:
-    return _esc_value(doc)
-
-
 def _help_text(doc: str) -> str:
     return doc.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def openmetrics_family(m, add) -> None:
     name = m.name
-    add(f"# HELP {name} {_help_om(m.documentation)}\n# TYPE {name} {m.type}\n")
+    add(f"# HELP {name} {_esc_value(m.documentation)}\n# TYPE {name} {m.type}\n")
     if m.unit:
         add(f"# UNIT {name} {m.unit}\n")
     for s in m.samples:
