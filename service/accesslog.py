@@ -7,7 +7,8 @@ cheap:
 
 - no LogRecord, no formatter, no handler lock: the line is one %-format of
   values the middleware already holds.  The parts fixed by (method, path,
-  status) are rendered once (for up to MAX_SHAPES of them) through the C JSON
+  status) are rendered once (for up to `max_shapes` of them, the config's
+  logging.access_log_shapes, set by the errors middleware's subscriber) through the C JSON
   string encoder, so is the request id; the timestamp's seconds part is
   formatted once a second;
 - lines are buffered and written to stderr with one os.write per batch: on the
@@ -32,12 +33,11 @@ BATCH_DELAY = 0.05            # seconds a line may wait in the buffer
 MAX_BUFFER = 64 * 1024        # bytes buffered before an immediate write
 CHUNK = getattr(select, "PIPE_BUF", 4096)
 
-MAX_SHAPES = 1024             # (method, path, status) whose fixed parts are kept rendered
-
 
 class AccessLog:
-    def __init__(self, fd: int | None = None):
+    def __init__(self, fd: int | None = None, max_shapes: int = 1024):
         self.fd = fd
+        self.max_shapes = max_shapes  # (method, path, status) and key names kept rendered (read on a miss only)
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -53,7 +53,7 @@ class AccessLog:
     def _name(self, key_name: str | None) -> str:
         """', "key_name": "<name>"' (a configured key's name, never the key; null before auth ran)."""
         text = ', "key_name": ' + ("null" if key_name is None else _q(key_name))
-        if len(self._names) < MAX_SHAPES:
+        if len(self._names) < self.max_shapes:
             self._names[key_name] = text
         return text
 
@@ -62,9 +62,20 @@ class AccessLog:
         head = (f'", "level": "INFO", "logger": "service.access", "message": {_q(f"{method} {path} {status}")}, '
                 '"request_id": ')
         tail = f', "status": {int(status)}, "method": {_q(method)}, "path": {_q(path)}, "duration_ms": '
-        if len(self._shapes) < MAX_SHAPES:
+        if len(self._shapes) < self.max_shapes:
             self._shapes[(method, path, status)] = (head, tail)
         return head, tail
+
+    def bound(self, max_shapes: int) -> None:
+        """A new bound (a config change, not per request): a lowered one drops the newest beyond it."""
+        self.max_shapes = max_shapes
+        for table in (self._shapes, self._names):
+            for k in list(table)[max_shapes:]:
+                del table[k]
+
+    def memory_stats(self) -> dict:
+        """What memory-analysis reports for the access log's rendered parts."""
+        return {"entries": len(self._shapes), "key_names": len(self._names), "max_entries": self.max_shapes}
 
     def line(self, method: str, path: str, status: int, request_id: str, seconds: float,
              key_name: str | None = None) -> None:

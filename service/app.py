@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     check_bind_safety(settings)
 
     ctx = Context(settings=settings, store=store, keys=build_keys(settings, store),
-                  secret=DeploymentSecret(os.environ if env is None else env))
+                  secret=DeploymentSecret(os.environ if env is None else env, store))
     if settings.redis_url:
         from service.redis_client import apply_timeouts, make_redis
         try:

@@ -11,7 +11,8 @@ What is derived from it (each with its own HMAC label, so one never reveals anot
                       (service/monitoring/loadgen.py): exempt from rate limits
     client_ip_id      the rate-limit client id of a request without a key: a keyed
                       hash of the address, not reversible without the secret
-No client can compute either.
+No client can compute either.  The address -> client id table holds at most
+rate_limit.client_id_cache_size ids (oldest out first), read live from the config store.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ ENV = "LLMAPI_DEPLOYMENT_SECRET"
 REDIS_KEY = "{llmapi}:deployment-secret"
 RETRY_SECONDS = 5.0      # after a failed attempt
 REFRESH_SECONDS = 60.0   # after a successful one
-MAX_IDS = 4096
 
 
 def new_secret() -> str:
@@ -35,7 +35,8 @@ def new_secret() -> str:
 
 
 class DeploymentSecret:
-    def __init__(self, env=None):
+    def __init__(self, env=None, store=None):
+        self.max_ids = 4096 if store is None else store.get("rate_limit")["client_id_cache_size"]
         raw = (env or {}).get(ENV) or ""
         try:
             value = bytes.fromhex(raw) if len(raw) >= 32 else b""
@@ -44,6 +45,15 @@ class DeploymentSecret:
         self.source = "supervisor" if value else "random"
         self.failed = False
         self._set(value or secrets.token_bytes(32))
+        if store is not None:
+            store.subscribe(self._on_config)
+
+    def _on_config(self, section: str, new: dict, old: dict) -> None:
+        if section == "rate_limit" and new["client_id_cache_size"] != self.max_ids:
+            self.max_ids = new["client_id_cache_size"]
+            ids = self._ids
+            for addr in list(ids)[:max(0, len(ids) - self.max_ids)]:
+                del ids[addr]
 
     def _set(self, value: bytes) -> None:
         self._value = value
@@ -60,10 +70,15 @@ class DeploymentSecret:
         cid = self._ids.get(addr)
         if cid is None:
             cid = "ip:" + hmac.new(self._ip_key, addr.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
-            if len(self._ids) >= MAX_IDS:
-                self._ids.clear()
-            self._ids[addr] = cid
+            ids = self._ids
+            while len(ids) >= self.max_ids:
+                del ids[next(iter(ids))]
+            ids[addr] = cid
         return cid
+
+    def memory_stats(self) -> dict:
+        """What memory-analysis reports for the client id table."""
+        return {"entries": len(self._ids), "max_entries": self.max_ids}
 
     # ---- sharing through Redis ---------------------------------------------------------------
     async def share(self, redis, timeout: float = 2.0, quiet: bool = False) -> bool:

@@ -91,6 +91,9 @@ section(
     "logging", "Logging",
     level=F(str, "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), env="LOG_LEVEL"),
     access_log=F(bool, True, env="ACCESS_LOG", help="log one line per request"),
+    access_log_shapes=F(int, 1024, 0, 1_000_000,
+                        help="access-log line shapes (method, path, status) and key names kept rendered; "
+                             "others are rendered per line"),
 )
 
 _PRESETS = ("simple", "development", "production", "aggressive")  # service/resilience/strategies.py PRESETS
@@ -317,6 +320,8 @@ section(
     redis_pool_size=F(int, 10, 1, 1000, env="RATE_LIMIT_REDIS_POOL_SIZE", help="connections of the limiter's Redis pool"),
     local_cache_size=F(int, 10_000, 16, 10_000_000, env="RATE_LIMIT_LOCAL_CACHE_SIZE",
                        help="clients tracked in memory (leases and the fallback limiter)"),
+    client_id_cache_size=F(int, 4096, 1, 10_000_000,
+                           help="client ids of keyless clients (keyed hashes of their addresses) kept computed"),
     use_redis=F(bool, True, env="RATE_LIMIT_USE_REDIS", help="share limits through Redis when REDIS_URL is set"),
     lease_window_ms=F(float, 100.0, 0.0, 10_000, help="a process leases up to this much of its traffic from Redis "
                                                         "at once (0 = one Redis call per request)"),

@@ -48,14 +48,17 @@ def _request_id(request: web.Request) -> str:
 def make(ctx):
     store = ctx.store
     if ctx.access_log is None:
-        ctx.access_log = AccessLog()
-    access_line = ctx.access_log.line
+        ctx.access_log = AccessLog(max_shapes=store.get("logging")["access_log_shapes"])
+    access_log = ctx.access_log
+    access_line = access_log.line
     log_access = False  # access log on and INFO enabled: re-read when the logging section changes
 
     def _on_config(section: str, new: dict, old: dict) -> None:
         nonlocal log_access
         if section == "logging":
             log_access = new["access_log"] and logging.getLevelName(new["level"]) <= logging.INFO
+            if new["access_log_shapes"] != access_log.max_shapes:
+                access_log.bound(new["access_log_shapes"])
 
     _on_config("logging", store.get("logging"), {})
     store.subscribe(_on_config)

@@ -104,6 +104,10 @@ def subsystems(ctx, monitor) -> dict:
     out["request_analytics"] = {"live_routes": len(monitor.analytics.routes)}
     rl = ctx.ratelimiter if ctx.ratelimiter is not None else ctx.extras.get("ratelimiter")
     out["rate_limit"] = describe(rl) if rl is not None else {"present": False}
+    if ctx.secret is not None:
+        out["client_ids"] = describe(ctx.secret)
+    if ctx.access_log is not None:
+        out["access_log"] = describe(ctx.access_log)
     out["config_history"] = {"entries": len(ctx.store.history),
                              "estimated_bytes": container_size(ctx.store.history)[1]}
     out["spans"] = {"entries": len(spans._spans)}
