@@ -2,7 +2,6 @@
 cost from a known price table, cache savings from a known number of hits, upstream quota, the pool."""
 import asyncio
 
-import aiohttp
 import pytest
 
 from tests.helpers import API_KEY
@@ -12,6 +11,7 @@ TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scrape
         "over this data to aggregate and record new time series or generate alerts.")
 MODEL = "m-test"
 PRICE_IN, PRICE_OUT = 2.5, 10.0  # USD per million tokens
+SERVICE_ENV = {"AI_MODEL": MODEL}  # for the start fixture (conftest.py)
 
 
 def sample(text: str, name: str, **labels) -> float | None:
@@ -30,7 +30,7 @@ def sample(text: str, name: str, **labels) -> float | None:
     return None
 
 
-class Svc:
+class Env:
     def __init__(self, svc, up, s):
         self.svc, self.up, self.s = svc, up, s
 
@@ -53,17 +53,6 @@ class Svc:
         async with self.s.post(f"{base or self.svc.url}{path}", headers=headers, json=body) as r:
             assert r.status == 200, await r.text()
             return await r.json()
-
-
-@pytest.fixture
-def start(service_factory, fake_upstream_factory):
-    async def make(upstream_args=(), **env):
-        up = fake_upstream_factory(*upstream_args)
-        svc = service_factory(AI_PROVIDER="openai", OPENAI_BASE_URL=f"{up.url}/v1", OPENAI_API_KEY="sk-test",
-                              AI_MODEL=MODEL, **env)
-        return Svc(svc, up, aiohttp.ClientSession())
-
-    return make
 
 
 async def test_cost_and_cache_savings_from_a_known_price_table(start):

@@ -6,9 +6,6 @@ are loose correctness bounds (a deadline holds, a Retry-After was waited).
 import asyncio
 import time
 
-import aiohttp
-import pytest
-
 from tests.helpers import API_KEY
 
 TEXT = ("Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally and runs rules "
@@ -47,16 +44,6 @@ class Env:
     async def get(self, path):
         async with self.s.get(f"{self.svc.url}{path}", headers=H) as r:
             return await r.json()
-
-
-@pytest.fixture
-def start(service_factory, fake_upstream_factory):
-    async def make(upstream_args=(), **env):
-        up = fake_upstream_factory(*upstream_args)
-        svc = service_factory(AI_PROVIDER="openai", OPENAI_BASE_URL=f"{up.url}/v1", OPENAI_API_KEY="sk-test",
-                              **env)
-        return Env(svc, up, aiohttp.ClientSession())
-    return make
 
 
 async def test_breaker_opens_fails_fast_probes_and_closes(start):
