@@ -6,7 +6,10 @@ insert and every size_check_interval seconds:
   >= pressure_threshold  -> pressure_response
 Responses: none, clear_expired (drop every expired entry), evict_old (least
 recently used first), evict_lfu, evict_policy (the eviction_policy) - the
-evicting ones go down to 90 % of pressure_threshold - and clear_all.
+evicting ones go down to 90 % of pressure_threshold - and clear_all.  A
+response's cost per call is bounded whatever the tier's size: it works in steps
+of memory.CHUNK entries, the first in the caller (an insert, a config change,
+the size check), the others in a task that yields to the event loop between two.
 
 With auto_cleanup on, a background pass every cleanup_interval_minutes drops
 entries that expired more than stale_ttl_seconds ago (older than any
@@ -41,6 +44,7 @@ class Maintenance:
         self._last_scan: dict[str, float] = {}
         self._l2_counted = 0.0
         self.l2_entries: int | None = None
+        self.responding: dict[str, asyncio.Task] = {}  # level -> the task finishing its response
 
     # ---- background loop ---------------------------------------------------------
     def start(self) -> None:
@@ -109,29 +113,66 @@ class Maintenance:
         return None
 
     def respond(self, level: str, response: str, cfg: dict, now: float, frac: float) -> dict | None:
-        l1 = self.cache.l1
+        """Start `response`: its first step (at most memory.CHUNK entries) runs now, in the caller; the rest,
+        if any, in a task that yields to the event loop between steps, so the cost of one call is bounded
+        whatever the tier's size.  While a level's response is still at work, that level starts no other."""
+        running = self.responding.get(level)
+        if running is not None and not running.done():
+            return None
         if response in ("none", "clear_expired"):
             if now - self._last_scan.get(level, 0.0) < SCAN_MIN_INTERVAL:
                 return None
             self._last_scan[level] = now
-        if response == "clear_expired":
-            n, freed = l1.clear_expired(now)
-        elif response in ("evict_old", "evict_lfu", "evict_policy"):
-            policy = {"evict_old": "lru", "evict_lfu": "lfu"}.get(response, cfg["eviction_policy"])
-            target = cfg["pressure_threshold"] * HYSTERESIS * cfg["max_memory_mb"] * MB
-            n, freed = l1.evict_while(lambda: l1.bytes > target, policy, now, level)
-        elif response == "clear_all":
-            n, freed = l1.clear(level)
-        else:
-            n = freed = 0
         CACHE_PRESSURE.labels(level, response).inc()
         rec = self.cache.stats.pressure.setdefault(level, {"events": 0, "entries_freed": 0, "bytes_freed": 0})
         rec["events"] += 1
-        rec["entries_freed"] += n
-        rec["bytes_freed"] += freed
-        rec["last"] = {"time": now, "response": response, "utilization": round(frac, 4), "entries_freed": n,
-                       "bytes_freed": freed}
-        return rec["last"]
+        last = rec["last"] = {"time": now, "response": response, "utilization": round(frac, 4), "entries_freed": 0,
+                              "bytes_freed": 0, "done": False}
+        steps = self._steps(level, response, cfg, now)
+        if self._step(rec, next(steps, (0, 0, False))):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous caller): finish here
+                while self._step(rec, next(steps, (last["entries_freed"], last["bytes_freed"], False))):
+                    pass
+            else:
+                self.responding[level] = loop.create_task(self._finish(rec, steps), name=f"cache:{level}-response")
+        return last
+
+    def _steps(self, level: str, response: str, cfg: dict, now: float):
+        """The steps of a response: (entries, bytes) freed so far, and whether it goes on."""
+        l1 = self.cache.l1
+        if response == "clear_expired":
+            return l1.removing(lambda e: e.expires_at <= now, "expired")
+        if response in ("evict_old", "evict_lfu", "evict_policy"):
+            policy = {"evict_old": "lru", "evict_lfu": "lfu"}.get(response, cfg["eviction_policy"])
+            target = cfg["pressure_threshold"] * HYSTERESIS * cfg["max_memory_mb"] * MB
+            return l1.evicting(lambda: l1.bytes > target, policy, now, level)
+        if response == "clear_all":
+            return l1.removing(lambda e: True, level)
+        return iter(())
+
+    @staticmethod
+    def _step(rec: dict, step: tuple[int, int, bool]) -> bool:
+        """Account one step's progress; True while the response goes on."""
+        n, freed, more = step
+        last = rec["last"]
+        rec["entries_freed"] += n - last["entries_freed"]
+        rec["bytes_freed"] += freed - last["bytes_freed"]
+        last["entries_freed"], last["bytes_freed"], last["done"] = n, freed, not more
+        return more
+
+    async def _finish(self, rec: dict, steps) -> None:
+        last = rec["last"]
+        while True:
+            await asyncio.sleep(0)
+            if not self._step(rec, next(steps, (last["entries_freed"], last["bytes_freed"], False))):
+                break
+        self.cache._gauges()
+
+    async def settled(self) -> None:
+        """Wait for the pressure responses at work (tests, and whoever needs their result)."""
+        await asyncio.gather(*(t for t in self.responding.values() if not t.done()), return_exceptions=True)
 
     # ---- cleanup ----------------------------------------------------------------------
     async def cleanup(self, cfg: dict, now: float) -> dict:
@@ -167,4 +208,4 @@ class Maintenance:
                                 "last_run": self.last_check}}
 
     async def close(self) -> None:
-        await cancel_and_wait([self.task])
+        await cancel_and_wait([self.task, *self.responding.values()])

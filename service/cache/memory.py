@@ -26,7 +26,7 @@ import itertools
 import random
 import sys
 from collections import OrderedDict
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 SAMPLE = 16
 CHUNK = 4096  # entries an admin-sized removal handles between two yields to the event loop
@@ -78,6 +78,15 @@ def entry_size(key: str, value: bytes) -> int:
 
 
 RemoveHook = Callable[[Entry, str], None]
+
+
+async def run_steps(steps: Iterator[tuple[int, int, bool]]) -> tuple[int, int]:
+    """Run the steps of removing/evicting to the end, yielding to the event loop between two; (entries, bytes)."""
+    n = freed = 0
+    for n, freed, more in steps:
+        if more:
+            await asyncio.sleep(0)
+    return n, freed
 
 
 class MemoryTier:
@@ -171,12 +180,13 @@ class MemoryTier:
             self.remove(e.key, reason)
         return len(doomed), sum(e.size for e in doomed)
 
-    async def remove_matching(self, pred: Callable[[Entry], bool], reason: str, chunk: int = CHUNK) -> tuple[int, int]:
-        """remove_where for calls that may meet the whole tier (admin commands, background cleanup):
-        `chunk` entries at a time, yielding to the event loop in between."""
+    def removing(self, pred: Callable[[Entry], bool], reason: str, chunk: int = CHUNK) -> Iterator[tuple[int, int, bool]]:
+        """remove_where in steps of `chunk` entries looked at: yields (entries, bytes) removed so far and whether
+        entries are left to look at.  Entries stored meanwhile are not looked at (the scan runs down the
+        sampling list, and new ones are appended)."""
         n = freed = 0
         i = len(self.slots) - 1
-        while i >= 0:
+        while True:
             stop = i - chunk
             while i > stop and i >= 0:
                 if i < len(self.slots):
@@ -186,30 +196,36 @@ class MemoryTier:
                         n += 1
                         freed += e.size
                 i -= 1
-            await asyncio.sleep(0)
+            yield n, freed, i >= 0
+            if i < 0:
+                return
             i = min(i, len(self.slots) - 1)  # others may have removed entries meanwhile
-        return n, freed
 
-    async def evict_down(self, over: Callable[[], bool], policy: str, now: float, reason: str,
-                         chunk: int = CHUNK) -> tuple[int, int]:
-        """evict_while, yielding to the event loop every `chunk` evictions."""
+    def evicting(self, over: Callable[[], bool], policy: str, now: float, reason: str,
+                 chunk: int = CHUNK) -> Iterator[tuple[int, int, bool]]:
+        """evict_while in steps of `chunk` evictions: yields (entries, bytes) evicted so far and whether it goes on."""
         n = freed = 0
         while True:
             k, b = self.evict_while(over, policy, now, reason, limit=chunk)
             n, freed = n + k, freed + b
+            yield n, freed, k == chunk
             if k < chunk:
-                return n, freed
-            await asyncio.sleep(0)
+                return
+
+    async def remove_matching(self, pred: Callable[[Entry], bool], reason: str, chunk: int = CHUNK) -> tuple[int, int]:
+        """remove_where for calls that may meet the whole tier (admin commands, background cleanup):
+        `chunk` entries at a time, yielding to the event loop in between."""
+        return await run_steps(self.removing(pred, reason, chunk))
+
+    async def evict_down(self, over: Callable[[], bool], policy: str, now: float, reason: str,
+                         chunk: int = CHUNK) -> tuple[int, int]:
+        """evict_while, yielding to the event loop every `chunk` evictions."""
+        return await run_steps(self.evicting(over, policy, now, reason, chunk))
 
     async def drop_expired(self, now: float, grace: float = 0.0) -> tuple[int, int]:
         """clear_expired in chunks (see remove_matching)."""
         cutoff = now - grace
         return await self.remove_matching(lambda e: e.expires_at <= cutoff, "expired")
-
-    def clear_expired(self, now: float, grace: float = 0.0) -> tuple[int, int]:
-        """Drop entries expired more than `grace` seconds ago."""
-        cutoff = now - grace
-        return self.remove_where(lambda e: e.expires_at <= cutoff, "expired")
 
     def clear(self, reason: str) -> tuple[int, int]:
         return self.remove_where(lambda e: True, reason)

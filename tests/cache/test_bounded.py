@@ -16,6 +16,28 @@ async def _large(make_cache, n=3000, sample=500, **cfg):
     return cache
 
 
+class Ticker:
+    """A task that counts its turns on the event loop while the block runs: other work got the loop that often."""
+
+    def __init__(self):
+        self.ticks = 0
+        self._stop = False
+
+    async def _run(self):
+        while not self._stop:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self):
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc):
+        self._stop = True
+        await self._task
+
+
 def _touches(cache) -> list:
     """Count reads of `expires_at`/`hits` of every entry: what a view really looks at."""
     seen: list = []
@@ -97,21 +119,10 @@ def test_the_sampling_index_stays_consistent_as_entries_come_and_go():
 
 async def test_admin_removals_yield_to_the_loop_between_chunks(make_cache):
     cache = await _large(make_cache, n=20_000, sample=100)
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = ticks
-    res = await cache.invalidate("qa:*")
-    stop = True
-    await t
+    async with Ticker() as t:
+        before = t.ticks
+        res = await cache.invalidate("qa:*")
+    ticks = t.ticks
     assert res["memory_removed"] == sum(1 for i in range(20_000) if i % 5 == 4) or res["memory_removed"] > 0
     assert not any(e.op == "qa" for e in cache.l1.entries())
     assert ticks - before >= 20_000 // 4096  # the loop ran other work while 20,000 entries were examined
@@ -126,3 +137,44 @@ async def test_the_evicted_keys_remembered_are_bounded_by_cache_ghost_keys(make_
     assert len(cache.stats.ghosts) == 10
     await cache.store.update("cache", {"ghost_keys": 3})
     assert len(cache.stats.ghosts) == 3
+
+
+async def test_pressure_responses_on_a_large_tier_yield_to_the_loop_and_are_exact(make_cache):
+    """clear_expired, evict_old and clear_all over 200,000 entries: the first step runs in the caller, the rest in
+    steps between which other work runs (a ticker counts its turns), and each ends with the right result."""
+    n = 200_000
+    cache = await make_cache(max_entries=1_000_000, max_memory_mb=10_000.0, pressure_threshold=0.8,
+                             emergency_threshold=0.99)
+    fill(cache, n, expired_share=0.3)
+
+    async def crossing(t: Ticker, response: str) -> dict:
+        """Move max_memory_mb so the tier sits at 90 % of it (pressure, not emergency), with `response`."""
+        mb = cache.l1.bytes / (1024 * 1024) / 0.9
+        before = t.ticks
+        await cache.store.update("cache", {"pressure_response": response, "max_memory_mb": mb})
+        last = cache.stats.pressure["pressure"]["last"]
+        assert last["response"] == response
+        await cache.maint.settled()
+        assert last["done"] is True
+        assert t.ticks - before >= 5, (response, t.ticks - before)  # the loop ran other work between the steps
+        return last
+
+    async with Ticker() as t:
+        now = time.time()
+        expired = sum(1 for e in cache.l1.slots if e.expires_at <= now)
+        assert 0.25 * n < expired < 0.35 * n
+        last = await crossing(t, "clear_expired")
+        assert last["entries_freed"] == expired and len(cache.l1) == n - expired
+        assert not any(e.expires_at <= now for e in cache.l1.slots)
+
+        before = len(cache.l1)
+        last = await crossing(t, "evict_old")
+        target = 0.8 * 0.9 * cache.store.get("cache")["max_memory_mb"] * 1024 * 1024
+        assert cache.l1.bytes <= target < cache.l1.bytes + 1024  # evicted down to the target, not past it
+        assert last["entries_freed"] == before - len(cache.l1) > 4096
+
+        await cache.store.update("cache", {"max_memory_mb": 10_000.0})
+        fill(cache, n)  # (fill's keys: the same keys again, so the tier holds n)
+        last = await crossing(t, "clear_all")
+        assert last["entries_freed"] == n and len(cache.l1) == 0 and cache.l1.bytes == 0
+        assert cache.l1.slots == [] and cache.l1.by_op == {}
