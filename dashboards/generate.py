@@ -452,9 +452,12 @@ def middleware_row(L: Layout) -> None:
     L.add(ts("API version use", [
         (f"sum by (version, source) (rate(llmapi_api_version_requests_total{_s()}[{RI}]))",
          "{{version}} ({{source}})")], "reqps", "Requests by detected API version and where it was found."), 12, 8)
-    L.add(ts("Middleware own time P95 (sampled requests)", [
-        (p95("llmapi_middleware_overhead_seconds", "middleware"), "{{middleware}}")],
-        "s", "95th percentile of each middleware's own time, in the requests the stack profiler samples."), 12, 8)
+    L.add(ts("Middleware own time, mean (sampled requests)", [
+        (f"{rate('llmapi_middleware_overhead_seconds_sum', 'middleware')} / "
+         f"{rate('llmapi_middleware_overhead_seconds_count', 'middleware')}", "{{middleware}}")],
+        "s", "Mean own time of each middleware in the requests the stack profiler samples, as the service "
+             "judges it (middleware.middleware_warning_ms); GET /internal/middleware/stack/performance has the "
+             "stack's P95."), 12, 8)
     L.add(ts("API key rejections (401 / 403)", [
         (or_zero(rate("llmapi_auth_rejections_total", "reason, scope")), "{{reason}} ({{scope}})")],
         "reqps", "Requests refused by API-key auth: missing or unknown key (401), or a valid key without the "

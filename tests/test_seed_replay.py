@@ -49,4 +49,4 @@ def test_every_seed_command_holds(service_factory, request, topology):
     done, total = last.split()[0].split("/")
     assert r.returncode == 0 and done == total and int(total) >= 70, r.stdout[-3000:]
     if topology == "memory":  # the budget is for the default config
-        check_series_budget(svc.url)
+        print(f"series after the seed replay: {check_series_budget(svc.url)} (budget {SERIES_BUDGET})")

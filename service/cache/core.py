@@ -90,6 +90,8 @@ class ResponseCache:
         if self.l2.configured:
             for state in ("down", "up"):
                 CACHE_L2_TRANSITIONS.labels(state)
+            self.l2.preinit()
+        self.maint.preinit(self.store.get("cache"))
 
     # ---- config ----------------------------------------------------------------
     def _read_cfg(self) -> None:
@@ -115,6 +117,7 @@ class ResponseCache:
             return
         self.keys.configure(new, self.store.values.get("ai"))
         self._read_cfg()
+        self.maint.preinit(new)
         now = time.time()
         max_bytes = int(new["max_memory_mb"] * MB)
         if len(self.l1) > new["max_entries"] or self.l1.bytes > max_bytes:

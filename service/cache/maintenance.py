@@ -31,6 +31,7 @@ log = logging.getLogger("service.cache")
 HYSTERESIS = 0.9        # evicting responses go down to this fraction of pressure_threshold
 SCAN_MIN_INTERVAL = 1.0  # an O(n) response (clear_expired) runs at most this often per level
 L2_COUNT_INTERVAL = 60.0
+LEVELS = ("pressure", "emergency")  # llmapi_cache_pressure_events{level}; a level's response: cache.<level>_response
 
 
 class Maintenance:
@@ -103,6 +104,12 @@ class Maintenance:
         return self.l2_entries
 
     # ---- pressure ------------------------------------------------------------------
+    @staticmethod
+    def preinit(cfg: dict) -> None:
+        """The series of each level's configured response at 0 (again after a change: the new response's)."""
+        for level in LEVELS:
+            CACHE_PRESSURE.labels(level, cfg[f"{level}_response"])
+
     def check_pressure(self, cfg: dict, now: float) -> dict | None:
         max_bytes = cfg["max_memory_mb"] * MB
         frac = self.cache.l1.bytes / max_bytes

@@ -31,6 +31,7 @@ log = logging.getLogger("service.cache")
 EVENTS_CHANNEL = "{llmapi}:cache:events"
 SCAN_COUNT = 500
 MAX_PENDING = 100       # invalidations kept during an outage; beyond: everything is dropped at recovery
+COMMANDS = ("get", "set", "scan", "publish", "ping")  # llmapi_cache_l2_errors{command}
 FIRST_RETRY = 0.25
 
 
@@ -164,7 +165,14 @@ class RedisTier:
             self.failed("publish", e)
 
     # ---- outage handling ---------------------------------------------------
+    @staticmethod
+    def preinit() -> None:
+        """The error series of every command at 0 (with Redis configured), so rate() reads 0 before the first."""
+        for command in COMMANDS:
+            CACHE_L2_ERRORS.labels(command)
+
     def failed(self, command: str, exc: BaseException) -> None:
+        """`command` (one of COMMANDS) failed: count it, and the first failure starts an outage."""
         self.errors += 1
         CACHE_L2_ERRORS.labels(command).inc()
         self.last_error = f"{type(exc).__name__}: {exc}"[:200]

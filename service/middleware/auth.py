@@ -29,6 +29,7 @@ from service.remediation.credential import load_webhook_token, webhook_identity
 BENCHMARK_HEADER = "X-Benchmark"
 BENCHMARK_KEY = Key(BENCHMARK, b"", frozenset({"text"}), None, "deployment secret")
 NO_SCOPES: frozenset = frozenset()
+MISSING, INVALID, FORBIDDEN = REJECTIONS = ("missing", "invalid", "forbidden")  # llmapi_auth_rejections{reason}
 
 
 def required_scope(path: str, auth_cfg: dict) -> str | None:
@@ -50,6 +51,19 @@ def required_scope(path: str, auth_cfg: dict) -> str | None:
     if path == "/metrics":
         return "metrics" if auth_cfg["protect_metrics"] else None
     return None
+
+
+def guarded_scopes(auth_cfg: dict) -> tuple:
+    """Every scope required_scope can ask for under auth_cfg: what a rejection may name."""
+    return ("text", "admin") + (("metrics",) if auth_cfg["protect_metrics"] else ()) \
+        + (("health",) if auth_cfg["protect_health"] else ())
+
+
+def preinit(auth_cfg: dict) -> None:
+    """The rejection series of the guarded scopes at 0, so rate() reads 0 before the first rejection."""
+    for reason in REJECTIONS:
+        for scope in guarded_scopes(auth_cfg):
+            AUTH_REJECTIONS.labels(reason, scope)
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -77,6 +91,9 @@ def make(ctx):
     secret = ctx.secret
     get = ctx.store.get
     webhook_token = load_webhook_token(ctx.settings)  # Alertmanager's credential, for its webhook route only
+    if ring.configured:  # (open, nothing is ever rejected)
+        preinit(get("auth"))
+        ctx.store.subscribe(lambda section, new, old: section == "auth" and preinit(new))
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler):
@@ -99,18 +116,18 @@ def make(ctx):
         if raw is not None:
             key = ring.authenticate(raw)
             if key is None:
-                AUTH_REJECTIONS.labels("invalid", scope).inc()
+                AUTH_REJECTIONS.labels(INVALID, scope).inc()
                 raise _unauthorized("INVALID_API_KEY", "the API key is not valid")
         elif bench:
             key = BENCHMARK_KEY
         else:
-            AUTH_REJECTIONS.labels("missing", scope).inc()
+            AUTH_REJECTIONS.labels(MISSING, scope).inc()
             raise _unauthorized("MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)")
         request["key_name"] = key.name
         request["scopes"] = key.scopes
         request["key_tier"] = key.tier
         if scope not in key.scopes:
-            AUTH_REJECTIONS.labels("forbidden", scope).inc()
+            AUTH_REJECTIONS.labels(FORBIDDEN, scope).inc()
             raise forbidden(key, scope)
         return await handler(request)
 

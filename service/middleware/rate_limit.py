@@ -67,7 +67,7 @@ def make(ctx):
                 if d is None:
                     d = await rl.acquire(GLOBAL, glimit, burst)
                 if not d[0]:
-                    rl.count(False, "global")
+                    rl.count(False, GLOBAL)
                     raise _refuse(rl, d, glimit, burst, "global", None, None)
             if enabled:
                 name = request.get("key_name")
@@ -84,7 +84,7 @@ def make(ctx):
                 if not d[0]:
                     raise _refuse(rl, d, limit, burst, "client", tier, cid)
             else:
-                rl.count(True, "global")
+                rl.count(True, GLOBAL)
                 limit = glimit
             resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
             if cfg["headers"]:

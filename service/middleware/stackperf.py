@@ -48,7 +48,8 @@ class StackProfiler:
         self.totals: deque = deque(maxlen=2048)  # (overhead_s, handler_s) of recent samples
         self.complete = 0
         self.incomplete = 0
-        self._hist: dict = {}
+        # every gap's series exists from the start (0 samples), so rate() reads 0 before the first sample
+        self._hist: dict = {label: MIDDLEWARE_OVERHEAD.labels(label) for label in self.labels if label != HANDLER}
         self.probe_cost = probe_cost()
         self._probed_set = frozenset(self.probed)
         store.subscribe(self._on_config)
@@ -103,7 +104,6 @@ class StackProfiler:
             s = stats.get(label)
             if s is None:
                 s = stats[label] = [0, 0.0, 0.0]
-                hist[label] = MIDDLEWARE_OVERHEAD.labels(label)
             s[0] += 1
             s[1] += d
             if d > s[2]:
@@ -147,7 +147,6 @@ class StackProfiler:
     def reset(self) -> None:
         self.stats.clear()
         self.totals.clear()
-        self._hist.clear()
         self.complete = self.incomplete = 0
 
     def snapshot(self) -> dict:

@@ -45,6 +45,7 @@ PROBED = True
 ROUTE_VERSION = "v1"  # the prefix the handlers are registered under
 ROUTE_PREFIX = f"/{ROUTE_VERSION}/"
 SOURCES = ("header", "path", "query", "accept")
+DEFAULT_SOURCE = "default"  # the source label when the request named no version
 HEADER = "X-API-Version"
 _VERSION = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?$", re.I)
 _ACCEPT_VND = re.compile(r"application/vnd\.llmapi\.(v?\d{1,4}(?:\.\d{1,4})?)(?:\+json)?", re.I)
@@ -123,6 +124,11 @@ class Versioning:
                 h["Sunset"] = sunset
             self.deprecation[v] = h
         self.cache = {}
+        if cfg["metrics_enabled"]:  # every (version, source) this config can count, at 0
+            for v in self.supported_list:
+                for source in self.order:
+                    self.counts.child_for((v, source))
+            self.counts.child_for((self.default, DEFAULT_SOURCE))
 
     # ---- detection -------------------------------------------------------------
     def raw_inputs(self, request: web.Request, path: str) -> tuple:
@@ -158,7 +164,7 @@ class Versioning:
                            f"API version {version} is not supported; supported: {', '.join(self.supported_list)}",
                            {"field": source, "requested": version, "source": source,
                             "supported_versions": self.supported_list, "default_version": self.default})
-        return self.default, "default", None
+        return self.default, DEFAULT_SOURCE, None
 
     def resolve(self, request: web.Request, path: str, cfg: dict) -> tuple[str, str, str | None]:
         inputs = self.raw_inputs(request, path)

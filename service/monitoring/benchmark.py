@@ -29,6 +29,7 @@ from collections import OrderedDict
 from service.errors import ApiError, validation_error
 from service.monitoring import snapshot as S
 from service.monitoring.loadgen import TEXT
+from service.monitoring.tasks import BENCHMARK
 from service.secret import ENV as SECRET_ENV
 
 log = logging.getLogger("service.monitoring.benchmark")
@@ -218,7 +219,7 @@ class Benchmarks:
         self.running = job["id"]
         await self._save_job(job)
         try:
-            await self.monitor.tasks.submit("benchmark", self._run, job, base_url)
+            await self.monitor.tasks.submit(BENCHMARK, self._run, job, base_url)
         except ApiError:
             self.running = None
             job["status"] = "rejected"

@@ -19,6 +19,12 @@ from service.errors import ApiError
 
 log = logging.getLogger("service.monitoring.tasks")
 
+# llmapi_background_tasks{kind, result}: the kinds submitted (service/monitoring/benchmark.py) and every result
+BENCHMARK = "benchmark"
+KINDS = (BENCHMARK,)
+REJECTED = "rejected"  # (the other results are the states a run ends in, see _run)
+RESULTS = ("completed", "failed", "timeout", "cancelled", REJECTED)
+
 
 class TaskRecord:
     __slots__ = ("id", "kind", "state", "submitted", "started", "finished", "error", "future")
@@ -53,6 +59,9 @@ class TaskPool:
         return self.store.get("monitoring")
 
     def start(self) -> None:
+        for kind in KINDS:  # every series at 0: rate() reads 0 before the first task
+            for result in RESULTS:
+                BACKGROUND_TASKS.labels(kind, result)
         self._wake = asyncio.Event()
         self.resize()
         self.store.subscribe(self._on_config)
@@ -75,7 +84,8 @@ class TaskPool:
         self._wake.set()
 
     async def submit(self, kind: str, fn, *args):
-        """Queue fn(*args) (a coroutine function); returns the TaskRecord (awaitable via .future)."""
+        """Queue fn(*args) (a coroutine function); returns the TaskRecord (awaitable via .future).
+        `kind` is a label value of llmapi_background_tasks: one of KINDS."""
         self._next += 1
         rec = TaskRecord(self._next, kind)
         if not self.cfg["async_processing"] or self._wake is None:
@@ -84,7 +94,7 @@ class TaskPool:
             return rec
         if len(self.queue) >= self.cfg["task_queue_size"]:
             self.stats["rejected"] += 1
-            BACKGROUND_TASKS.labels(kind, "rejected").inc()
+            BACKGROUND_TASKS.labels(kind, REJECTED).inc()
             raise ApiError(503, "TASK_QUEUE_FULL",
                            f"the background task queue is full ({self.cfg['task_queue_size']} tasks)",
                            {"task_queue_size": self.cfg["task_queue_size"]}, headers={"Retry-After": "5"})

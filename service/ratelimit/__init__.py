@@ -44,7 +44,11 @@ from service.ratelimit.gcra import LEASE_SCRIPT, LocalGCRA, capacity
 log = logging.getLogger("service.ratelimit")
 
 KEY_PREFIX = "{llmapi}:rl"
-GLOBAL = "global"
+GLOBAL = "global"          # the throttle's bucket, and its tier label in llmapi_rate_limit_decisions
+DEFAULT_TIER = "default"   # the tier label of a client without a configured tier
+LEASE_RESULTS = ("granted", "partial", "empty", "error")  # llmapi_rate_limit_leases{result}
+GRANTED, PARTIAL, EMPTY, ERROR = LEASE_RESULTS
+LEASE_COMMAND = "ratelimit_lease"  # llmapi_redis_command_duration_seconds{command} of a lease
 MIN_LEASE_TTL = 0.05
 MEMBERS = f"{KEY_PREFIX}:members"
 MEMBER_BEAT = 5.0      # seconds between heartbeats of one process
@@ -126,6 +130,18 @@ class RateLimiter:
         self.redis_enabled = bool(self.redis_url) and cfg["use_redis"]
         self.lease_window = cfg["lease_window_ms"] / 1000.0
         self.lease_ttl = max(MIN_LEASE_TTL, 2 * self.lease_window)
+        self._preinit(cfg)
+
+    def _preinit(self, cfg: dict) -> None:
+        """Known label values at 0, so rate() reads 0 before the first event: a decision of every tier (the
+        configured ones again after a change), and with Redis the lease results and the lease latency."""
+        for tier in (GLOBAL, DEFAULT_TIER, *cfg["client_tier_limits"]):
+            for allowed in (True, False):
+                self.decisions.child_for((allowed, tier))
+        if self.redis_enabled:
+            for result in LEASE_RESULTS:
+                RATE_LIMIT_LEASES.labels(result)
+            REDIS_LATENCY.labels(LEASE_COMMAND)
 
     @property
     def mode(self) -> str:
@@ -175,7 +191,7 @@ class RateLimiter:
         tier = cfg["client_tiers"].get(name, key_tier) if name is not None else None
         limit = cfg["client_tier_limits"].get(tier) if tier is not None else None
         if limit is None:
-            tier = "default"
+            tier = DEFAULT_TIER
             limit = cfg["requests_per_minute"]
         if cfg["adaptive_limits"]:
             limit = max(1, int(limit * self.multiplier(cfg)))
@@ -306,7 +322,7 @@ class RateLimiter:
             self.redis_recent.append(dt)
             if dt > self.redis_max:
                 self.redis_max = dt
-            REDIS_LATENCY.labels("ratelimit_lease").observe(dt)
+            REDIS_LATENCY.labels(LEASE_COMMAND).observe(dt)
         now = monotonic()
         granted = int(granted)
         if now >= b.expires:
@@ -330,7 +346,7 @@ class RateLimiter:
             self._beat_at = now
             self._beat = asyncio.ensure_future(self._heartbeat())
         self.tokens_leased += granted
-        RATE_LIMIT_LEASES.labels("granted" if granted == want else "partial" if granted else "empty").inc()
+        RATE_LIMIT_LEASES.labels(GRANTED if granted == want else PARTIAL if granted else EMPTY).inc()
         if self.down_until:
             self._recovered()
         b.refill = None
@@ -339,7 +355,7 @@ class RateLimiter:
     # ---- Redis health ----------------------------------------------------------------
     def _failed(self, e: Exception) -> None:
         self.redis_errors += 1
-        RATE_LIMIT_LEASES.labels("error").inc()
+        RATE_LIMIT_LEASES.labels(ERROR).inc()
         now = monotonic()
         if now >= self.down_until:
             self.fallback_activations += 1

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 
-from exporter.metrics import BREAKER_REJECTIONS, BREAKER_TRANSITIONS, FALLBACKS, RETRIES
+from exporter.metrics import BREAKER_REJECTIONS, BREAKER_STATES, BREAKER_TRANSITIONS, FALLBACKS, RETRIES
 from service import spans
 from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience.analysis import Stats
@@ -230,7 +230,8 @@ class Resilience:
         for op in OPERATIONS:  # known label values at 0: rate() reads 0 before the first event
             b = self.breaker(provider, op)
             BREAKER_REJECTIONS.labels(b.name)
-            BREAKER_TRANSITIONS.labels(b.name, OPEN)
+            for state in BREAKER_STATES:
+                BREAKER_TRANSITIONS.labels(b.name, state)
             RETRIES.labels(op)
             for kind in ("stale_cache", "unavailable"):
                 FALLBACKS.labels(op, kind)

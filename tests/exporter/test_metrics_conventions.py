@@ -1,7 +1,7 @@
 """Conventions every metric in exporter/metrics.py keeps (later additions included)."""
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Gauge, Histogram, Summary
 
 from exporter import metrics
 
@@ -9,7 +9,7 @@ FORBIDDEN_LABELS = {"key", "api_key", "ip", "client_ip", "remote", "path", "url"
 
 
 def all_metrics():
-    return [v for v in vars(metrics).values() if isinstance(v, (metrics.Counter, Gauge, Histogram))]
+    return [v for v in vars(metrics).values() if isinstance(v, (metrics.Counter, Gauge, Histogram, Summary))]
 
 
 SEMCONV = {"gen_ai_client_token_usage", "gen_ai_client_operation_duration_seconds"}  # OTel GenAI names
