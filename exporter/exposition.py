@@ -32,7 +32,7 @@ def _esc_value(v: str) -> str:
     return v
 
 
-def _labels(labels: dict) -> str:
+def labels_text(labels: dict) -> str:
     """`{a="x",b="y"}` (sorted by name, values escaped), or "" for no labels."""
     if not labels:
         return ""
@@ -46,44 +46,59 @@ def _labels(labels: dict) -> str:
     return s
 
 
-def _value(v) -> str:
-    if v.__class__ is int:
+_NEG_INF = float("-inf")
+
+
+def value_text(v) -> str:
+    """A sample value as Go writes it (prometheus_client's floatToGoString, with a fast path: below 1e6 a
+    float's repr is already Go's text, and -Inf, NaN and large values take the general path)."""
+    if v.__class__ is float:
+        if _NEG_INF < v < 1e6:
+            return repr(v)
+    elif v.__class__ is int:
         return f"{v}.0"
     return floatToGoString(v)
 
 
-def _exemplar(e) -> str:
+def exemplar_text(e) -> str:
     ts = "" if e.timestamp is None else f" {e.timestamp}"
-    return f" # {_labels(e.labels) or '{}'} {_value(e.value)}{ts}"
+    return f" # {labels_text(e.labels) or '{}'} {value_text(e.value)}{ts}"
 
 
 def _help_text(doc: str) -> str:
     return doc.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def openmetrics_head(name: str, mtype: str, doc: str, unit: str = "") -> str:
+    """The # HELP / # TYPE (/ # UNIT) lines of a family in OpenMetrics."""
+    head = f"# HELP {name} {_esc_value(doc)}\n# TYPE {name} {mtype}\n"
+    return head + f"# UNIT {name} {unit}\n" if unit else head
+
+
+def text_head(name: str, mtype: str, doc: str) -> str:
+    """The # HELP / # TYPE lines of a family in the text format (a counter's family name ends in _total)."""
+    name = name + "_total" if mtype == "counter" else name + "_info" if mtype == "info" else name
+    return f"# HELP {name} {_help_text(doc)}\n# TYPE {name} {_TEXT_TYPES.get(mtype, 'untyped')}\n"
+
+
 def openmetrics_family(m, add) -> None:
-    name = m.name
-    add(f"# HELP {name} {_esc_value(m.documentation)}\n# TYPE {name} {m.type}\n")
-    if m.unit:
-        add(f"# UNIT {name} {m.unit}\n")
+    add(openmetrics_head(m.name, m.type, m.documentation, m.unit))
     for s in m.samples:
         if s.native_histogram is not None:
             continue  # OpenMetrics 1.0 has none (prometheus_client drops them too)
         ts = "" if s.timestamp is None else f" {s.timestamp}"
-        ex = _exemplar(s.exemplar) if s.exemplar else ""
-        add(f"{s.name}{_labels(s.labels)} {_value(s.value)}{ts}{ex}\n")
+        ex = exemplar_text(s.exemplar) if s.exemplar else ""
+        add(f"{s.name}{labels_text(s.labels)} {value_text(s.value)}{ts}{ex}\n")
 
 
 def _text_line(s) -> str:
     ts = "" if s.timestamp is None else f" {int(float(s.timestamp) * 1000)}"
-    return f"{s.name}{_labels(s.labels)} {_value(s.value)}{ts}\n"
+    return f"{s.name}{labels_text(s.labels)} {value_text(s.value)}{ts}\n"
 
 
 def text_family(m, add) -> None:
-    mtype = m.type
-    name = m.name + "_total" if mtype == "counter" else m.name + "_info" if mtype == "info" else m.name
+    add(text_head(m.name, m.type, m.documentation))
     doc = _help_text(m.documentation)
-    add(f"# HELP {name} {doc}\n# TYPE {name} {_TEXT_TYPES.get(mtype, 'untyped')}\n")
     extra: dict[str, list[str]] = {}  # OpenMetrics-only samples: gauges of their own, after the family
     for s in m.samples:
         for suffix in ("_created", "_gsum", "_gcount"):
@@ -114,10 +129,10 @@ def text(source) -> bytes:
     return _encode(source, text_family, "")
 
 
-def family_encoder(accept: str):
-    """(family function, closing text, content type) for an Accept header (as choose_encoder decides)."""
+def choose(accept: str) -> tuple[bool, str]:
+    """(OpenMetrics?, content type) for an Accept header, as prometheus_client's choose_encoder decides."""
     fn, content_type = encoder(accept)
-    return (openmetrics_family, "# EOF\n", content_type) if fn is openmetrics else (text_family, "", content_type)
+    return fn is openmetrics, content_type
 
 
 def encoder(accept: str):

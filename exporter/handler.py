@@ -24,40 +24,39 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import gzip
 import os
 import re
 import time
+import weakref
+import zlib
 
 from aiohttp import web
 
-from exporter import collectors
-from exporter.exposition import family_encoder
+from exporter import collectors, direct
+from exporter.exposition import choose, openmetrics_family, text_family
 from exporter.metrics import REGISTRY, SCRAPE_SERIES
 from exporter.tally import flush_all
+from exporter.workerfiles import WorkerFiles
 
 GZIP_LEVEL = 6
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
-class _Chain:
-    """A registry-like object that collects from several collectors."""
-
-    def __init__(self, *parts):
-        self.parts = parts
-
-    def collect(self):
-        for p in self.parts:
-            yield from p.collect()
-
-
-def _single_process_source():
+def _single_process_registries() -> tuple:
     # process_* (open fds among them); not python_gc_* / python_info (the series budget; the Python
     # version is in llmapi_build_info, collections in /internal/monitoring/gc)
     from prometheus_client import CollectorRegistry, ProcessCollector
     std = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=std)
-    return _Chain(REGISTRY, std)
+    return REGISTRY, std
+
+
+class _SingleProcessSource:
+    def __init__(self):
+        self.registries = _single_process_registries()
+
+    def render(self, om: bool, add):
+        return direct.render(self.registries, om, add)
 
 
 def multiprocess_dir() -> str | None:
@@ -88,13 +87,13 @@ def prune_dead_workers(path: str) -> list[int]:
 
 class _MultiProcessSource:
     def __init__(self, path: str):
-        from prometheus_client.multiprocess import MultiProcessCollector
         self.path = path
-        self.collector = MultiProcessCollector(None, path=path)
+        self.files = WorkerFiles(path)
 
-    def collect(self):
+    def render(self, om: bool, add):
         prune_dead_workers(self.path)
-        return self.collector.collect()
+        values, present = yield from self.files.read()
+        yield from self.files.render(values, present, om, add)
 
 
 _source = None
@@ -106,24 +105,9 @@ def source():
     global _source, _source_key
     key = multiprocess_dir()
     if _source is None or key != _source_key:
-        _source = _MultiProcessSource(key) if key else _single_process_source()
+        _source = _MultiProcessSource(key) if key else _SingleProcessSource()
         _source_key = key
     return _source
-
-
-class _Counted:
-    """A source whose scrape ends with llmapi_scrape_series, the number of samples it yielded plus one."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-        n = 0
-        for fam in self.inner.collect():
-            n += len(fam.samples)
-            yield fam
-        yield GaugeMetricFamily(SCRAPE_SERIES, "Series in this scrape, this one included", value=n + 1)
 
 
 def accepts_gzip(header: str) -> bool:
@@ -144,23 +128,70 @@ def accepts_gzip(header: str) -> bool:
 
 
 SLICE_SECONDS = 0.001  # the longest the exposition holds the event loop before letting others run
+GZIP_CHUNK = 32 * 1024  # bytes compressed between two chances to give the loop back
+
+_locks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # event loop -> its scrape lock
+
+
+def _scrape_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
+
+
+def _series_family(n: int):
+    from prometheus_client.core import GaugeMetricFamily
+    return GaugeMetricFamily(SCRAPE_SERIES, "Series in this scrape, this one included", value=n + 1)
+
+
+def _gzip(body: bytes):
+    """gzip of `body`, a chunk at a time: a generator yielding between chunks and returning the bytes."""
+    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    view, out = memoryview(body), []
+    for i in range(0, len(body), GZIP_CHUNK):
+        out.append(z.compress(view[i:i + GZIP_CHUNK]))
+        yield 0
+    out.append(z.flush())
+    return b"".join(out)
+
+
+async def _run(steps) -> object:
+    """Drive a generator of steps on the event loop, giving the loop back whenever SLICE_SECONDS is used up;
+    returns what the generator returns."""
+    deadline = time.perf_counter() + SLICE_SECONDS
+    try:
+        while True:
+            next(steps)
+            if time.perf_counter() > deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + SLICE_SECONDS
+    except StopIteration as stop:
+        return stop.value
+
+
+def _exposition(om: bool, out: list):
+    """The steps of one exposition into `out`; each family's samples are counted for llmapi_scrape_series."""
+    add = out.append
+    n = 0
+    for count in source().render(om, add):
+        n += count
+        yield
+    (openmetrics_family if om else text_family)(_series_family(n), add)
+    add("# EOF\n" if om else "")
 
 
 async def render_on_loop(accept: str = "") -> tuple[bytes, str]:
     """(body, content type) of one scrape, built on the event loop a family at a time, giving the loop
     back whenever a slice of SLICE_SECONDS is used up: no scrape holds it for long, and a thread would
-    hold the GIL against it for up to the interpreter's switch interval (5 ms) at a time."""
-    collectors.sample_process()
-    family, tail, content_type = family_encoder(accept)
-    out: list[str] = []
-    add = out.append
-    deadline = time.perf_counter() + SLICE_SECONDS
-    for m in _Counted(source()).collect():
-        family(m, add)
-        if time.perf_counter() > deadline:
-            await asyncio.sleep(0)
-            deadline = time.perf_counter() + SLICE_SECONDS
-    add(tail)
+    hold the GIL against it for up to the interpreter's switch interval (5 ms) at a time.  Scrapes of one
+    process take turns (they share the caches of exporter/direct.py and exporter/workerfiles.py)."""
+    om, content_type = choose(accept)
+    async with _scrape_lock():
+        collectors.sample_process()
+        out: list[str] = []
+        await _run(_exposition(om, out))
     return "".join(out).encode(), content_type
 
 
@@ -169,8 +200,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
     gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     flush_all()  # on the loop, where the tallies are written: the scrape sees every request so far
     body, content_type = await render_on_loop(accept)
-    if gz:  # zlib lets go of the GIL while it compresses
-        body = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, body, GZIP_LEVEL)
+    if gz:  # on the loop too, a chunk at a time (a thread would wait for the GIL, or hold it)
+        body = await _run(_gzip(body))
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-store"}
     if gz:
         headers["Content-Encoding"] = "gzip"

@@ -12,7 +12,7 @@ import urllib.request
 import psutil
 import pytest
 
-from exporter import handler
+from exporter import direct, handler
 from tests.helpers import API_KEY
 
 TEXT = {"text": "Prometheus scrapes metrics from instrumented jobs. It stores all scraped samples locally."}
@@ -56,18 +56,14 @@ async def test_exposition_gives_the_event_loop_back_while_it_renders(kpi_client,
             ticks += 1
             await asyncio.sleep(0)
 
-    real = handler.family_encoder
+    real = direct.write
 
-    def spy(accept):
-        family, tail, ctype = real(accept)
-
-        def counting(m, add):
-            during.append(ticks)
-            family(m, add)
-        return counting, tail, ctype
+    def spy(collector, om, add):
+        during.append(ticks)
+        return real(collector, om, add)
 
     monkeypatch.setattr(handler, "SLICE_SECONDS", 0.0)
-    monkeypatch.setattr(handler, "family_encoder", spy)
+    monkeypatch.setattr(direct, "write", spy)
     task = asyncio.create_task(ticker())
     try:
         body, _ = await handler.render_on_loop("application/openmetrics-text")
