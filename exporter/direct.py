@@ -1,4 +1,4 @@
-"""One process's scrape: the registry's counters, gauges and histograms written straight from their values.
+"""One process's scrape: the registry's counters, gauges, histograms and summaries written from their values.
 
 prometheus_client's collect() builds a Metric and a Sample namedtuple (and a labels dict) for every sample
 of every scrape: about 5 us a sample on this box, most of a single-process scrape.  Here each child's
@@ -8,24 +8,25 @@ and a scrape reads the values and writes one line per sample.
 It reads prometheus_client internals of the pinned version: a wrapper's `_name`, `_type`, `_documentation`,
 `_unit`, `_labelnames`, `_metrics` (children by label values) and `_lock`, a MutexValue's `_value` and
 `_exemplar`, a histogram child's `_buckets`, `_sum` and `_upper_bounds` (exporter/tally.py writes those
-too).  tests/exporter/test_direct.py compares the output with prometheus_client's own encoders, family by
-family, sample by sample, exemplars included, so a library change that moves them fails a test.
+too), a summary child's `_count` and `_sum`.  tests/exporter/test_direct.py compares the output with
+prometheus_client's own encoders, family by family, sample by sample, exemplars included, so a library
+change that moves them fails a test.
 
-Anything else in a registry (a custom collector, Summary, Info, Enum, a gauge with set_function, any
+Anything else in a registry (a custom collector, Info, Enum, a gauge with set_function, any
 metric while *_created samples are on) goes through its collect() and exporter/exposition.py.
 """
 from __future__ import annotations
 
 import weakref
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Summary
 from prometheus_client import metrics as _pc_metrics
 from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import (exemplar_text, labels_text, openmetrics_family, openmetrics_head, text_family,
                                  text_head, value_text)
 
-_DIRECT = (Counter, Gauge, Histogram)
+_DIRECT = (Counter, Gauge, Histogram, Summary)
 PREFIX_CACHE = 50_000  # children whose prefixes are kept (a label explosion only costs speed)
 
 
@@ -42,6 +43,8 @@ class _Plan:
             self.les = [floatToGoString(b) for b in metric._upper_bounds]
             self.with_sum = metric._upper_bounds[0] >= 0
             self.child_prefix = self._histogram_prefixes
+        elif mtype == "summary":
+            self.child_prefix = self._summary_prefixes
         else:
             self.child_prefix = self._scalar_prefix
         self.name = name + "_total" if mtype == "counter" else name
@@ -54,6 +57,10 @@ class _Plan:
         buckets = tuple(f"{name}_bucket{labels_text({**labels, 'le': le})} " for le in self.les)
         return (buckets, f"{name}_count{labels_text(labels)} ",
                 f"{name}_sum{labels_text(labels)} " if self.with_sum else None)
+
+    def _summary_prefixes(self, labels: dict) -> tuple:
+        text = labels_text(labels)
+        return f"{self.name}_count{text} ", f"{self.name}_sum{text} "
 
     def prefix(self, labelvalues: tuple):
         p = self.prefixes.get(labelvalues)
@@ -120,12 +127,25 @@ def _histograms(metric, plan: _Plan, om: bool, add) -> int:
     return n
 
 
+def _summaries(metric, plan: _Plan, om: bool, add) -> int:
+    prefix = plan.prefix
+    n = 0
+    for labelvalues, child in _children(metric):
+        count, total = prefix(labelvalues)
+        add(f"{count}{value_text(child._count._value)}\n{total}{value_text(child._sum._value)}\n")
+        n += 2
+    return n
+
+
+_WRITERS = {"histogram": _histograms, "summary": _summaries}
+
+
 def write(collector, om: bool, add) -> int:
     """Write one collector's families in OpenMetrics (`om`) or the text format; returns its sample count."""
     if direct(collector):
         plan = _plan(collector)
         add(plan.heads[om])
-        return (_histograms if collector._type == "histogram" else _scalars)(collector, plan, om, add)
+        return _WRITERS.get(collector._type, _scalars)(collector, plan, om, add)
     family = openmetrics_family if om else text_family
     n = 0
     for m in collector.collect():

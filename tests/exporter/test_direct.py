@@ -3,7 +3,7 @@ families, samples and exemplars, for the wrappers it writes itself and for what 
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.exposition import generate_latest as reference_text
 from prometheus_client.openmetrics.exposition import generate_latest as reference_om
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from exporter import direct
 from exporter.metrics import REGISTRY
-from tests.exporter.test_exposition import families, odd_registry
+from tests.exporter.test_exposition import exercise, families, odd_registry
 
 
 def ours(registry, om: bool) -> tuple[bytes, int]:
@@ -34,7 +34,8 @@ def test_same_meaning_on_odd_values_and_other_kinds():
     r = odd_registry()
     Gauge("t_fn", "a gauge with a function", registry=r).set_function(lambda: 42)
     Counter("t_exemplar_total", "a counter with an exemplar", registry=r).inc(2, exemplar={"request_id": "r-9"})
-    assert direct.direct(r._names_to_collectors["t_requests"])
+    Summary("t_own_seconds", "a labelled summary", ["layer"], registry=r).labels("auth").observe(0.25)
+    assert direct.direct(r._names_to_collectors["t_requests"]) and direct.direct(r._names_to_collectors["t_own_seconds"])
     assert not direct.direct(r._names_to_collectors["t_fn"])                 # set_function: through collect()
     got = assert_same(r)
     assert {f[0]: f for f in got}["t_fn"][4][0][2] == 42.0
@@ -56,12 +57,7 @@ def test_children_added_between_scrapes_appear():
 
 @pytest.mark.parametrize("om", [True, False])
 async def test_same_meaning_on_the_service_registry(om, kpi_client):
-    for path in ("/v1/text/operations", "/v1/health", "/internal/config", "/no/such/route"):
-        await (await kpi_client.get(path)).read()
-    await (await kpi_client.post("/v1/text/summarize", json={"text": "Prometheus scrapes metrics from jobs. "
-                                                                      "It stores samples and runs rules."})).read()
-    from exporter.tally import flush_all
-    flush_all()
+    await exercise(kpi_client)
     got = assert_same(REGISTRY)
     assert len(got) > 30
     assert sum(direct.direct(c) for c in direct.collectors(REGISTRY)) > 30  # the service's are written directly

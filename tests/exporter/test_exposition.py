@@ -65,14 +65,19 @@ def test_same_meaning_as_prometheus_client_on_odd_values(fmt):
         assert b"# {" not in ours
 
 
-@pytest.mark.parametrize("fmt", ["openmetrics", "text"])
-async def test_same_meaning_on_the_service_registry(fmt, kpi_client):
+async def exercise(client) -> None:
+    """A few requests of each kind through the in-process service, their counts flushed into the registry."""
     for path in ("/v1/text/operations", "/v1/health", "/internal/config", "/no/such/route"):
-        await (await kpi_client.get(path)).read()
-    await (await kpi_client.post("/v1/text/summarize", json={"text": "Prometheus scrapes metrics from jobs. "
-                                                                      "It stores samples and runs rules."})).read()
+        await (await client.get(path)).read()
+    await (await client.post("/v1/text/summarize", json={"text": "Prometheus scrapes metrics from jobs. "
+                                                                 "It stores samples and runs rules."})).read()
     from exporter.tally import flush_all
     flush_all()
+
+
+@pytest.mark.parametrize("fmt", ["openmetrics", "text"])
+async def test_same_meaning_on_the_service_registry(fmt, kpi_client):
+    await exercise(kpi_client)
     ours, ref, parse = ((exposition.openmetrics(REGISTRY), reference_om(REGISTRY), parse_om) if fmt == "openmetrics"
                         else (exposition.text(REGISTRY), reference_text(REGISTRY), parse_text))
     got = families(parse, ours)
