@@ -36,7 +36,7 @@ from service.cache.analytics import MB, Analytics
 from service.cache.codec import from_blob, pack, to_blob, unpack, usage_of
 from service.cache.keys import KeyBuilder, fingerprint, text_tier
 from service.cache.maintenance import Maintenance
-from service.cache.memory import Entry, MemoryTier
+from service.cache.memory import CHUNK, Entry, MemoryTier
 from service.cache.redis_tier import RedisTier
 from service.cache.savings import Savings
 from service.cache.warming import Warmer
@@ -119,9 +119,8 @@ class ResponseCache:
         self._read_cfg()
         self.maint.preinit(new)
         now = time.time()
-        max_bytes = int(new["max_memory_mb"] * MB)
-        if len(self.l1) > new["max_entries"] or self.l1.bytes > max_bytes:
-            n, freed = self.l1.enforce(new["max_entries"], max_bytes, new["eviction_policy"], now, "resize")
+        n, freed = self.maint.enforce("resize", now)  # bounded per call: the rest in a task (maintenance.py)
+        if n:
             log.info("cache resized", extra={"evicted": n, "bytes_freed": freed})
         self.maint.check_pressure(new, now)
         self._gauges()
@@ -308,7 +307,9 @@ class ResponseCache:
         self.fps[e.fp] = n + 1
         if n:
             self.duplicates += 1
-        self.l1.enforce(cfg["max_entries"], max_bytes, cfg["eviction_policy"], now, "capacity", protect=e)
+        # one insert evicts at most memory.CHUNK: a tier far over its limits (a shrink at work) drains in a task
+        self.l1.evict_while(lambda: len(self.l1.data) > cfg["max_entries"] or self.l1.bytes > max_bytes,
+                            cfg["eviction_policy"], now, "capacity", protect=e, limit=CHUNK)
         self.maint.check_pressure(cfg, now)
         self._gauges()
 

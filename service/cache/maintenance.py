@@ -31,6 +31,7 @@ log = logging.getLogger("service.cache")
 HYSTERESIS = 0.9        # evicting responses go down to this fraction of pressure_threshold
 SCAN_MIN_INTERVAL = 1.0  # an O(n) response (clear_expired) runs at most this often per level
 L2_COUNT_INTERVAL = 60.0
+ENFORCING = "limits"     # the responding key of the evictions down to max_entries and max_memory_mb (enforce)
 LEVELS = ("pressure", "emergency")  # llmapi_cache_pressure_events{level}; a level's response: cache.<level>_response
 
 
@@ -85,7 +86,7 @@ class Maintenance:
         now = time.time()
         self.checks += 1
         self.last_check = now
-        cache.l1.enforce(cfg["max_entries"], int(cfg["max_memory_mb"] * MB), cfg["eviction_policy"], now, "capacity")
+        self.enforce("capacity", now)
         self.check_pressure(cfg, now)
         if cfg["auto_cleanup"] and now - self.last_cleanup >= cfg["cleanup_interval_minutes"] * 60:
             await self.cleanup(cfg, now)
@@ -176,6 +177,43 @@ class Maintenance:
             if not self._step(rec, next(steps, (last["entries_freed"], last["bytes_freed"], False))):
                 break
         self.cache._gauges()
+
+    def enforce(self, reason: str, now: float) -> tuple[int, int]:
+        """Evict down to max_entries and max_memory_mb, as the cache section reads when each step runs: the
+        first memory.CHUNK evictions now, in the caller, the rest in a task yielding to the event loop between
+        steps.  So a config change that shrinks a tier of millions costs one call no more than CHUNK
+        evictions, and so does each insert meanwhile.  Returns (entries, bytes) evicted by the caller's step."""
+        l1, store = self.cache.l1, self.cache.store
+
+        def over() -> bool:
+            cfg = store.get("cache")
+            return len(l1.data) > cfg["max_entries"] or l1.bytes > cfg["max_memory_mb"] * MB
+
+        if not over():
+            return 0, 0
+        running = self.responding.get(ENFORCING)
+        if running is not None and not running.done():
+            return 0, 0  # the running one reads the same limits
+        steps = l1.evicting(over, store.get("cache")["eviction_policy"], now, reason)
+        n, freed, more = next(steps)
+        if more:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous caller): finish here
+                for n, freed, _ in steps:
+                    pass
+            else:
+                self.responding[ENFORCING] = loop.create_task(self._enforce_rest(steps, reason),
+                                                              name=f"cache:{reason}-evictions")
+        return n, freed
+
+    async def _enforce_rest(self, steps, reason: str) -> None:
+        n = freed = 0
+        for n, freed, more in steps:
+            self.cache._gauges()
+            if more:
+                await asyncio.sleep(0)
+        log.info("cache evictions done", extra={"reason": reason, "evicted": n, "bytes_freed": freed})
 
     async def settled(self) -> None:
         """Wait for the pressure responses at work (tests, and whoever needs their result)."""

@@ -178,3 +178,23 @@ async def test_pressure_responses_on_a_large_tier_yield_to_the_loop_and_are_exac
         last = await crossing(t, "clear_all")
         assert last["entries_freed"] == n and len(cache.l1) == 0 and cache.l1.bytes == 0
         assert cache.l1.slots == [] and cache.l1.by_op == {}
+
+
+async def test_a_config_change_shrinking_a_large_tier_evicts_in_steps_that_yield(make_cache):
+    """max_entries lowered from 200,000 to 1,000: the change evicts at most memory.CHUNK entries in the
+    caller, the rest in steps between which other work runs; inserts meanwhile evict at most CHUNK each;
+    the tier ends at the new limit exactly."""
+    from service.cache.memory import CHUNK
+    n = 200_000
+    cache = await make_cache(max_entries=1_000_000, max_memory_mb=10_000.0)
+    fill(cache, n)
+    async with Ticker() as t:
+        before = t.ticks
+        await cache.store.update("cache", {"max_entries": 1_000})
+        assert n - len(cache.l1) <= CHUNK  # the caller's step only
+        left = len(cache.l1)
+        fill(cache, 1, seed=99)  # an insert meanwhile (fill's first key again, stored through _put)
+        assert left - len(cache.l1) <= CHUNK + 1
+        await cache.maint.settled()
+        assert len(cache.l1) == 1_000
+        assert t.ticks - before >= 5, t.ticks - before
