@@ -39,6 +39,7 @@ class _Plan:
                       openmetrics_head(name, mtype, metric._documentation, metric._unit))
         self.labelnames = metric._labelnames
         self.prefixes: dict[tuple, object] = {}
+        self.texts: dict[tuple, tuple] = {}  # (label values, OpenMetrics?) -> (values, a histogram child's lines)
         if mtype == "histogram":
             self.les = [floatToGoString(b) for b in metric._upper_bounds]
             self.with_sum = metric._upper_bounds[0] >= 0
@@ -109,21 +110,39 @@ def _scalars(metric, plan: _Plan, om: bool, add) -> int:
     return n
 
 
+def _histogram_text(child, prefixes: tuple, om: bool) -> str:
+    buckets, count, total = prefixes
+    lines = []
+    acc = 0.0
+    for p, b in zip(buckets, child._buckets):
+        acc += b._value
+        ex = b._exemplar if om else None
+        lines.append(f"{p}{value_text(acc)}{exemplar_text(ex) if ex else ''}\n")
+    lines.append(f"{count}{value_text(acc)}\n")
+    if total is not None:
+        lines.append(f"{total}{value_text(child._sum._value)}\n")
+    return "".join(lines)
+
+
 def _histograms(metric, plan: _Plan, om: bool, add) -> int:
-    prefix = plan.prefix
+    """A child's lines are kept with the values they were written from: a child unchanged since the last
+    scrape (most of them, between two scrapes) costs a read of its values and one comparison."""
+    prefix, texts = plan.prefix, plan.texts
     n = 0
     for labelvalues, child in _children(metric):
-        buckets, count, total = prefix(labelvalues)
-        acc = 0.0
-        for p, b in zip(buckets, child._buckets):
-            acc += b._value
-            ex = b._exemplar if om else None
-            add(f"{p}{value_text(acc)}{exemplar_text(ex) if ex else ''}\n")
-        add(f"{count}{value_text(acc)}\n")
-        n += len(buckets) + 1
-        if total is not None:
-            add(f"{total}{value_text(child._sum._value)}\n")
-            n += 1
+        prefixes = prefix(labelvalues)
+        bs = child._buckets
+        key = [b._value for b in bs]
+        key.append(child._sum._value)
+        if om:
+            key += [b._exemplar for b in bs]
+        kept = texts.get((labelvalues, om))
+        if kept is None or kept[0] != key:
+            if len(texts) >= PREFIX_CACHE:
+                texts.clear()
+            kept = texts[(labelvalues, om)] = (key, _histogram_text(child, prefixes, om))
+        add(kept[1])
+        n += len(bs) + 1 + (prefixes[2] is not None)
     return n
 
 

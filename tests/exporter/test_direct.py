@@ -43,7 +43,7 @@ def test_same_meaning_on_odd_values_and_other_kinds():
     assert b"# {" not in ours(r, False)[0]
 
 
-def test_children_added_between_scrapes_appear():
+def test_children_added_or_changed_between_scrapes_appear():
     r = CollectorRegistry()
     c = Counter("t_calls", "calls", ["op"], registry=r)
     h = Histogram("t_seconds", "durations", ["op"], buckets=(0.5, 1), registry=r)
@@ -53,6 +53,10 @@ def test_children_added_between_scrapes_appear():
     h.labels("b").observe(0.7)
     got = assert_same(r)
     assert ("t_calls_total", (("op", "b"),), 4.0, None, None) in {f[0]: f for f in got}["t_calls"][4]
+    h.labels("b").observe(3, exemplar={"request_id": "late"})  # a histogram child kept from the last scrape changes
+    got = assert_same(r)
+    assert ("t_seconds_count", (("op", "b"),), 2.0, None, None) in {f[0]: f for f in got}["t_seconds"][4]
+    assert b'request_id="late"' in ours(r, True)[0]
 
 
 @pytest.mark.parametrize("om", [True, False])
