@@ -25,6 +25,7 @@ import mmap
 import os
 import struct
 
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import labels_text, openmetrics_head, text_head, value_text
@@ -48,7 +49,7 @@ class _Point:
 
     def __init__(self, labels: tuple):
         self.labels = labels
-        self.scalars: list[tuple[int, str]] = []                # (slot, prefix)
+        self.scalars: list[tuple[int, str, str]] = []           # (slot, prefix, sample name)
         self.buckets: list[tuple[float, int, str]] = []         # (le, slot, prefix)
         self.count_prefix = ""
 
@@ -146,7 +147,7 @@ class WorkerFiles:
                 return slot
         slot, new = self._slot((metric_name, name, labels))
         if new:
-            self._point(fam, labels).scalars.append((slot, f"{name}{labels_text(dict(labels))} "))
+            self._point(fam, labels).scalars.append((slot, f"{name}{labels_text(dict(labels))} ", name))
         return slot
 
     @staticmethod
@@ -226,12 +227,42 @@ class WorkerFiles:
                     if any_bucket:
                         add(f"{point.count_prefix}{value_text(acc)}\n")
                         n += 1
-                for slot, prefix in point.scalars:
+                for slot, prefix, _ in point.scalars:
                     v = values[slot]
                     if v is not None:
                         add(f"{prefix}{value_text(v)}\n")
                         n += 1
             yield n
+
+
+    def samples(self, names) -> list:
+        """prometheus_client Samples of the families named (metric names, as MultiProcessCollector's), read now."""
+        gen = self.read()
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            values, present = stop.value
+        out = []
+        for metric_name in names:
+            fam = self.families.get(metric_name)
+            if fam is None or metric_name not in present:
+                continue
+            for point in fam.points.values():
+                labels = dict(point.labels)
+                acc, any_bucket = 0.0, False
+                for bound, slot, _ in point.buckets:
+                    v = values[slot]
+                    if v is not None:
+                        acc += v
+                        any_bucket = True
+                        out.append(Sample(fam.name + "_bucket", {**labels, "le": floatToGoString(bound)}, acc))
+                if any_bucket:
+                    out.append(Sample(fam.name + "_count", labels, acc))
+                for slot, _, name in point.scalars:
+                    if values[slot] is not None:
+                        out.append(Sample(name, labels, values[slot]))
+        return out
 
 
 def _merge(f: _File, raw: tuple, values: list, stamps: dict) -> None:

@@ -171,3 +171,20 @@ def test_reading_gives_the_loop_back_between_files_and_while_decoding(workers, t
         pass
     files = len(os.listdir(str(tmp_path)))
     assert steps >= files + 2  # one per file, and more within the big file's first decoding
+
+
+def test_samples_of_named_families_are_multiprocess_collectors(workers, tmp_path):
+    a, b = workers
+    fill(a, b)
+    names = ["t_requests", "t_duration_seconds", "t_per_worker", "t_threshold", "t_absent"]
+
+    def key(s):
+        return s.name, tuple(sorted(s.labels.items())), s.value
+
+    wf = WorkerFiles(str(tmp_path))
+    for step in range(2):
+        ref = [s for fam in MultiProcessCollector(None, path=str(tmp_path)).collect() if fam.name in names
+               for s in fam.samples]
+        got = wf.samples(names)
+        assert sorted(map(key, got)) == sorted(map(key, ref)) and len(ref) > 10
+        a.counter("t_requests", {"route": "/v1/text/summarize", "status": "200"}, 50)  # then changed values
