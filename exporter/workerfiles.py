@@ -55,10 +55,11 @@ class _Point:
 
 
 class _Family:
-    __slots__ = ("name", "typ", "heads", "points")
+    __slots__ = ("name", "typ", "heads", "points", "bucket_name", "count_name")
 
     def __init__(self, name: str, typ: str, doc: str):
         self.name, self.typ = name, typ
+        self.bucket_name, self.count_name = name + "_bucket", name + "_count"
         self.heads = (text_head(name, typ, doc), openmetrics_head(name, typ, doc))
         self.points: dict[tuple, _Point] = {}
 
@@ -215,23 +216,9 @@ class WorkerFiles:
             add(fam.heads[om])
             n = 0
             for point in fam.points.values():
-                if point.buckets:
-                    acc, any_bucket = 0.0, False
-                    for _, slot, prefix in point.buckets:
-                        v = values[slot]
-                        if v is not None:
-                            acc += v
-                            any_bucket = True
-                            add(f"{prefix}{value_text(acc)}\n")
-                            n += 1
-                    if any_bucket:
-                        add(f"{point.count_prefix}{value_text(acc)}\n")
-                        n += 1
-                for slot, prefix, _ in point.scalars:
-                    v = values[slot]
-                    if v is not None:
-                        add(f"{prefix}{value_text(v)}\n")
-                        n += 1
+                for prefix, _, _, v in _present(fam, point, values):
+                    add(f"{prefix}{value_text(v)}\n")
+                    n += 1
             yield n
 
 
@@ -250,19 +237,28 @@ class WorkerFiles:
                 continue
             for point in fam.points.values():
                 labels = dict(point.labels)
-                acc, any_bucket = 0.0, False
-                for bound, slot, _ in point.buckets:
-                    v = values[slot]
-                    if v is not None:
-                        acc += v
-                        any_bucket = True
-                        out.append(Sample(fam.name + "_bucket", {**labels, "le": floatToGoString(bound)}, acc))
-                if any_bucket:
-                    out.append(Sample(fam.name + "_count", labels, acc))
-                for slot, _, name in point.scalars:
-                    if values[slot] is not None:
-                        out.append(Sample(name, labels, values[slot]))
+                for _, name, bound, v in _present(fam, point, values):
+                    out.append(Sample(name, labels if bound is None else {**labels, "le": floatToGoString(bound)}, v))
         return out
+
+
+def _present(fam: _Family, point: _Point, values: list):
+    """(prefix, sample name, le or None, value) of each sample of a point present in `values`: its buckets
+    accumulated in `le` order, then their total as _count, then its other samples."""
+    if point.buckets:
+        acc, any_bucket, name = 0.0, False, fam.bucket_name
+        for bound, slot, prefix in point.buckets:
+            v = values[slot]
+            if v is not None:
+                acc += v
+                any_bucket = True
+                yield prefix, name, bound, acc
+        if any_bucket:
+            yield point.count_prefix, fam.count_name, None, acc
+    for slot, prefix, name in point.scalars:
+        v = values[slot]
+        if v is not None:
+            yield prefix, name, None, v
 
 
 def _merge(f: _File, raw: tuple, values: list, stamps: dict) -> None:
