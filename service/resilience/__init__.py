@@ -147,7 +147,8 @@ class Resilience:
                 attempt_timeout = min(deadline - time.perf_counter(), eff.attempt_timeout_seconds)
                 t0 = time.perf_counter()
                 try:
-                    result = await asyncio.wait_for(self._attempt(req), attempt_timeout)
+                    async with asyncio.timeout(attempt_timeout):  # (in this task: wait_for would start another)
+                        result = await self._attempt(req)
                 except asyncio.CancelledError:
                     br.release(ticket)
                     raise

@@ -50,6 +50,7 @@ class AiMeter:
         self.ctx = ctx
         self._known: tuple = (None, None, None, frozenset())
         self._attempts: dict = {}
+        self._calls: dict = {}  # (op, provider, model, error_type) -> the children call() records (bounded labels)
 
     # ---- the model label ------------------------------------------------------------
     def known_models(self) -> frozenset:
@@ -96,14 +97,20 @@ class AiMeter:
     def call(self, op: str, provider: str, model: str, seconds: float, error_type: str = "",
              tokens: dict | None = None) -> Usage | None:
         """One call: its duration, and what it was billed for; the Usage of a successful one."""
-        GENAI_DURATION.labels(op, provider, model, error_type).observe(seconds, exemplar())
+        key = (op, provider, model, error_type)
+        children = self._calls.get(key)
+        if children is None:  # labels() once per label set, not per call
+            children = self._calls[key] = (GENAI_DURATION.labels(*key), GENAI_TOKENS.labels(op, provider, model, "input"),
+                                           GENAI_TOKENS.labels(op, provider, model, "output"), AI_COST.labels(model, op))
+        duration, tokens_in, tokens_out, cost_c = children
+        duration.observe(seconds, exemplar())
         if tokens is None:
             return None
         tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
-        GENAI_TOKENS.labels(op, provider, model, "input").observe(tin)
-        GENAI_TOKENS.labels(op, provider, model, "output").observe(tout)
+        tokens_in.observe(tin)
+        tokens_out.observe(tout)
         cost = self.cost(model, tin, tout)
-        AI_COST.labels(model, op).inc(cost)
+        cost_c.inc(cost)
         return None if error_type else Usage(op, model, tin + tout, cost)
 
     def preinit(self) -> None:
