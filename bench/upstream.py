@@ -73,7 +73,7 @@ def _median(v: list[float]) -> float:
 
 def _pairs(a: tuple, b: tuple, duration: float, connections: int) -> tuple[list[dict], list[dict]]:
     """ROUNDS rounds of (url, body, headers) a and b back to back, alternating which goes first."""
-    per = max(1.0, duration / ROUNDS)
+    per = max(2.0, duration / ROUNDS)
     ra, rb = [], []
     for i in range(ROUNDS):
         for which in ((0, 1) if i % 2 == 0 else (1, 0)):
