@@ -1,6 +1,8 @@
 """Bench scenario `soak`: cache misses with varied texts for BENCH_SOAK_SECONDS (600 by default; `make
 bench` users pass a shorter one with the env var), sampling the service's RSS every 5 s.  Once the cache
-is full (max_entries, default config) RSS must stay within +-5 % of its value at that moment."""
+is full (max_entries, default config) and so is the validation memo (monitoring.validation_memo_max_bytes:
+it keeps filling with the bodies of new texts after the cache has its 10,000 entries), RSS must stay within
++-5 % of its value at that moment."""
 from __future__ import annotations
 
 import asyncio
@@ -39,6 +41,26 @@ def _entries(doc: dict) -> tuple[int, int]:
     return 0, 10_000
 
 
+def _find(doc, name: str):
+    """The first value under key `name` anywhere in a JSON document."""
+    if isinstance(doc, dict):
+        if name in doc:
+            return doc[name]
+        doc = list(doc.values())
+    if isinstance(doc, list):
+        for v in doc:
+            found = _find(v, name)
+            if found is not None:
+                return found
+    return None
+
+
+def _memo_full(doc: dict) -> bool:
+    """Has the validation memo reached its byte budget (memory-analysis: validation_memo.reported)?"""
+    memo = ((_find(doc, "validation_memo") or {}).get("reported")) or {}
+    return bool(memo.get("evictions")) or memo.get("memory_bytes", 0) >= 0.95 * (memo.get("max_bytes") or 1)
+
+
 async def _load(url: str, seconds: float, connections: int, pid: int) -> tuple[list, int, int]:
     counter = itertools.count()
     samples: list[tuple[float, float, int, int]] = []
@@ -71,7 +93,9 @@ async def _load(url: str, seconds: float, connections: int, pid: int) -> tuple[l
                 async with s.get(f"{url}/internal/cache/stats", headers={"X-API-Key": API_KEY}) as r:
                     doc = await r.json()
                 entries, cap = _entries(doc)
-                samples.append((round(time.perf_counter() - t0, 1), round(rss(), 1), entries, cap))
+                async with s.get(f"{url}/internal/monitoring/memory-analysis", headers={"X-API-Key": API_KEY}) as r:
+                    memo_full = _memo_full(await r.json())
+                samples.append((round(time.perf_counter() - t0, 1), round(rss(), 1), entries, cap, memo_full))
                 await asyncio.sleep(SAMPLE_EVERY)
         await asyncio.gather(sampler(), *(worker() for _ in range(connections)))
     return samples, next(counter), errors
@@ -80,13 +104,13 @@ async def _load(url: str, seconds: float, connections: int, pid: int) -> tuple[l
 def run(proc: Proc, duration: float, connections: int) -> dict:
     seconds = float(os.environ.get("BENCH_SOAK_SECONDS", "600"))
     samples, n, errors = asyncio.run(_load(proc.url, seconds, min(connections, 8), proc.proc.pid))
-    full = next((i for i, s in enumerate(samples) if s[2] >= s[3]), None)
+    full = next((i for i, s in enumerate(samples) if s[2] >= s[3] and s[4]), None)
     after = samples[full:] if full is not None else []
     drift = None
     if len(after) >= 2:
         ref = after[0][1]
         drift = round(100 * max(abs(s[1] - ref) for s in after) / ref, 2)
-    print(f"  {n} requests in {seconds:.0f} s; cache full at "
+    print(f"  {n} requests in {seconds:.0f} s; cache and validation memo full at "
           f"{after[0][0] if after else 'never'} s; RSS after that within {drift}% "
           f"({after[0][1] if after else '-'} MiB -> {samples[-1][1] if samples else '-'} MiB)")
     return {"rps": n / seconds, "p50_ms": 0.0, "p99_ms": 0.0, "requests": n, "errors": errors,
