@@ -108,6 +108,8 @@ class Versioning:
 
     def _build(self) -> None:
         cfg = self.store.get("versioning")
+        self.enabled = cfg["enabled"]
+        self.metrics_enabled = cfg["metrics_enabled"]
         self.order = order_for(cfg["detection_strategy"])
         self.supported = frozenset(cfg["supported_versions"])
         self.supported_list = sorted(self.supported)
@@ -242,19 +244,21 @@ def make(ctx):
         ver = ctx.extras["versioning"] = Versioning(ctx.store)
     get = ctx.store.get
 
+    counts = ver.counts
+
     @web.middleware
     async def versioning_middleware(request: web.Request, handler):
         rec = SAMPLE.get()
         if rec is not None:
             rec.append(perf_counter())
-        cfg = get("versioning")
         path = request.path
-        if not cfg["enabled"] or len(path) < 3 or path[1] != "v" or not path[2].isdigit():
+        if not ver.enabled or len(path) < 3 or path[1] != "v" or not path[2].isdigit():
             if rec is None:
                 return await handler(request)
             resp = await timed_inner(rec, handler, request)
             rec.append(perf_counter())
             return resp
+        cfg = get("versioning")
         result = ver.fast_resolve(request, path, cfg)
         if result is None:
             try:
@@ -271,12 +275,12 @@ def make(ctx):
                 if routed is not None:
                     request, handler = routed
         version = result[0]
-        if cfg["metrics_enabled"]:
-            ver.counts.add((version, result[1]))
+        if ver.metrics_enabled:
+            counts.add((version, result[1]))
         resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
         h = resp.headers
         h["X-API-Version"] = version
-        if version in ver.deprecation:
+        if ver.deprecation and version in ver.deprecation:
             h.update(ver.deprecation[version])
         if result[2] is not None:
             h["X-API-Version-Requested"] = result[2]
