@@ -101,9 +101,11 @@ def test_hostile_strings_in_every_field(client, path, text, where):
         base["text"] = text
     value = {"requests": [dict(base, operation="summarize")]} if path.endswith("/batch") else base
     a = post(client, path, S.dumps(value))
-    assert_policy(a, expected(value, False))
+    want = expected(value, False)
+    assert_policy(a, want)
     bad = BAD_CHAR.search(text)
-    if bad is not None:  # the field named is where the string was
+    # the field named is where the string was (a batch item's operation is set after: the string is not sent)
+    if bad is not None and want is not None:
         field = a.json()["details"]["field"]
         prefix = "requests[0]." if path.endswith("/batch") else ""
         if where in ("text", "question", "operation", "batch_text"):
