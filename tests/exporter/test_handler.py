@@ -73,6 +73,36 @@ async def test_exposition_gives_the_event_loop_back_while_it_renders(kpi_client,
     assert during[-1] - during[0] >= len(during) - 2  # the ticker ran between (almost) every two families
 
 
+async def test_concurrent_scrapes_take_turns_and_both_are_whole(tmp_path, monkeypatch):
+    """Two scrapes of one process at once share the writers' caches: while one writes the workers' families
+    (giving the loop back after each), the other, which finds new entries in the files, waits its turn
+    instead of changing the families under it; each answer is a whole exposition."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    from tests.exporter.test_workerfiles import Worker, fill
+    a, b = Worker(str(tmp_path), os.getpid()), Worker(str(tmp_path), os.getppid())  # alive: their files stay
+    fill(a, b)
+    monkeypatch.setattr(handler, "SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(handler, "_source", handler._MultiProcessSource(str(tmp_path)))
+    monkeypatch.setattr(handler, "_source_key", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    first = asyncio.create_task(handler.render_on_loop("application/openmetrics-text"))
+    for _ in range(len(os.listdir(str(tmp_path))) + 3):  # past its reading, into its writing
+        await asyncio.sleep(0)
+    for i in range(5):
+        a.counter(f"t_new_{i}", {}, i)
+    try:
+        second = asyncio.create_task(handler.render_on_loop("application/openmetrics-text"))
+        bodies = [body for body, _ in await asyncio.gather(first, second)]
+    finally:
+        a.close()
+        b.close()
+    for body in bodies:
+        names = [f.name for f in parse_om(body.decode())]
+        assert len(names) == len(set(names)) > 10 and names[-1] == "llmapi_scrape_series"
+    assert b"t_new_4_total" in bodies[1]
+
+
 def _scrape(url: str, accept: str = "text/plain") -> str:
     req = urllib.request.Request(url + "/metrics", headers={"Accept": accept})
     with urllib.request.urlopen(req, timeout=10) as r:
