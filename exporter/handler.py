@@ -177,8 +177,10 @@ async def _run(steps) -> object:
         return stop.value
 
 
-def _exposition(om: bool, out: list):
-    """The steps of one exposition into `out`; each family's samples are counted for llmapi_scrape_series."""
+def _scrape(om: bool, gz: bool):
+    """The steps of one scrape (the exposition, then its gzip, under one slice clock); returns the body.
+    Each family's samples are counted for llmapi_scrape_series."""
+    out: list[str] = []
     add = out.append
     n = 0
     for count in source().render(om, add):
@@ -186,28 +188,29 @@ def _exposition(om: bool, out: list):
         yield
     (openmetrics_family if om else text_family)(_series_family(n), add)
     add("# EOF\n" if om else "")
+    body = "".join(out).encode()
+    if gz:  # on the loop too, a chunk at a time (a thread would wait for the GIL, or hold it)
+        body = yield from _gzip(body)
+    return body
 
 
-async def render_on_loop(accept: str = "") -> tuple[bytes, str]:
-    """(body, content type) of one scrape, built on the event loop a family at a time, giving the loop
-    back whenever a slice of SLICE_SECONDS is used up: no scrape holds it for long, and a thread would
-    hold the GIL against it for up to the interpreter's switch interval (5 ms) at a time.  Scrapes of one
+async def render_on_loop(accept: str = "", gz: bool = False) -> tuple[bytes, str]:
+    """(body, content type) of one scrape, built on the event loop a step at a time, giving the loop back
+    whenever a slice of SLICE_SECONDS is used up: no scrape holds it for long, and a thread would hold
+    the GIL against it for up to the interpreter's switch interval (5 ms) at a time.  Scrapes of one
     process take turns (they share the caches of exporter/direct.py and exporter/workerfiles.py)."""
     om, content_type = choose(accept)
     async with _scrape_lock():
         collectors.sample_process()
-        out: list[str] = []
-        await _run(_exposition(om, out))
-    return "".join(out).encode(), content_type
+        body = await _run(_scrape(om, gz))
+    return body, content_type
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     accept = request.headers.get("Accept", "")
     gz = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     flush_all()  # on the loop, where the tallies are written: the scrape sees every request so far
-    body, content_type = await render_on_loop(accept)
-    if gz:  # on the loop too, a chunk at a time (a thread would wait for the GIL, or hold it)
-        body = await _run(_gzip(body))
+    body, content_type = await render_on_loop(accept, gz)
     headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-store"}
     if gz:
         headers["Content-Encoding"] = "gzip"
