@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import json
 import mmap
+import operator
 import os
 import struct
 
@@ -45,10 +46,12 @@ def _rule(typ: str, mode: str) -> int:
 class _Point:
     """One label set of a family: its plain samples and, for a histogram, its buckets (sorted by le)."""
 
-    __slots__ = ("labels", "scalars", "buckets", "count_prefix")
+    __slots__ = ("labels", "scalars", "buckets", "count_prefix", "getter", "kept")
 
     def __init__(self, labels: tuple):
         self.labels = labels
+        self.getter = None  # its slots' values (operator.itemgetter), rebuilt when a slot is added
+        self.kept = None    # (those values, the lines written from them, their count)
         self.scalars: list[tuple[int, str, str]] = []           # (slot, prefix, sample name)
         self.buckets: list[tuple[float, int, str]] = []         # (le, slot, prefix)
         self.count_prefix = ""
@@ -145,10 +148,13 @@ class WorkerFiles:
                     prefix = f"{fam.name}_bucket{labels_text(dict(without + (('le', floatToGoString(bound)),)))} "
                     point.buckets.append((bound, slot, prefix))
                     point.buckets.sort(key=lambda b: b[0])
+                    point.getter = None
                 return slot
         slot, new = self._slot((metric_name, name, labels))
         if new:
-            self._point(fam, labels).scalars.append((slot, f"{name}{labels_text(dict(labels))} ", name))
+            point = self._point(fam, labels)
+            point.scalars.append((slot, f"{name}{labels_text(dict(labels))} ", name))
+            point.getter = None
         return slot
 
     @staticmethod
@@ -216,9 +222,16 @@ class WorkerFiles:
             add(fam.heads[om])
             n = 0
             for point in fam.points.values():
-                for prefix, _, _, v in _present(fam, point, values):
-                    add(f"{prefix}{value_text(v)}\n")
-                    n += 1
+                getter = point.getter
+                if getter is None:
+                    slots = [slot for _, slot, _ in point.buckets] + [slot for slot, _, _ in point.scalars]
+                    getter = point.getter = operator.itemgetter(*slots, slots[0])  # (always a tuple)
+                key, kept = getter(values), point.kept
+                if kept is None or kept[0] != key:
+                    lines = [f"{prefix}{value_text(v)}\n" for prefix, _, _, v in _present(fam, point, values)]
+                    kept = point.kept = (key, "".join(lines), len(lines))
+                add(kept[1])
+                n += kept[2]
             yield n
 
 
