@@ -75,7 +75,7 @@ async def test_pool_changes_reach_the_current_provider(manager, store, upstream)
     await store.update("ai", {"provider": "openai", "base_url": upstream.base_url})
     p = manager.current
     await manager.process(REQ)
-    assert p.pool_info()["max_connections"] == 50
+    assert p.pool_info()["max_connections"] == 100
     await store.update("ai", {"max_connections": 3})
     assert manager.current is p  # same provider, new pool
     await manager.process(REQ)
