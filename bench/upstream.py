@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from bench.load import drive
+from bench.middleware import MIN_ROUND
 from service.providers.base import TextRequest
 from service.providers.openai_compat import SYSTEM_PROMPT, build_prompt
 from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env, start_fake_upstream
@@ -73,7 +74,7 @@ def _median(v: list[float]) -> float:
 
 def _pairs(a: tuple, b: tuple, duration: float, connections: int) -> tuple[list[dict], list[dict]]:
     """ROUNDS rounds of (url, body, headers) a and b back to back, alternating which goes first."""
-    per = max(2.0, duration / ROUNDS)
+    per = max(MIN_ROUND, duration / ROUNDS)
     ra, rb = [], []
     for i in range(ROUNDS):
         for which in ((0, 1) if i % 2 == 0 else (1, 0)):

@@ -136,16 +136,34 @@ class Maintenance:
         rec["events"] += 1
         last = rec["last"] = {"time": now, "response": response, "utilization": round(frac, 4), "entries_freed": 0,
                               "bytes_freed": 0, "done": False}
-        steps = self._steps(level, response, cfg, now)
-        if self._step(rec, next(steps, (0, 0, False))):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a synchronous caller): finish here
-                while self._step(rec, next(steps, (last["entries_freed"], last["bytes_freed"], False))):
-                    pass
-            else:
-                self.responding[level] = loop.create_task(self._finish(rec, steps), name=f"cache:{level}-response")
+        self._run(level, self._steps(level, response, cfg, now),
+                  lambda step: self._step(rec, step or (last["entries_freed"], last["bytes_freed"], False)),
+                  f"cache:{level}-response")
         return last
+
+    def _run(self, key: str, steps, on_step, name: str, on_done=None) -> None:
+        """Run `steps` (memory.py's removing/evicting: (entries, bytes) so far, and whether more follow): the first
+        now, in the caller; the rest in a task yielding to the event loop between two (responding[key]), or here
+        when there is no loop.  on_step(step, or None once the steps ended) returns whether to go on; on_done
+        runs when the task has finished them."""
+        if not on_step(next(steps, None)):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): finish here
+            while on_step(next(steps, None)):
+                pass
+            return
+        self.responding[key] = loop.create_task(self._rest(steps, on_step, on_done), name=name)
+
+    async def _rest(self, steps, on_step, on_done) -> None:
+        more = True
+        while more:
+            await asyncio.sleep(0)
+            more = on_step(next(steps, None))
+        self.cache._gauges()
+        if on_done is not None:
+            on_done()
 
     def _steps(self, level: str, response: str, cfg: dict, now: float):
         """The steps of a response: (entries, bytes) freed so far, and whether it goes on."""
@@ -170,14 +188,6 @@ class Maintenance:
         last["entries_freed"], last["bytes_freed"], last["done"] = n, freed, not more
         return more
 
-    async def _finish(self, rec: dict, steps) -> None:
-        last = rec["last"]
-        while True:
-            await asyncio.sleep(0)
-            if not self._step(rec, next(steps, (last["entries_freed"], last["bytes_freed"], False))):
-                break
-        self.cache._gauges()
-
     def enforce(self, reason: str, now: float) -> tuple[int, int]:
         """Evict down to max_entries and max_memory_mb, as the cache section reads when each step runs: the
         first memory.CHUNK evictions now, in the caller, the rest in a task yielding to the event loop between
@@ -194,26 +204,18 @@ class Maintenance:
         running = self.responding.get(ENFORCING)
         if running is not None and not running.done():
             return 0, 0  # the running one reads the same limits
-        steps = l1.evicting(over, store.get("cache")["eviction_policy"], now, reason)
-        n, freed, more = next(steps)
-        if more:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a synchronous caller): finish here
-                for n, freed, _ in steps:
-                    pass
-            else:
-                self.responding[ENFORCING] = loop.create_task(self._enforce_rest(steps, reason),
-                                                              name=f"cache:{reason}-evictions")
-        return n, freed
+        done = [0, 0]  # (entries, bytes) evicted so far
 
-    async def _enforce_rest(self, steps, reason: str) -> None:
-        n = freed = 0
-        for n, freed, more in steps:
-            self.cache._gauges()
-            if more:
-                await asyncio.sleep(0)
-        log.info("cache evictions done", extra={"reason": reason, "evicted": n, "bytes_freed": freed})
+        def on_step(step) -> bool:
+            if step is not None:
+                done[:] = step[:2]
+            return step is not None and step[2]
+
+        self._run(ENFORCING, l1.evicting(over, store.get("cache")["eviction_policy"], now, reason), on_step,
+                  f"cache:{reason}-evictions",
+                  lambda: log.info("cache evictions done", extra={"reason": reason, "evicted": done[0],
+                                                                  "bytes_freed": done[1]}))
+        return done[0], done[1]  # (the caller's step, or all of it without a loop)
 
     async def settled(self) -> None:
         """Wait for the pressure responses at work (tests, and whoever needs their result)."""
