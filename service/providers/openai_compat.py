@@ -29,7 +29,7 @@ import aiohttp
 from exporter.metrics import AI_UPSTREAM_REMAINING
 from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
 from service.providers.local import truncate_words, estimate_tokens
-from service.providers.poolmeter import PoolMeter
+from service.providers.poolmeter import MeteredConnector, PoolMeter
 
 log = logging.getLogger("service.providers.openai")
 
@@ -337,8 +337,8 @@ def parse_retry_after(headers) -> float | None:
 # ---------------------------------------------------------------------------
 # connection pool
 # ---------------------------------------------------------------------------
-class _PoolConnector(aiohttp.TCPConnector):
-    """TCPConnector that keeps at most `max_idle` idle keep-alive connections."""
+class _PoolConnector(MeteredConnector):
+    """The metered TCPConnector (poolmeter.py), keeping at most `max_idle` idle keep-alive connections."""
 
     def __init__(self, *, max_idle: int, **kw):
         super().__init__(**kw)
@@ -360,9 +360,9 @@ class _Pool:
         if pooling:
             kw["keepalive_timeout"] = KEEPALIVE_IDLE_SECONDS
         self.settings = {k: ai[k] for k in POOL_FIELDS}
-        self.connector = _PoolConnector(max_idle=ai["keepalive_connections"], **kw)
-        self.session = aiohttp.ClientSession(connector=self.connector, headers={"User-Agent": "llmapi/0.1"},
-                                             trace_configs=[meter.attach(self.connector, ai["max_connections"])])
+        self.connector = _PoolConnector(max_idle=ai["keepalive_connections"], meter=meter, **kw)
+        meter.attach(self.connector, ai["max_connections"])
+        self.session = aiohttp.ClientSession(connector=self.connector, headers={"User-Agent": "llmapi/0.1"})
         self.inflight = 0
         self.retired = False
         self.idle = asyncio.Event()
@@ -378,6 +378,38 @@ class _Pool:
 
 
 # ---------------------------------------------------------------------------
+# the request of a chat call
+# ---------------------------------------------------------------------------
+def chat_body(model: str, temperature: float, prompt: str, json_mode: bool) -> dict:
+    """The chat-completions request for `prompt` (what _CallParts.body renders, as a dict)."""
+    body = {"model": model, "temperature": temperature,
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]}
+    if json_mode:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+class _CallParts:
+    """What every chat call of one "ai" section sends.  The body is json.dumps(chat_body(...)) with the
+    part around the prompt rendered once: a call encodes only its prompt string."""
+
+    __slots__ = ("ai", "json_mode", "url", "headers", "timeout", "_head", "_tail")
+
+    def __init__(self, ai: dict, json_mode: bool, headers: dict, timeout: aiohttp.ClientTimeout):
+        self.ai = ai
+        self.json_mode = json_mode
+        self.url = f"{ai['base_url'].rstrip('/')}/chat/completions"
+        self.headers = headers
+        self.timeout = timeout
+        mark = "\x00prompt\x00"
+        head, tail = json.dumps(chat_body(ai["model"], ai["temperature"], mark, json_mode)).split(json.dumps(mark))
+        self._head, self._tail = head.encode(), tail.encode()
+
+    def body(self, prompt: str) -> bytes:
+        return self._head + json.dumps(prompt).encode() + self._tail
+
+
+# ---------------------------------------------------------------------------
 # the provider
 # ---------------------------------------------------------------------------
 class OpenAIProvider(Provider):
@@ -389,6 +421,7 @@ class OpenAIProvider(Provider):
         env = os.environ if env is None else env
         self._api_key = api_key if api_key is not None else (env.get("OPENAI_API_KEY") or "")
         self._json_mode = True
+        self._call: _CallParts | None = None  # what every chat call of the current "ai" section sends
         self._pool: _Pool | None = None
         self._bg: set[asyncio.Task] = set()
         self._closed = False
@@ -465,11 +498,18 @@ class OpenAIProvider(Provider):
         total = float(ai["timeout_seconds"]) if total is None else total
         return aiohttp.ClientTimeout(total=total, connect=min(float(ai["pool_timeout"]), total))
 
-    async def _post_chat(self, body: dict, ai: dict) -> tuple[int, dict, Any, str]:
+    def _parts(self, ai: dict) -> "_CallParts":
+        """The URL, headers, timeout and body around the prompt of a chat call, built once per "ai" section."""
+        c = self._call
+        if c is None or c.ai is not ai or c.json_mode != self._json_mode:
+            c = self._call = _CallParts(ai, self._json_mode, self._headers(), self._timeout(ai))
+        return c
+
+    async def _post_chat(self, body: bytes, ai: dict) -> tuple[int, dict, Any, str]:
         pool = self._acquire()
+        c = self._parts(ai)
         try:
-            async with pool.session.post(f"{self.base_url}/chat/completions", json=body,
-                                         headers=self._headers(), timeout=self._timeout(ai)) as resp:
+            async with pool.session.post(c.url, data=body, headers=c.headers, timeout=c.timeout) as resp:
                 raw = await resp.read()
                 self._quota(resp.headers, ai["model"])
                 text = raw.decode("utf-8", "replace")
@@ -486,7 +526,6 @@ class OpenAIProvider(Provider):
             raise ProviderError("connection", f"upstream connection failed: {type(e).__name__}") from None
         finally:
             self._release(pool)
-            self.pool_meter.sample()  # (the connection went back to the pool)
 
     @staticmethod
     def _quota(headers, model: str) -> None:
@@ -519,18 +558,12 @@ class OpenAIProvider(Provider):
             raise ProviderError("client", "qa needs a question")
         ai = self.store.get("ai")
         prompt = build_prompt(req)
-        body = {"model": ai["model"], "temperature": ai["temperature"],
-                "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                             {"role": "user", "content": prompt}]}
-        if self._json_mode:
-            body["response_format"] = {"type": "json_object"}
         self.usage["calls"] += 1
-        status, headers, data, text = await self._post_chat(body, ai)
+        status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
         if status == 400 and self._json_mode and "response_format" in text:
             # the server does not do JSON mode: the prompt still asks for JSON
             self._json_mode = False
-            body.pop("response_format", None)
-            status, headers, data, text = await self._post_chat(body, ai)
+            status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
         if status != 200:
             raise self._status_error(status, headers, text)
         if not isinstance(data, dict):

@@ -1,32 +1,40 @@
-"""The upstream connection pool made visible (an aiohttp TraceConfig on the provider's session).
+"""The upstream connection pool made visible, measured by the provider's connector itself.
 
 Per provider (label `provider`):
 
 * llmapi_ai_pool_connections_in_use: connections serving a request (or being opened), read from the
-  connector at every acquisition and release;
-* llmapi_ai_pool_waiting_requests: requests queued for a free slot (on_connection_queued_start/_end;
-  a request that gives up while queued, a pool timeout, leaves through on_request_exception);
+  connector when one is handed out and when one comes back;
+* llmapi_ai_pool_waiting_requests: requests queued for a free slot;
 * llmapi_ai_pool_wait_seconds: per acquisition, the time queued for a slot (0 when a slot was free:
-  a reused connection or a new one, on_connection_reuseconn / on_connection_create_start; the TCP
-  connect that may follow is not pool wait).  A request that timed out in the queue is observed too;
+  a reused connection or a new one; the TCP connect that may follow is not pool wait).  A request
+  that gave up in the queue (a pool timeout, a cancellation) is observed too;
 * llmapi_ai_pool_max_connections: the pool size (ai.max_connections).
 
-Each wait is also the span "ai.pool_wait" (inside "ai.call"), which is how
-/internal/monitoring/bottlenecks sees the pool; `stats()` feeds /internal/monitoring/ai-performance.
+No aiohttp TraceConfig: a trace costs every call several awaited signals and parameter objects, and
+nearly every call finds a free slot.  `MeteredConnector` (the provider's TCPConnector) counts an
+acquisition in `connect`, and only a call that must queue (`_wait_for_available_connection`, where
+aiohttp parks it) pays for timing.  The observations go through a HistogramTally (a scrape flushes
+it, so /metrics is exact).  Each wait is also the span "ai.pool_wait" (inside "ai.call"), which is
+how /internal/monitoring/bottlenecks sees the pool; `stats()` feeds /internal/monitoring/ai-performance.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from contextvars import ContextVar
 from time import perf_counter
 
 import aiohttp
 
 from exporter.metrics import AI_POOL_IN_USE, AI_POOL_LIMIT, AI_POOL_WAIT, AI_POOL_WAITING
+from exporter.tally import HistogramTally
 from service import spans
 
 RECENT_SECONDS = 300.0
-RECENT_KEEP = 20_000
+
+# seconds the current task waited in the pool queue for the acquisition under way (-1: already observed,
+# it gave up in the queue); set by MeteredConnector.connect, added to by _wait_for_available_connection
+_waited: ContextVar[float] = ContextVar("pool_waited", default=0.0)
 
 
 class PoolMeter:
@@ -35,7 +43,9 @@ class PoolMeter:
         self.in_use_g = AI_POOL_IN_USE.labels(provider)
         self.waiting_g = AI_POOL_WAITING.labels(provider)
         self.limit_g = AI_POOL_LIMIT.labels(provider)
-        self.wait_h = AI_POOL_WAIT.labels(provider)
+        AI_POOL_WAIT.labels(provider)  # the series at 0 before the first acquisition
+        self.wait_h = HistogramTally(AI_POOL_WAIT)
+        self._key = (provider,)
         self.connector = None
         self.waiting = 0
         self.max_waiting = 0
@@ -44,23 +54,16 @@ class PoolMeter:
         self.timeouts = 0       # gave up while queued
         self.wait_total = 0.0
         self.wait_max = 0.0
-        self.recent: deque = deque(maxlen=RECENT_KEEP)  # (epoch, seconds waited) of recent acquisitions
+        # per epoch second of recent acquisitions: [second, acquisitions, queued, seconds waited]
+        self.recent: deque[list] = deque(maxlen=int(RECENT_SECONDS) + 1)
         self.waiting_g.set(0)
         self.in_use_g.set(0)
 
     # ---- wiring -------------------------------------------------------------------
-    def attach(self, connector, limit: int) -> aiohttp.TraceConfig:
-        """The TraceConfig for a new session on `connector` (a rebuilt pool attaches again)."""
+    def attach(self, connector, limit: int) -> None:
+        """Measure `connector` (a rebuilt pool attaches again)."""
         self.connector = connector
         self.limit_g.set(limit)
-        tc = aiohttp.TraceConfig()
-        tc.on_request_start.append(self._start)
-        tc.on_connection_queued_start.append(self._queued)
-        tc.on_connection_queued_end.append(self._dequeued)
-        tc.on_connection_create_start.append(self._got)
-        tc.on_connection_reuseconn.append(self._got)
-        tc.on_request_exception.append(self._failed)
-        return tc
 
     def in_use(self) -> int:
         c = self.connector
@@ -72,63 +75,90 @@ class PoolMeter:
     def sample(self) -> None:
         self.in_use_g.set(self.in_use())
 
-    # ---- trace callbacks (ctx: aiohttp's per-request SimpleNamespace) -------------------
-    async def _start(self, session, ctx, params) -> None:
-        ctx.queued_at = None
-        ctx.wait = 0.0
-
-    async def _queued(self, session, ctx, params) -> None:
-        ctx.queued_at = perf_counter()
+    # ---- events (from MeteredConnector) ----------------------------------------------
+    def enter_queue(self) -> None:
         self.waiting += 1
         if self.waiting > self.max_waiting:
             self.max_waiting = self.waiting
         self.waiting_g.set(self.waiting)
 
-    def _leave_queue(self, ctx) -> None:
-        t = getattr(ctx, "queued_at", None)
-        if t is None:
-            return
-        ctx.queued_at = None
-        ctx.wait = getattr(ctx, "wait", 0.0) + perf_counter() - t
+    def leave_queue(self, seconds: float, gave_up: bool) -> None:
         self.waiting -= 1
         self.waiting_g.set(self.waiting)
-
-    async def _dequeued(self, session, ctx, params) -> None:
-        self._leave_queue(ctx)
-
-    async def _got(self, session, ctx, params) -> None:
-        self._observe(getattr(ctx, "wait", 0.0))
-        ctx.wait = 0.0
-        self.sample()
-
-    async def _failed(self, session, ctx, params) -> None:
-        if getattr(ctx, "queued_at", None) is not None:  # gave up in the queue (pool_timeout, cancelled)
-            self._leave_queue(ctx)
+        if gave_up:
             self.timeouts += 1
-            self._observe(ctx.wait)
-        self.sample()
+            self.observe(seconds)
 
-    def _observe(self, wait: float) -> None:
+    def observe(self, wait: float) -> None:
+        """One acquisition that waited `wait` seconds for a slot (0: a slot was free)."""
         self.acquired += 1
+        now = int(time.time())
+        r = self.recent[-1] if self.recent else None
+        if r is None or r[0] != now:
+            r = [now, 0, 0, 0.0]
+            self.recent.append(r)
+        r[1] += 1
         if wait > 0:
             self.queued += 1
             self.wait_total += wait
             if wait > self.wait_max:
                 self.wait_max = wait
-        self.wait_h.observe(wait)
+            r[2] += 1
+            r[3] += wait
+        self.wait_h.observe(self._key, wait)
         spans.record("ai.pool_wait", wait)
-        self.recent.append((time.time(), wait))
 
     # ---- views ---------------------------------------------------------------------------
     def stats(self, limit: int) -> dict:
         since = time.time() - RECENT_SECONDS
-        recent = [w for t, w in self.recent if t >= since]
-        waited = [w for w in recent if w > 0]
+        recent = [r for r in self.recent if r[0] >= since]
+        n = sum(r[1] for r in recent)
+        waited = sum(r[3] for r in recent)
         return {"max_connections": limit, "in_use": self.in_use(), "waiting": self.waiting,
                 "max_waiting": self.max_waiting, "acquisitions": self.acquired, "queued": self.queued,
                 "queue_timeouts": self.timeouts,
                 "wait_avg_ms": round(self.wait_total / self.acquired * 1000, 3) if self.acquired else 0.0,
                 "wait_max_ms": round(self.wait_max * 1000, 3),
-                "recent": {"window_seconds": RECENT_SECONDS, "acquisitions": len(recent), "queued": len(waited),
-                           "wait_total_s": round(sum(recent), 6),
-                           "wait_avg_ms": round(sum(recent) / len(recent) * 1000, 3) if recent else 0.0}}
+                "recent": {"window_seconds": RECENT_SECONDS, "acquisitions": n, "queued": sum(r[2] for r in recent),
+                           "wait_total_s": round(waited, 6),
+                           "wait_avg_ms": round(waited / n * 1000, 3) if n else 0.0}}
+
+
+class MeteredConnector(aiohttp.TCPConnector):
+    """A TCPConnector that reports its acquisitions, queue and connections in use to a PoolMeter."""
+
+    def __init__(self, *, meter: PoolMeter, **kw):
+        super().__init__(**kw)
+        self._meter = meter
+
+    async def connect(self, req, traces, timeout):
+        _waited.set(0.0)
+        try:
+            conn = await super().connect(req, traces, timeout)
+        except BaseException:
+            w = _waited.get()
+            if w >= 0:  # it had its slot (a gave-up in the queue is observed already), then connecting failed
+                self._meter.observe(w)
+            raise
+        m = self._meter
+        m.observe(_waited.get())
+        m.sample()
+        return conn
+
+    async def _wait_for_available_connection(self, key, traces) -> None:
+        m = self._meter
+        m.enter_queue()
+        t = perf_counter()
+        try:
+            await super()._wait_for_available_connection(key, traces)
+        except BaseException:  # gave up in the queue: pool_timeout (connect's timeout) or cancelled
+            m.leave_queue(perf_counter() - t, gave_up=True)
+            _waited.set(-1.0)
+            raise
+        w = perf_counter() - t
+        m.leave_queue(w, gave_up=False)
+        _waited.set(_waited.get() + w)
+
+    def _release_acquired(self, key, proto) -> None:
+        super()._release_acquired(key, proto)
+        self._meter.sample()

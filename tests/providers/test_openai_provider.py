@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import time
 
@@ -12,7 +13,7 @@ from service.providers import OpenAIProvider
 from service.providers.base import ProviderError, ProviderResult, TextRequest
 from service.providers.fake_upstream import FakeUpstream
 from service.providers.local import LocalProvider
-from service.providers.openai_compat import build_prompt, parse_prompt
+from service.providers.openai_compat import _CallParts, build_prompt, chat_body, parse_prompt
 
 from .helpers import TEXT, control, get_json, reset
 
@@ -88,6 +89,15 @@ async def test_no_key_no_authorization_header(openai_store, upstream):
         assert (await get_json(f"{upstream.url}/_last"))["authorization"] is False
     finally:
         await p.close()
+
+
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_the_rendered_body_is_the_json_of_the_chat_request(json_mode):
+    ai = {"base_url": "http://upstream/v1/", "model": 'm "quoted" \\ é', "temperature": 0.25}
+    parts = _CallParts(ai, json_mode, {}, None)
+    assert parts.url == "http://upstream/v1/chat/completions"
+    for prompt in (build_prompt(OPS[4]), 'quotes " \\ \x00 \n \u2713 é', ""):
+        assert parts.body(prompt) == json.dumps(chat_body(ai["model"], 0.25, prompt, json_mode)).encode()
 
 
 def test_prompt_round_trip():
@@ -256,6 +266,29 @@ async def test_pool_timeout_bounds_the_wait_for_a_connection(provider, upstream,
     out = await provider.process_batch([OPS[1], OPS[1]], concurrency=2)
     kinds = sorted(type(r).__name__ if isinstance(r, ProviderResult) else r.kind for r in out)
     assert kinds == ["ProviderResult", "timeout"]
+    # the pool meter saw both: one acquisition found the slot, one gave up in the queue after ~0.15 s
+    pool = provider.pool_info()
+    assert pool["acquisitions"] == 2 and pool["queued"] == 1 and pool["queue_timeouts"] == 1
+    assert pool["waiting"] == 0 and pool["in_use"] == 0
+    assert 100 <= pool["wait_max_ms"] < 500
+
+
+async def test_a_call_cancelled_in_the_pool_queue_leaves_it(provider, upstream, openai_store):
+    await openai_store.update("ai", {"max_connections": 1})
+    await control(upstream.url, latency_ms=300)
+    first = asyncio.ensure_future(provider.process(OPS[1]))
+    second = asyncio.ensure_future(provider.process(OPS[1]))
+    await asyncio.sleep(0.1)
+    assert provider.pool_info()["waiting"] == 1 and provider.pool_info()["in_use"] == 1
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    pool = provider.pool_info()
+    assert pool["waiting"] == 0 and pool["queue_timeouts"] == 1
+    await first
+    pool = provider.pool_info()
+    assert pool["in_use"] == 0 and pool["acquisitions"] == 2 and pool["queued"] == 1
+    assert pool["recent"]["acquisitions"] == 2 and pool["recent"]["queued"] == 1
 
 
 async def test_keep_alive_reuses_one_connection(provider, upstream):
