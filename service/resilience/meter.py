@@ -4,7 +4,8 @@ Per attempt (each retry is one): llmapi_ai_request_duration_seconds{provider, mo
 `success` or the attempt's error kind (the AI KPI's histogram: its buckets hold the 15/30/45 s edges).  Per call, retries and backoff included:
 
 * gen_ai_client_operation_duration_seconds{gen_ai_operation_name, gen_ai_provider_name,
-  gen_ai_request_model, error_type}, with the request id as exemplar (OpenMetrics);
+  gen_ai_request_model, error_type}, with a request id as exemplar (OpenMetrics; per bucket, the last one
+  of each flush of the batched observations, exporter/tally.py);
 * gen_ai_client_token_usage{..., gen_ai_token_type="input"|"output"} (the semconv buckets 1, 4, 16,
   ... 4^13): the tokens every attempt of the call was billed for (a failed call too, when an answer that
   did not parse was billed), and llmapi_ai_cost_usd_total{model, operation}, priced from the "pricing"
@@ -26,10 +27,9 @@ from typing import NamedTuple
 
 from exporter.metrics import (AI_COST, AI_DURATION, CACHE_SAVED_COST, CACHE_SAVED_TOKENS, GENAI_DURATION,
                               GENAI_TOKENS, OTHER)
+from exporter.tally import HistogramTally, Tally
 from service.log import request_id_var
 from service.providers.base import OPERATIONS
-
-EXEMPLAR_MAX = 64  # characters of a request id in an exemplar (OpenMetrics allows 128 for the whole label set)
 
 
 class Usage(NamedTuple):
@@ -40,17 +40,17 @@ class Usage(NamedTuple):
     cost: float         # USD at the prices of the moment of the call
 
 
-def exemplar() -> dict | None:
-    rid = request_id_var.get()
-    return {"request_id": rid[:EXEMPLAR_MAX]} if rid else None
-
-
 class AiMeter:
     def __init__(self, ctx):
         self.ctx = ctx
         self._known: tuple = (None, None, None, frozenset())
-        self._attempts: dict = {}
-        self._calls: dict = {}  # (op, provider, model, error_type) -> the children call() records (bounded labels)
+        # the four histograms and the cost counter of every call are batched (exporter/tally.py: a scrape and
+        # every in-process reader flush them first), as the HTTP histograms are
+        self._attempts = HistogramTally(AI_DURATION)
+        self._durations = HistogramTally(GENAI_DURATION)
+        self._tokens = HistogramTally(GENAI_TOKENS)
+        self._costs = Tally(lambda key: AI_COST.labels(*key))
+        self._calls: dict = {}  # (op, provider, model) -> the token and cost keys of its calls (bounded labels)
 
     # ---- the model label ------------------------------------------------------------
     def known_models(self) -> frozenset:
@@ -78,11 +78,7 @@ class AiMeter:
 
     # ---- recording ----------------------------------------------------------------------
     def attempt(self, provider: str, model: str, outcome: str, seconds: float) -> None:
-        key = (provider, model, outcome)
-        child = self._attempts.get(key)
-        if child is None:
-            child = self._attempts[key] = AI_DURATION.labels(*key)
-        child.observe(seconds, exemplar())
+        self._attempts.observe((provider, model, outcome), seconds, request_id_var.get() or None)
 
     @staticmethod
     def add_tokens(total: dict | None, tokens: dict | None) -> dict | None:
@@ -97,26 +93,24 @@ class AiMeter:
     def call(self, op: str, provider: str, model: str, seconds: float, error_type: str = "",
              tokens: dict | None = None) -> Usage | None:
         """One call: its duration, and what it was billed for; the Usage of a successful one."""
-        key = (op, provider, model, error_type)
-        children = self._calls.get(key)
-        if children is None:  # labels() once per label set, not per call
-            children = self._calls[key] = (GENAI_DURATION.labels(*key), GENAI_TOKENS.labels(op, provider, model, "input"),
-                                           GENAI_TOKENS.labels(op, provider, model, "output"), AI_COST.labels(model, op))
-        duration, tokens_in, tokens_out, cost_c = children
-        duration.observe(seconds, exemplar())
+        self._durations.observe((op, provider, model, error_type), seconds, request_id_var.get() or None)
         if tokens is None:
             return None
+        keys = self._calls.get((op, provider, model))
+        if keys is None:
+            keys = self._calls[(op, provider, model)] = ((op, provider, model, "input"), (op, provider, model, "output"),
+                                                         (model, op))
         tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
-        tokens_in.observe(tin)
-        tokens_out.observe(tout)
+        self._tokens.observe(keys[0], tin)
+        self._tokens.observe(keys[1], tout)
         cost = self.cost(model, tin, tout)
-        cost_c.inc(cost)
+        self._costs.add(keys[2], cost)
         return None if error_type else Usage(op, model, tin + tout, cost)
 
     def preinit(self) -> None:
         """Create the series of the current provider and model at 0, so rate() shows 0 before the first call."""
         provider, model = self.ctx.providers.current.name, self.model()
-        self._attempts.setdefault((provider, model, "success"), AI_DURATION.labels(provider, model, "success"))
+        AI_DURATION.labels(provider, model, "success")
         for op in OPERATIONS:
             GENAI_DURATION.labels(op, provider, model, "")
             for t in ("input", "output"):
