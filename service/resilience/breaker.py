@@ -168,6 +168,8 @@ class Breaker:
         self.counts["failures" if failed else "successes"] += 1
         if ticket.generation != self.generation or self.state == OPEN:
             self.counts["ignored"] += 1
+        elif not failed and not ticket.probe and self.cb.fail_counter == 0 and self.state == CLOSED:
+            pass  # pybreaker would reset a counter at 0 and call the listeners' no-op success(): nothing changes
         else:
             try:
                 with self.cb.calling():
