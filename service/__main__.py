@@ -41,9 +41,30 @@ def run_worker() -> None:
             print(e.code, file=sys.stderr)
             sys.exit(2)
         raise
+    app.on_startup.append(tune_gc)  # last: after every other start-up step
     web.run_app(app, host=settings.host, port=settings.port, reuse_port=settings.workers > 1,
                 shutdown_timeout=settings.graceful_timeout, keepalive_timeout=settings.keepalive_timeout,
                 access_log=None, print=lambda *a: None, handle_signals=True)
+
+
+# The collector's young generation is collected after this many more tracked allocations than frees
+# (CPython's default: 700).  An uncached request holds ~90 tracked objects while it waits for the
+# upstream, so at 256 concurrent calls ~23,000 young objects are alive at any moment: with 700, every
+# 8th request collected the young generation and everything in flight was traversed again and promoted
+# (GC took ~160 us of CPU per request, a quarter of it).  Above the in-flight set the young generation
+# only fills with what outlives its requests (cyclic garbage, growth), so it is still collected.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+async def tune_gc(app=None) -> None:
+    """After start-up: what start-up built (modules, config, metric children, ...) lives as long as the
+    process, so it moves to the collector's permanent generation (gc.freeze) and no full collection walks
+    it again; the young generation's threshold rises to GC_YOUNG_THRESHOLD.  /internal/monitoring/memory-analysis
+    shows both (gc.frozen, gc.thresholds)."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 RESPAWN_RETRY = 5.0    # seconds between attempts to replace a worker that refused to start

@@ -26,6 +26,16 @@ def test_runs_under_pythonoptimize_2(service_factory):
     assert status == 200 and body["success"]
 
 
+def test_the_worker_freezes_its_start_up_heap_and_raises_the_young_gc_threshold(service_factory):
+    from service.__main__ import GC_YOUNG_THRESHOLD
+    svc = service_factory()
+    req = urllib.request.Request(f"{svc.url}/internal/monitoring/memory-analysis", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        gc_state = json.loads(r.read())["gc"]
+    assert gc_state["thresholds"][0] == GC_YOUNG_THRESHOLD != 700
+    assert gc_state["frozen"] > 10_000  # the modules, config and metrics start-up built
+
+
 def _worker_pids(url: str, n: int) -> set:
     """The pids that answer /v1/health, until n of them did (or 20 s passed)."""
     pids = set()
