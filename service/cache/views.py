@@ -47,6 +47,8 @@ def _memory(cache) -> dict:
             "avg_entry_bytes": round(l1.bytes / len(l1)) if len(l1) else 0,
             "expired_entries": expired_estimate(entries, len(l1), time.time()), "sampling": sampling,
             "popular_entries": len(cache.hot),
+            # keys evicted for room remembered (capacity misses): the list fills only once the cache is full
+            "ghost_keys": len(st.ghosts), "max_ghost_keys": cfg["ghost_keys"],
             "compression_ratio": _r(st.stored_bytes / st.set_bytes, 4) if st.set_bytes else None,
             "compressed_values": st.compressed_sets}
 

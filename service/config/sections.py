@@ -118,6 +118,11 @@ section(
     worker_timeout=F(float, 300.0, 0.1, 86_400, env="WORKER_TIMEOUT", help="longest run of one background task, seconds"),
     memory_tracing=F(bool, False, env="MEMORY_TRACING", help="tracemalloc on (costs CPU and memory)"),
     tracing_frames=F(int, 1, 1, 64, help="stack frames tracemalloc keeps per allocation"),
+    heap_trim_seconds=F(float, 2.0, 0.0, 3600, env="HEAP_TRIM_SECONDS",
+                        help="seconds between two malloc_trim calls handing the heap's free pages back to the OS "
+                             "(glibc; service/monitoring/heap.py); 0: never"),
+    heap_trim_max_ms=F(float, 2.0, 0.01, 1000, help="a malloc_trim that holds the event loop longer pauses the trimming "
+                                                     "until this or heap_trim_seconds changes"),
     benchmark_max_duration_seconds=F(float, 300.0, 1, 3600, help="longest benchmark run accepted"),
     regression_threshold_percent=F(float, 20.0, 1, 1000, env="REGRESSION_THRESHOLD_PERCENT", help="p95/throughput change flagged as regression"),
     emergency_ai_timeout_seconds=F(float, 10.0, 0.05, 600, help="AI timeout cap in emergency mode"),

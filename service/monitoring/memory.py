@@ -9,15 +9,13 @@ one level deep).  Estimates say so.
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import gc
 import sys
 import time
 import tracemalloc
 
 from service import spans
-from service.monitoring import process
+from service.monitoring import heap, process
 
 SAMPLE = 64
 CONTAINERS = (dict, list, collections.deque, set, frozenset, collections.OrderedDict)
@@ -151,7 +149,7 @@ def analysis(ctx, monitor) -> dict:
     if tracemalloc.is_tracing():
         rec.append("tracemalloc is on: switch it off after reading memory-hotspots (it slows allocation)")
     return {"process": mem, "gc": {**process.gc_stats(), "young_objects": young},
-            "tracemalloc": tracemalloc_state(), "subsystems": subs,
+            "tracemalloc": tracemalloc_state(), "heap": monitor.heap.stats(), "subsystems": subs,
             "largest_subsystem": {"name": largest[0], "bytes": largest[1]} if largest[0] else None,
             "recommendations": rec}
 
@@ -191,14 +189,6 @@ def hotspots(monitor, limit: int, key_type: str) -> dict:
             "snapshot_ms": round((time.perf_counter() - t) * 1000, 3)}
 
 
-def _malloc_trim() -> bool:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
 def collect(generation: int, trim: bool) -> dict:
     rss_before = process.rss()
     objects_before = len(gc.get_objects())
@@ -206,7 +196,7 @@ def collect(generation: int, trim: bool) -> dict:
     t = time.perf_counter()
     unreachable = gc.collect(generation)
     gc_ms = (time.perf_counter() - t) * 1000
-    trimmed = _malloc_trim() if trim else False
+    trimmed = heap.trim() if trim else False
     objects_after = len(gc.get_objects())
     rss_after = process.rss()
     return {"generation": generation, "unreachable_found": unreachable,

@@ -21,6 +21,7 @@ from service.background import cancel_and_wait
 from service.monitoring import snapshot as S
 from service.monitoring.analytics import RequestAnalytics
 from service.monitoring.benchmark import Benchmarks
+from service.monitoring.heap import HeapTrimmer
 from service.monitoring.history import History
 from service.monitoring.process import CpuMeter
 from service.monitoring.tasks import TaskPool
@@ -53,6 +54,7 @@ class Monitor:
         ctx.extras["tasks"] = self.tasks
         self.benchmarks = Benchmarks(self)
         self.cpu = CpuMeter()
+        self.heap = HeapTrimmer(ctx.store)
         self.recent_cpu: deque = deque(maxlen=20)  # (wall seconds, busy seconds) per lag tick batch
         self._cpu_short = CpuMeter()
         self.base_counters = S.counters()
@@ -79,7 +81,8 @@ class Monitor:
         self.cpu = CpuMeter()
         self.interval_start = time.time()
         self._tasks = [asyncio.create_task(self._snapshot_loop(), name="monitoring:snapshots"),
-                       asyncio.create_task(self._tick_loop(), name="monitoring:tick")]
+                       asyncio.create_task(self._tick_loop(), name="monitoring:tick"),
+                       asyncio.create_task(self.heap.loop(), name="monitoring:heap-trim")]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
