@@ -12,7 +12,7 @@ millisecond for a heap of tens of MB, but it walks every free chunk (tens of ms
 for a heap of 200,000 scattered values), and in a thread it would hold the
 heap's lock against the loop all the same.  So OVER_BUDGET_STREAK trims in a row
 that each take longer than monitoring.heap_trim_max_ms (one alone may be the
-box's noise) pause the trimming (memory-analysis says so, a warning is logged)
+box's noise), or one that takes FAR_OVER times it, pause the trimming (memory-analysis says so, a warning is logged)
 until either field changes.  Where malloc_trim does not exist
 (another libc), nothing runs and memory-analysis says so.
 """
@@ -29,6 +29,7 @@ from service.monitoring import process
 log = logging.getLogger("service.monitoring.heap")
 IDLE_CHECK = 1.0   # seconds between two looks at the config while trimming is off
 OVER_BUDGET_STREAK = 3
+FAR_OVER = 5.0
 
 
 class _MallInfo2(ctypes.Structure):
@@ -108,9 +109,9 @@ class HeapTrimmer:
         self.last_run = time.time()
         settings = self._settings()
         self.over_budget = self.over_budget + 1 if took * 1000 > settings[1] else 0
-        if self.over_budget >= OVER_BUDGET_STREAK:
+        if self.over_budget >= OVER_BUDGET_STREAK or took * 1000 > FAR_OVER * settings[1]:
             self.paused = settings
-            log.warning(f"heap trim paused: {OVER_BUDGET_STREAK} malloc_trim calls in a row held the event loop longer than monitoring.heap_trim_max_ms",
+            log.warning("heap trim paused: malloc_trim held the event loop longer than monitoring.heap_trim_max_ms",
                         extra={"trim_ms": round(took * 1000, 3), "max_ms": settings[1]})
         return released
 

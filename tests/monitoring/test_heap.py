@@ -93,3 +93,14 @@ async def test_trims_over_their_budget_pause_the_trimming_until_the_settings_cha
             break
         await asyncio.sleep(0.05)
     assert trimmer.runs > runs + 3 and not trimmer.paused
+
+
+def test_one_trim_far_over_its_budget_pauses_at_once(monkeypatch):
+    class Store:
+        def get(self, section):
+            return {"heap_trim_seconds": 1.0, "heap_trim_max_ms": 2.0}
+    trimmer = heap.HeapTrimmer(Store())
+    monkeypatch.setattr(heap, "trim", lambda: time.sleep(heap.FAR_OVER * 0.002 + 0.002) or True)
+    assert trimmer.due()
+    trimmer.run_once()
+    assert trimmer.paused and not trimmer.due() and trimmer.runs == 1
