@@ -14,8 +14,7 @@ from service import middleware
 
 
 def errors_only(ctx) -> list:
-    stack = middleware.build_stack(ctx)
-    return [stack[middleware.ORDER.index(middleware.errors)]]
+    return middleware.build_stack(ctx, only=("errors",))
 
 
 def main() -> None:

@@ -30,3 +30,11 @@ class Context:
 
 
 CTX: web.AppKey[Context] = web.AppKey("ctx", Context)
+
+# what the stack's layers and the handlers share on a request (web.RequestKey: typed, no string keys)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)        # errors layer
+KEY_NAME: web.RequestKey[str] = web.RequestKey("key_name", str)            # auth: a configured key name
+SCOPES: web.RequestKey[frozenset] = web.RequestKey("scopes", frozenset)    # auth
+KEY_TIER: web.RequestKey[Any] = web.RequestKey("key_tier", object)         # auth: the key's rate-limit tier
+BENCHMARK_MARK: web.RequestKey[bool] = web.RequestKey("benchmark", bool)   # auth: a valid X-Benchmark token
+OPERATION: web.RequestKey[str] = web.RequestKey("operation", str)          # /v1/text/process: the body's operation

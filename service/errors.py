@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from service.context import REQUEST_ID
 
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
@@ -55,7 +56,7 @@ class ApiError(Exception):
 def error_response(request: web.Request | None, status: int, error_code: str, message: str,
                    details: dict | None = None, headers: dict | None = None,
                    request_id: str | None = None) -> web.Response:
-    rid = request.get("request_id") if request is not None else request_id
+    rid = request.get(REQUEST_ID) if request is not None else request_id
     body = {"error": REASONS.get(status, "Error"), "error_code": error_code, "message": message,
             "details": details or {}, "request_id": rid}
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json",

@@ -9,8 +9,9 @@ address.
 from __future__ import annotations
 
 from aiohttp import web
+from service.context import KEY_NAME, REQUEST_ID
 
 
 def actor(request: web.Request) -> dict:
-    return {"actor": request.get("key_name") or "api", "request_id": request.get("request_id"),
+    return {"actor": request.get(KEY_NAME) or "api", "request_id": request.get(REQUEST_ID),
             "remote": request.remote}

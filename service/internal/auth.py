@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.context import CTX
+from service.context import CTX, KEY_NAME
 from service.http import json_response
 
 
 async def keys(request: web.Request) -> web.Response:
     """The configured API keys: name, scopes, rate-limit tier, source."""
     ring = request.app[CTX].keys
-    return json_response({"keys": ring.describe(), "open": not ring.configured, "caller": request.get("key_name"),
+    return json_response({"keys": ring.describe(), "open": not ring.configured, "caller": request.get(KEY_NAME),
                           "api_keys_file": ring.file_path, "file_reloads": dict(ring.reloads)})
 
 

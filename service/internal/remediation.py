@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from exporter.playbook import BY_NAME, MODES
 from service.errors import ApiError, validation_error
-from service.context import CTX
+from service.context import CTX, REQUEST_ID, SCOPES
 from service.http import json_response, query_number, read_json, read_object
 from service.internal.audit import actor
 from service.remediation import SECTION, Remediation
@@ -40,13 +40,13 @@ def _entry(request: web.Request):
 
 
 async def webhook(request: web.Request) -> web.Response:
-    scopes = request.get("scopes")
+    scopes = request.get(SCOPES)
     if scopes is not None and not ({"admin", WEBHOOK_SCOPE} & set(scopes)):
         raise ApiError(403, "FORBIDDEN", "the alert webhook needs an admin key or the webhook credential",
                        details={"required_scope": "admin"})
     parsed = am_payload.parse(await read_json(request))
     try:
-        results = await _rem(request).handle(parsed, request_id=request.get("request_id"), remote=request.remote)
+        results = await _rem(request).handle(parsed, request_id=request.get(REQUEST_ID), remote=request.remote)
     except (RedisError, OSError) as e:  # the shared state is away: Alertmanager retries a 5xx, nothing acted
         log.warning("remediation: state unavailable (%s): webhook refused", type(e).__name__)
         raise ApiError(503, "REMEDIATION_STATE_UNAVAILABLE", "the remediation state (Redis) cannot be reached; "

@@ -1,7 +1,6 @@
 """The middleware stack, outermost first.
 
-1. security      security headers on every response (also errors), CORS preflights,
-                 starts the sampled timing of the stack (stackperf.py)
+1. security      security headers on every response (also errors), CORS preflights
 2. errors        request id, JSON errors, access log
 3. metrics       HTTP RED metrics (sees every status, including errors)
 4. request_size  413 by content type from Content-Length, and while the body streams
@@ -11,23 +10,30 @@
 8. rate_limit    per-client limits and the global throttle (needs the client from auth)
 9. admission     admission control / load shedding (503 + Retry-After beyond the queue)
 
-Each optional middleware (security headers, cors, request_size, compression,
-versioning, rate_limit) has an `enabled` switch in its config section and
-passes requests straight through when it is off.  The probed middlewares
-(PROBED = True) take part in the per-middleware timing sample; the time of
-the others is reported for the group between two probed ones.
+Each module's layer (service/middleware/stack.py: enter, leave, fail) runs
+inside one aiohttp middleware, in this order on the way in and the reverse
+on the way out.  Each optional layer (security headers, cors, request_size,
+compression, versioning, rate_limit) has an `enabled` switch in its config
+section and passes requests straight through when it is off.  Every layer's
+own time is sampled (service/middleware/stackperf.py).
 """
 from service.middleware import (admission, auth, compression, errors, metrics, rate_limit, request_size, security,
-                                versioning)
+                                stack, versioning)
 from service.middleware.stackperf import StackProfiler
 
 ORDER = (security, errors, metrics, request_size, compression, versioning, auth, rate_limit, admission)
 
 
-def build_stack(ctx) -> list:
+def build_layers(ctx) -> list:
+    """Every module's layer, in ORDER; their domain objects land in ctx (ctx.extras, ctx.ratelimiter, ...)."""
+    return [m.make(ctx) for m in ORDER]
+
+
+def build_stack(ctx, only: tuple[str, ...] | None = None) -> list:
+    """The app's middlewares: one, running the layers (`only`: those named, for bench/stackless.py)."""
     if "stackperf" not in ctx.extras:
         ctx.extras["stackperf"] = StackProfiler(ctx.store, ORDER)
-    stack = [m.make(ctx) for m in ORDER]
-    # re-routed /vN/... requests run the middlewares inside versioning again on the resolved route
-    ctx.extras["versioning"].inner = stack[ORDER.index(versioning) + 1:]
-    return stack
+    layers = build_layers(ctx)
+    if only is not None:
+        layers = [layer for layer in layers if layer.name in only]
+    return [stack.build(layers, ctx.extras["stackperf"])]

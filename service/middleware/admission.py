@@ -20,12 +20,11 @@ import math
 import time
 from collections import deque
 
-from aiohttp import web
-
 from exporter import kpis
 from exporter.metrics import ADMISSION_QUEUE_DEPTH, ADMISSION_SHED, ADMISSION_WAIT
 from service import spans
 from service.errors import ApiError
+from service.middleware.stack import Layer, Wait
 
 EXEMPT = (kpis.ADMIN_ROUTE_PREFIX, *kpis.SELF_ROUTES)  # admin and self traffic (prefixes of request paths)
 
@@ -146,36 +145,54 @@ class Admission:
         return peaks
 
 
-def make(ctx):
-    adm = ctx.extras.get("admission")
-    if adm is None:
-        adm = ctx.extras["admission"] = Admission(ctx.store)
-    store = ctx.store
-    for reason in ("queue_full", "queue_timeout"):
-        ADMISSION_SHED.labels(reason)
+COUNTED = -1.0  # the state of a request admitted without a limit: counted, not timed
 
-    @web.middleware
-    async def admission_middleware(request: web.Request, handler):
+
+class AdmissionLayer(Layer):
+    """None (exempt), COUNTED, or the time the request got its slot."""
+    name = "admission"
+
+    def __init__(self, adm: Admission, store):
+        self.adm = adm
+        self.get = store.get
+
+    def enter(self, request):
         if request.path.startswith(EXEMPT):
-            return await handler(request)
-        cfg = store.get("monitoring")
+            return None
+        adm = self.adm
+        cfg = self.get("monitoring")
         if cfg["max_concurrent_requests"] <= 0 and not adm.queued:  # no limit: count only
             adm.active += 1
             adm.admitted += 1
             if adm.active > adm.max_active:
                 adm.max_active = adm.active
-            try:
-                return await handler(request)
-            finally:
-                if adm.waiters:
-                    adm.release(None)
-                else:
-                    adm.active -= 1
-        await adm.acquire(cfg)
-        start = time.perf_counter()
-        try:
-            return await handler(request)
-        finally:
+            return COUNTED
+        return Wait(cfg)
+
+    async def wait(self, request, cfg):
+        await self.adm.acquire(cfg)
+        return time.perf_counter()
+
+    def leave(self, request, resp, start):
+        if start is None:
+            return
+        adm = self.adm
+        if start == COUNTED:
+            if adm.waiters:
+                adm.release(None)
+            else:
+                adm.active -= 1
+        else:
             adm.release(time.perf_counter() - start)
 
-    return admission_middleware
+    def fail(self, request, exc, start):
+        self.leave(request, None, start)
+
+
+def make(ctx):
+    adm = ctx.extras.get("admission")
+    if adm is None:
+        adm = ctx.extras["admission"] = Admission(ctx.store)
+    for reason in ("queue_full", "queue_timeout"):
+        ADMISSION_SHED.labels(reason)
+    return AdmissionLayer(adm, ctx.store)

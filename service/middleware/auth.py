@@ -7,8 +7,8 @@ The scope a route needs:
     /v1/health     health, when auth.protect_health
 A missing or unknown key gets 401; a valid key without the scope gets 403
 FORBIDDEN naming the scope.  Every request leaves here with
-request["key_name"] (a configured name; `anonymous` when no key was needed or
-none is configured) and request["scopes"] (a frozenset).  With no keys
+request[KEY_NAME] (a configured name; `anonymous` when no key was needed or
+none is configured) and request[SCOPES] (a frozenset), RequestKeys of service/context.py.  With no keys
 configured the service runs open, on loopback only (checked at start-up in
 service/app.py): every request is `anonymous` with every scope.
 
@@ -22,8 +22,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from exporter.metrics import AUTH_REJECTIONS
+from service.context import BENCHMARK_MARK, KEY_NAME, KEY_TIER, SCOPES
 from service.errors import ApiError
 from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
+from service.middleware.stack import Layer
 from service.remediation.credential import load_webhook_token, webhook_identity
 
 BENCHMARK_HEADER = "X-Benchmark"
@@ -86,33 +88,36 @@ def forbidden(key: Key, scope: str) -> ApiError:
                      "key_scopes": sorted(key.scopes)})
 
 
-def make(ctx):
-    ring = ctx.keys
-    secret = ctx.secret
-    get = ctx.store.get
-    webhook_token = load_webhook_token(ctx.settings)  # Alertmanager's credential, for its webhook route only
-    if ring.configured:  # (open, nothing is ever rejected)
-        preinit(get("auth"))
-        ctx.store.subscribe(lambda section, new, old: section == "auth" and preinit(new))
+class AuthLayer(Layer):
+    name = "auth"
 
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler):
+    def __init__(self, ctx):
+        self.ring = ctx.keys
+        self.secret = ctx.secret
+        self.get = ctx.store.get
+        self.webhook_token = load_webhook_token(ctx.settings)  # Alertmanager's credential, its webhook route only
+        if self.ring.configured:  # (open, nothing is ever rejected)
+            preinit(self.get("auth"))
+            ctx.store.subscribe(lambda section, new, old: section == "auth" and preinit(new))
+
+    def enter(self, request):
         mark = request.headers.get(BENCHMARK_HEADER)
-        bench = mark is not None and secret.is_benchmark_token(mark)
+        bench = mark is not None and self.secret.is_benchmark_token(mark)
         if bench:
-            request["benchmark"] = True
+            request[BENCHMARK_MARK] = True
+        ring = self.ring
         if not ring.configured:
-            request["key_name"] = ANONYMOUS
-            request["scopes"] = ALL_SCOPES
-            return await handler(request)
-        scope = required_scope(request.path, get("auth"))
+            request[KEY_NAME] = ANONYMOUS
+            request[SCOPES] = ALL_SCOPES
+            return None
+        scope = required_scope(request.path, self.get("auth"))
         if scope is None:
-            request["key_name"] = ANONYMOUS
-            request["scopes"] = NO_SCOPES
-            return await handler(request)
+            request[KEY_NAME] = ANONYMOUS
+            request[SCOPES] = NO_SCOPES
+            return None
         raw = presented_key(request)
-        if raw is not None and webhook_identity(request, raw, webhook_token):
-            return await handler(request)  # key name alertmanager, scope alerts (service/remediation/credential.py)
+        if raw is not None and webhook_identity(request, raw, self.webhook_token):
+            return None  # key name alertmanager, scope alerts (service/remediation/credential.py)
         if raw is not None:
             key = ring.authenticate(raw)
             if key is None:
@@ -123,12 +128,14 @@ def make(ctx):
         else:
             AUTH_REJECTIONS.labels(MISSING, scope).inc()
             raise _unauthorized("MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)")
-        request["key_name"] = key.name
-        request["scopes"] = key.scopes
-        request["key_tier"] = key.tier
+        request[KEY_NAME] = key.name
+        request[SCOPES] = key.scopes
+        request[KEY_TIER] = key.tier
         if scope not in key.scopes:
             AUTH_REJECTIONS.labels(FORBIDDEN, scope).inc()
             raise forbidden(key, scope)
-        return await handler(request)
+        return None
 
-    return auth_middleware
+
+def make(ctx):
+    return AuthLayer(ctx)

@@ -30,12 +30,11 @@ import brotli
 from aiohttp import web
 
 from exporter.metrics import COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS
-from service.errors import ApiError, error_response, safe_field
+from service.errors import ApiError, safe_field
 from service.middleware.security import add_vary
-from service.middleware.stackperf import SAMPLE, timed_inner
+from service.middleware.stack import Layer
 
 NAME = "compression"
-PROBED = True
 
 ALGORITHMS = ("br", "gzip", "deflate")
 REQUEST_ENCODINGS = {"gzip", "deflate", "br", "identity"}  # what aiohttp's parser decodes (and identity)
@@ -161,45 +160,53 @@ class Compression:
             self._excluded[content_type] = ex
         return ex
 
-    async def maybe_compress(self, resp, accept_encoding: str, cfg: dict):
+    def maybe_compress(self, resp, accept_encoding: str, cfg: dict):
+        """Compress resp's body in place; None, or an awaitable when a large body compresses in a thread."""
         if type(resp) is not web.Response or resp.status < 200 or resp.status in (204, 304):
             self.skipped["streamed"] += 1
-            return resp
+            return None
         body = resp.body
         if not isinstance(body, (bytes, bytearray)):
             self.skipped["streamed"] += 1
-            return resp
+            return None
         n = len(body)
         if n < cfg["minimum_size"]:
             self.skipped["too_small"] += 1
-            return resp
+            return None
         if "Content-Encoding" in resp.headers:
             self.skipped["already_encoded"] += 1
-            return resp
+            return None
         ctype = resp.content_type
         if self.excluded(ctype):
             self.skipped["excluded_type"] += 1
-            return resp
+            return None
         add_vary(resp, "Accept-Encoding")
         alg = self.choose(accept_encoding)
         if alg is None:
             self.skipped["not_acceptable"] += 1
-            return resp
+            return None
         level = cfg["level"]
         textual = ctype.startswith(_TEXTUAL) or ctype.endswith(("+json", "+xml"))
-        t0 = perf_counter()
         if n >= cfg["executor_threshold"]:
-            out = await asyncio.get_running_loop().run_in_executor(None, compress, alg, bytes(body), level, textual)
-        else:
-            out = compress(alg, body, level, textual)
-        dt = perf_counter() - t0
-        self._account(alg, n, len(out), dt)
+            return self._in_thread(resp, alg, bytes(body), level, textual)
+        t0 = perf_counter()
+        out = compress(alg, body, level, textual)
+        self._use(resp, alg, n, out, perf_counter() - t0)
+        return None
+
+    async def _in_thread(self, resp, alg: str, body: bytes, level: int, textual: bool):
+        t0 = perf_counter()
+        out = await asyncio.get_running_loop().run_in_executor(None, compress, alg, body, level, textual)
+        self._use(resp, alg, len(body), out, perf_counter() - t0)
+        return resp
+
+    def _use(self, resp, alg: str, n: int, out: bytes, seconds: float) -> None:
+        self._account(alg, n, len(out), seconds)
         if len(out) >= n:
             self.skipped["not_smaller"] += 1
-            return resp
+            return
         resp.body = out
         resp.headers["Content-Encoding"] = alg
-        return resp
 
     def _account(self, alg: str, n_in: int, n_out: int, seconds: float) -> None:
         kept = n_out < n_in
@@ -246,68 +253,70 @@ class Compression:
         }
 
 
+class CompressionLayer(Layer):
+    name = NAME
+
+    def __init__(self, comp: Compression, store):
+        self.comp = comp
+        self.get = store.get
+
+    def enter(self, request):
+        """None, or the request's Content-Encoding (the decoded size capped for gzip, deflate, br)."""
+        encoding = request.headers.get("Content-Encoding")
+        if encoding is None:
+            return None
+        encoding = encoding.strip().lower()
+        comp = self.comp
+        cfg = self.get("compression")
+        if encoding not in REQUEST_ENCODINGS or (encoding != "identity" and not cfg["decompress_requests"]):
+            comp.requests["unsupported"] += 1
+            raise ApiError(415, "UNSUPPORTED_CONTENT_ENCODING",
+                           f"request Content-Encoding {safe_field(encoding, 32)!r} is not accepted",
+                           {"field": "Content-Encoding",
+                            "supported": sorted(REQUEST_ENCODINGS) if cfg["decompress_requests"] else ["identity"]})
+        if encoding == "identity":
+            return None
+        cap = cfg["max_decompressed_size"]
+        current = request._client_max_size
+        request._client_max_size = min(cap, current) if current else cap  # read() stops at the cap
+        comp.requests["count"] += 1
+        return encoding
+
+    def leave(self, request, resp, encoding):
+        comp = self.comp
+        if encoding is not None:
+            content = request.content
+            comp.requests["encoded_bytes"] += getattr(content, "total_compressed_bytes", None) or 0
+            comp.requests["decoded_bytes"] += getattr(content, "total_bytes", 0)
+        cfg = self.get("compression")
+        if cfg["enabled"]:
+            ae = request.headers.get("Accept-Encoding")
+            if ae is not None:
+                return comp.maybe_compress(resp, ae, cfg)
+        return None
+
+    def fail(self, request, exc, encoding):
+        if encoding is None:
+            return None
+        comp = self.comp
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            comp.requests["rejected"] += 1
+            DECOMPRESSION_REJECTIONS.labels(encoding).inc()
+            limit = request._client_max_size
+            raise ApiError(413, "DECOMPRESSED_BODY_TOO_LARGE",
+                           f"decoded request body exceeds the limit of {limit} bytes",
+                           {"field": "body", "limit_bytes": limit, "content_encoding": encoding},
+                           close=True) from None
+        if isinstance(exc, ApiError) and exc.error_code == "INVALID_CONTENT_ENCODING":
+            comp.requests["undecodable"] += 1
+        return None
+
+
 def make(ctx):
     comp = ctx.extras.get("compression")
     if comp is None:
         comp = ctx.extras["compression"] = Compression(ctx.store)
-    get = ctx.store.get
     for alg in ALGORITHMS:  # known label values at 0: rate() reads 0 before the first response
         for m in (COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS):
             m.labels(alg)  # (request Content-Encodings are the same three names)
-
-    @web.middleware
-    async def compression_middleware(request: web.Request, handler):
-        rec = SAMPLE.get()
-        if rec is not None:
-            rec.append(perf_counter())
-        cfg = get("compression")
-        headers = request.headers
-        encoding = headers.get("Content-Encoding")
-        if encoding is not None:
-            resp = await _encoded_request(request, handler, comp, cfg, encoding.strip().lower(), rec)
-        else:
-            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-        if cfg["enabled"]:
-            ae = headers.get("Accept-Encoding")
-            if ae is not None:
-                resp = await comp.maybe_compress(resp, ae, cfg)
-        if rec is not None:
-            rec.append(perf_counter())
-        return resp
-
-    return compression_middleware
-
-
-async def _encoded_request(request, handler, comp: Compression, cfg: dict, encoding: str, rec):
-    if encoding not in REQUEST_ENCODINGS or (encoding != "identity" and not cfg["decompress_requests"]):
-        comp.requests["unsupported"] += 1
-        raise ApiError(415, "UNSUPPORTED_CONTENT_ENCODING",
-                       f"request Content-Encoding {safe_field(encoding, 32)!r} is not accepted",
-                       {"field": "Content-Encoding",
-                        "supported": sorted(REQUEST_ENCODINGS) if cfg["decompress_requests"] else ["identity"]})
-    if encoding == "identity":
-        resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-        return resp
-    cap = cfg["max_decompressed_size"]
-    current = request._client_max_size
-    limit = min(cap, current) if current else cap
-    request._client_max_size = limit  # the parser decodes as read() pulls; read() stops at the cap
-    comp.requests["count"] += 1
-    try:
-        resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-    except web.HTTPRequestEntityTooLarge:
-        comp.requests["rejected"] += 1
-        DECOMPRESSION_REJECTIONS.labels(encoding).inc()
-        resp = error_response(request, 413, "DECOMPRESSED_BODY_TOO_LARGE",
-                              f"decoded request body exceeds the limit of {limit} bytes",
-                              {"field": "body", "limit_bytes": limit, "content_encoding": encoding})
-        resp.force_close()
-        return resp
-    except ApiError as e:
-        if e.error_code == "INVALID_CONTENT_ENCODING":
-            comp.requests["undecodable"] += 1
-        raise
-    content = request.content
-    comp.requests["encoded_bytes"] += getattr(content, "total_compressed_bytes", None) or 0
-    comp.requests["decoded_bytes"] += getattr(content, "total_bytes", 0)
-    return resp
+    return CompressionLayer(comp, ctx.store)

@@ -1,4 +1,4 @@
-"""Outermost middleware: request id, error rendering, access log (service/accesslog.py).
+"""Inside security: request id, error rendering, access log (service/accesslog.py).
 
 Every failure leaves as the one JSON error shape.  An unexpected exception is
 logged with its traceback and answered 500 with only the request id.
@@ -9,14 +9,16 @@ import itertools
 import json
 import logging
 import os
-import time
+from time import perf_counter
 
 from aiohttp import web
 
 from service.accesslog import AccessLog
 from service.config.schema import ConfigValidationError
+from service.context import KEY_NAME, REQUEST_ID
 from service.errors import ApiError, error_response, safe_field
 from service.log import request_id_var
+from service.middleware.stack import Layer
 
 log = logging.getLogger("service.request")
 
@@ -45,64 +47,83 @@ def _request_id(request: web.Request) -> str:
     return new_request_id()
 
 
-def make(ctx):
-    store = ctx.store
-    if ctx.access_log is None:
-        ctx.access_log = AccessLog(max_shapes=store.get("logging")["access_log_shapes"])
-    access_log = ctx.access_log
-    access_line = access_log.line
-    log_access = False  # access log on and INFO enabled: re-read when the logging section changes
+class ErrorsLayer(Layer):
+    """The request id (a context variable for every log line), every failure as the one JSON error
+    shape, X-Request-ID and the access log line on every answer."""
+    name = "errors"
 
-    def _on_config(section: str, new: dict, old: dict) -> None:
-        nonlocal log_access
+    def __init__(self, access_log: AccessLog, store):
+        self.access_log = access_log
+        self.store = store
+        self.log_access = False  # access log on and INFO enabled: re-read when the logging section changes
+        self._on_config("logging", store.get("logging"), {})
+        store.subscribe(self._on_config)
+
+    def _on_config(self, section: str, new: dict, old: dict) -> None:
         if section == "logging":
-            log_access = new["access_log"] and logging.getLevelName(new["level"]) <= logging.INFO
-            if new["access_log_shapes"] != access_log.max_shapes:
-                access_log.bound(new["access_log_shapes"])
+            self.log_access = new["access_log"] and logging.getLevelName(new["level"]) <= logging.INFO
+            if new["access_log_shapes"] != self.access_log.max_shapes:
+                self.access_log.bound(new["access_log_shapes"])
 
-    _on_config("logging", store.get("logging"), {})
-    store.subscribe(_on_config)
-
-    @web.middleware
-    async def errors_middleware(request: web.Request, handler):
+    def enter(self, request):
         rid = _request_id(request)
-        request["request_id"] = rid
-        token = request_id_var.set(rid)
-        start = time.perf_counter()
-        try:
-            try:
-                resp = await handler(request)
-            except ApiError as e:
-                resp = error_response(request, e.status, e.error_code, e.message, e.details, e.headers)
-                if e.close:
-                    resp.force_close()
-            except ConfigValidationError as e:
-                errors = [{**x, "field": safe_field(x["field"])} for x in e.errors]
-                fields = list(dict.fromkeys(x["field"] for x in errors))
-                resp = error_response(request, 422, "VALIDATION_ERROR",
-                                      "; ".join(f"{e.section}.{x['field']}: {x['message']}" for x in errors),
-                                      {"section": e.section, "field": errors[0]["field"], "fields": fields,
-                                       "errors": errors})
-            except web.HTTPException as e:
-                if e.status < 400:
-                    raise
-                headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
-                resp = error_response(request, e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"),
-                                      e.reason if e.text is None or e.text.startswith(str(e.status)) else e.text,
-                                      _HTTP_DETAILS[e.status](request) if e.status in _HTTP_DETAILS else None, headers)
-            except json.JSONDecodeError as e:
-                resp = error_response(request, 400, "INVALID_JSON", f"request body is not valid JSON: {e.msg}",
-                                      {"field": "body", "line": e.lineno, "column": e.colno})
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.path)
-                resp = error_response(request, 500, "INTERNAL_ERROR",
-                                      "internal error; quote the request_id when reporting it")
-            resp.headers["X-Request-ID"] = rid
-            if log_access:
-                access_line(request.method, request.path, resp.status, rid, time.perf_counter() - start,
-                            request.get("key_name"))
-            return resp
-        finally:
-            request_id_var.reset(token)
+        request[REQUEST_ID] = rid
+        return rid, request_id_var.set(rid), perf_counter()
 
-    return errors_middleware
+    def leave(self, request, resp, state):
+        rid, token, start = state
+        resp.headers["X-Request-ID"] = rid
+        if self.log_access:
+            self.access_log.line(request.method, request.path, resp.status, rid, perf_counter() - start,
+                                 request.get(KEY_NAME))
+        request_id_var.reset(token)
+
+    def fail(self, request, exc, state):
+        if not isinstance(exc, Exception):  # CancelledError and the like: nobody to answer
+            request_id_var.reset(state[1])
+            return None
+        try:
+            resp = render(request, exc)
+        except web.HTTPException:  # (< 400: a redirect, passed on as it is)
+            request_id_var.reset(state[1])
+            return None
+        self.leave(request, resp, state)
+        return resp
+
+
+def render(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON error answer of an exception; an HTTPException below 400 is raised again."""
+    try:
+        raise exc
+    except ApiError as e:
+        resp = error_response(request, e.status, e.error_code, e.message, e.details, e.headers)
+        if e.close:
+            resp.force_close()
+    except ConfigValidationError as e:
+        errors = [{**x, "field": safe_field(x["field"])} for x in e.errors]
+        fields = list(dict.fromkeys(x["field"] for x in errors))
+        resp = error_response(request, 422, "VALIDATION_ERROR",
+                              "; ".join(f"{e.section}.{x['field']}: {x['message']}" for x in errors),
+                              {"section": e.section, "field": errors[0]["field"], "fields": fields,
+                               "errors": errors})
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
+        resp = error_response(request, e.status, _HTTP_CODES.get(e.status, "HTTP_ERROR"),
+                              e.reason if e.text is None or e.text.startswith(str(e.status)) else e.text,
+                              _HTTP_DETAILS[e.status](request) if e.status in _HTTP_DETAILS else None, headers)
+    except json.JSONDecodeError as e:
+        resp = error_response(request, 400, "INVALID_JSON", f"request body is not valid JSON: {e.msg}",
+                              {"field": "body", "line": e.lineno, "column": e.colno})
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = error_response(request, 500, "INTERNAL_ERROR",
+                              "internal error; quote the request_id when reporting it")
+    return resp
+
+
+def make(ctx):
+    if ctx.access_log is None:
+        ctx.access_log = AccessLog(max_shapes=ctx.store.get("logging")["access_log_shapes"])
+    return ErrorsLayer(ctx.access_log, ctx.store)

@@ -25,7 +25,9 @@ from exporter.metrics import (API_ROUTE_PREFIX, HTTP_DURATION, HTTP_IN_FLIGHT, H
                               KNOWN_METHODS)
 from exporter.tally import HistogramTally, LiveGauge, Tally
 from service.config.schema import ConfigValidationError
+from service.context import OPERATION, REQUEST_ID
 from service.errors import ApiError
+from service.middleware.stack import Layer
 from service.monitoring.analytics import RequestAnalytics
 
 
@@ -66,58 +68,63 @@ def preinit(app: web.Application) -> None:
         HTTP_OTHER_DURATION.labels(group)
 
 
-def make(ctx):
-    analytics = ctx.extras.get("analytics")
-    if analytics is None:
-        analytics = ctx.extras["analytics"] = RequestAnalytics()
-    record = analytics.record
-    in_flight = IN_FLIGHT
-    requests = Tally(lambda key: HTTP_REQUESTS.labels(key[0], key[1], str(key[2])))
-    durations = HistogramTally(HTTP_DURATION, companions=(in_flight,))
-    others = HistogramTally(HTTP_OTHER_DURATION)
-    ctx.extras["http_tallies"] = (requests, durations, others)
-    groups: dict[str, tuple] = {}  # route template -> (route_group, counter route): a dict lookup per request
+def _status(exc: BaseException) -> int:
+    """The status the errors layer will answer `exc` with (500 for anything it does not name)."""
+    if isinstance(exc, (web.HTTPException, ApiError)):
+        return exc.status
+    if isinstance(exc, ConfigValidationError):
+        return 422
+    if isinstance(exc, json.JSONDecodeError):
+        return 400
+    return 500
 
-    @web.middleware
-    async def metrics_middleware(request: web.Request, handler):
-        start = perf_counter()
-        in_flight.value += 1
-        status = 500
-        resp_bytes = None
+
+class MetricsLayer(Layer):
+    name = "metrics"
+
+    def __init__(self, ctx):
+        analytics = ctx.extras.get("analytics")
+        if analytics is None:
+            analytics = ctx.extras["analytics"] = RequestAnalytics()
+        self.analytics = analytics
+        self.requests = Tally(lambda key: HTTP_REQUESTS.labels(key[0], key[1], str(key[2])))
+        self.durations = HistogramTally(HTTP_DURATION, companions=(IN_FLIGHT,))
+        self.others = HistogramTally(HTTP_OTHER_DURATION)
+        ctx.extras["http_tallies"] = (self.requests, self.durations, self.others)
+        self.groups: dict[str, tuple] = {}  # route template -> (route_group, counter route): one dict lookup
+
+    def enter(self, request):
+        IN_FLIGHT.value += 1
+        return perf_counter()
+
+    def leave(self, request, resp, start):
+        self.record(request, resp.status, resp.content_length if type(resp) is web.Response else None, start)
+        # (isinstance would go through ABCMeta: StreamResponse is a MutableMapping)
+
+    def fail(self, request, exc, start):
+        self.record(request, _status(exc), None, start)
+
+    def record(self, request, status: int, resp_bytes, start: float) -> None:
+        IN_FLIGHT.value -= 1
+        elapsed = perf_counter() - start
+        route = route_template(request)
+        method = request.method
+        if method not in METHODS:
+            method = "OTHER"
         try:
-            resp = await handler(request)
-            status = resp.status
-            if type(resp) is web.Response:  # (isinstance would go through ABCMeta: StreamResponse is a MutableMapping)
-                resp_bytes = resp.content_length
-            return resp
-        except (web.HTTPException, ApiError) as e:  # rendered by the errors middleware, outside
-            status = e.status
-            raise
-        except ConfigValidationError:
-            status = 422
-            raise
-        except json.JSONDecodeError:
-            status = 400
-            raise
-        finally:
-            in_flight.value -= 1
-            elapsed = perf_counter() - start
-            route = route_template(request)
-            method = request.method
-            if method not in METHODS:
-                method = "OTHER"
-            try:
-                group, counted = groups[route]
-            except KeyError:
-                group = route_group(route)
-                counted = INTERNAL_ROUTES if group == "internal" else route
-                groups[route] = (group, counted)
-            if group is None:
-                durations.observe((route, method), elapsed, request.get("request_id"))
-            else:
-                others.observe((group,), elapsed)
-            requests.add((counted, method, status))
-            record(route, method, status, elapsed, request.content_length, resp_bytes,
-                   request.get("operation") if route == PROCESS_ROUTE else None)
+            group, counted = self.groups[route]
+        except KeyError:
+            group = route_group(route)
+            counted = INTERNAL_ROUTES if group == "internal" else route
+            self.groups[route] = (group, counted)
+        if group is None:
+            self.durations.observe((route, method), elapsed, request.get(REQUEST_ID))
+        else:
+            self.others.observe((group,), elapsed)
+        self.requests.add((counted, method, status))
+        self.analytics.record(route, method, status, elapsed, request.content_length, resp_bytes,
+                              request.get(OPERATION) if route == PROCESS_ROUTE else None)
 
-    return metrics_middleware
+
+def make(ctx):
+    return MetricsLayer(ctx)

@@ -16,17 +16,14 @@ RateLimit-Limit / -Remaining / -Reset unless `headers` is off.
 from __future__ import annotations
 
 import math
-from time import perf_counter
 
-from aiohttp import web
-
+from service.context import BENCHMARK_MARK, KEY_NAME, KEY_TIER
 from service.errors import ApiError
-from service.middleware.stackperf import SAMPLE, timed_inner
 from service.keys import ANONYMOUS, BENCHMARK
+from service.middleware.stack import Layer, Wait
 from service.ratelimit import GLOBAL, RateLimiter
 
 NAME = "rate_limit"
-PROBED = True
 
 
 def _refuse(rl: RateLimiter, decision, limit: int, burst: int, scope: str, tier: str | None, cid: str | None):
@@ -43,59 +40,93 @@ def _refuse(rl: RateLimiter, decision, limit: int, burst: int, scope: str, tier:
                     details, headers=headers)
 
 
-def make(ctx):
-    rl = ctx.ratelimiter
-    if rl is None:
-        rl = ctx.ratelimiter = RateLimiter(ctx.store, ctx.settings.redis_url)
-    get = ctx.store.get
-    secret = ctx.secret
-    unnamed = (None, ANONYMOUS, BENCHMARK)
+class RateLimitLayer(Layer):
+    """None (not limited), or what the answer's RateLimit headers say: (limit, decision, headers on)."""
+    name = NAME
 
-    @web.middleware
-    async def rate_limit_middleware(request: web.Request, handler):
-        rec = SAMPLE.get()
-        if rec is not None:
-            rec.append(perf_counter())
-        cfg = get("rate_limit")
+    def __init__(self, ctx):
+        rl = ctx.ratelimiter
+        if rl is None:
+            rl = ctx.ratelimiter = RateLimiter(ctx.store, ctx.settings.redis_url)
+        self.rl = rl
+        self.get = ctx.store.get
+        self.secret = ctx.secret
+
+    def enter(self, request):
+        cfg = self.get("rate_limit")
         glimit = cfg["global_limit_per_minute"]
-        enabled = cfg["enabled"]
-        if (enabled or glimit is not None) and request.path.startswith(rl.prefixes) \
-                and not request.get("benchmark"):
-            burst = cfg["burst_size"]
-            if glimit is not None:
-                d = rl.check(GLOBAL, glimit, burst)
-                if d is None:
-                    d = await rl.acquire(GLOBAL, glimit, burst)
-                if not d[0]:
-                    rl.count(False, GLOBAL)
-                    raise _refuse(rl, d, glimit, burst, "global", None, None)
-            if enabled:
-                name = request.get("key_name")
-                if name in unnamed:
-                    name = None
-                    cid = secret.client_ip_id(request.remote)
-                else:
-                    cid = "key:" + name
-                limit, tier = rl.limit_for(name, request.get("key_tier"), cfg)
-                d = rl.check(cid, limit, burst)
-                if d is None:
-                    d = await rl.acquire(cid, limit, burst)
-                rl.count(d[0], tier)
-                if not d[0]:
-                    raise _refuse(rl, d, limit, burst, "client", tier, cid)
-            else:
-                rl.count(True, GLOBAL)
-                limit = glimit
-            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-            if cfg["headers"]:
-                h = resp.headers
-                h["RateLimit-Limit"] = str(limit)
-                h["RateLimit-Remaining"] = str(d[1])
-                h["RateLimit-Reset"] = str(math.ceil(d[2]) if d[2] > 0 else 0)
-        else:
-            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-        if rec is not None:
-            rec.append(perf_counter())
-        return resp
+        rl = self.rl
+        if not ((cfg["enabled"] or glimit is not None) and request.path.startswith(rl.prefixes)) \
+                or request.get(BENCHMARK_MARK):
+            return None
+        g = None
+        if glimit is not None:
+            g = rl.check(GLOBAL, glimit, cfg["burst_size"])
+            if g is None:
+                return Wait((cfg, None))  # no local lease of the global throttle: ask Redis
+            self._check_global(g, cfg)
+        if not cfg["enabled"]:
+            rl.count(True, GLOBAL)
+            return glimit, g, cfg["headers"]
+        cid, limit, tier = self._client(request, cfg)
+        d = rl.check(cid, limit, cfg["burst_size"])
+        if d is None:
+            return Wait((cfg, g))
+        return self._decided(cfg, d, limit, tier, cid)
 
-    return rate_limit_middleware
+    async def wait(self, request, pending):
+        cfg, g = pending
+        rl = self.rl
+        burst = cfg["burst_size"]
+        glimit = cfg["global_limit_per_minute"]
+        if glimit is not None and g is None:
+            g = await rl.acquire(GLOBAL, glimit, burst)
+            self._check_global(g, cfg)
+            if not cfg["enabled"]:
+                rl.count(True, GLOBAL)
+                return glimit, g, cfg["headers"]
+            cid, limit, tier = self._client(request, cfg)
+            d = rl.check(cid, limit, burst)
+            if d is None:
+                d = await rl.acquire(cid, limit, burst)
+        else:
+            cid, limit, tier = self._client(request, cfg)
+            d = await rl.acquire(cid, limit, burst)
+        return self._decided(cfg, d, limit, tier, cid)
+
+    def _check_global(self, g, cfg) -> None:
+        if not g[0]:
+            self.rl.count(False, GLOBAL)
+            raise _refuse(self.rl, g, cfg["global_limit_per_minute"], cfg["burst_size"], "global", None, None)
+
+    def _client(self, request, cfg) -> tuple:
+        """(client id, its limit, its tier): a key's name, else a keyed hash of the address."""
+        name = request.get(KEY_NAME)
+        if name in UNNAMED:
+            name = None
+            cid = self.secret.client_ip_id(request.remote)
+        else:
+            cid = "key:" + name
+        limit, tier = self.rl.limit_for(name, request.get(KEY_TIER), cfg)
+        return cid, limit, tier
+
+    def _decided(self, cfg, d, limit: int, tier, cid: str):
+        self.rl.count(d[0], tier)
+        if not d[0]:
+            raise _refuse(self.rl, d, limit, cfg["burst_size"], "client", tier, cid)
+        return limit, d, cfg["headers"]
+
+    def leave(self, request, resp, state):
+        if state is not None and state[2]:
+            limit, d, _ = state
+            h = resp.headers
+            h["RateLimit-Limit"] = str(limit)
+            h["RateLimit-Remaining"] = str(d[1])
+            h["RateLimit-Reset"] = str(math.ceil(d[2]) if d[2] > 0 else 0)
+
+
+UNNAMED = (None, ANONYMOUS, BENCHMARK)  # requests limited by address, not by key
+
+
+def make(ctx):
+    return RateLimitLayer(ctx)

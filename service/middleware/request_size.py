@@ -19,17 +19,14 @@ body is not drained.
 """
 from __future__ import annotations
 
-from time import perf_counter
-
 from aiohttp import web
 
 from exporter.metrics import REQUEST_SIZE_REJECTIONS
-from service.errors import ApiError, error_response
+from service.errors import ApiError
 from service.http import read_request
-from service.middleware.stackperf import SAMPLE, timed_inner
+from service.middleware.stack import Layer, Wait
 
 NAME = "request_size"
-PROBED = True
 
 CLASSES = ("json", "form", "file", "streaming", "other")
 STREAMING_TYPES = {"application/octet-stream", "application/x-ndjson", "application/jsonl", "application/x-jsonlines",
@@ -93,8 +90,9 @@ class RequestSize:
         if size > self.max_seen[cls]:
             self.max_seen[cls] = size
 
-    def reject(self, request: web.Request, cls: str, limit: int, declared: int | None, while_reading: bool,
-               encoded: bool = False) -> web.Response:
+    def reject(self, cls: str, limit: int, declared: int | None, while_reading: bool,
+               encoded: bool = False) -> ApiError:
+        """The 413 to raise (counted); it closes the connection: what is left of the body is not drained."""
         self.rejected[cls] += 1
         if while_reading:
             self.rejected_streaming += 1
@@ -109,10 +107,8 @@ class RequestSize:
                    "checked": "while reading" if while_reading else "Content-Length"}
         if declared is not None:
             details["content_length"] = declared
-        resp = error_response(request, 413, "PAYLOAD_TOO_LARGE",
-                              f"{what} exceeds the {cls} limit of {limit} bytes", details)
-        resp.force_close()  # do not drain what is left of an oversized body
-        return resp
+        return ApiError(413, "PAYLOAD_TOO_LARGE", f"{what} exceeds the {cls} limit of {limit} bytes", details,
+                        close=True)
 
     def percentile(self, cls: str, q: float) -> int | None:
         """Upper bound (power of two) of the q-quantile of accepted sizes."""
@@ -134,26 +130,21 @@ class RequestSize:
                 for c in CLASSES}
 
 
-def make(ctx):
-    rs = ctx.extras.get("request_size")
-    if rs is None:
-        rs = ctx.extras["request_size"] = RequestSize(ctx.store)
-    get = ctx.store.get
+class RequestSizeLayer(Layer):
+    name = NAME
 
-    @web.middleware
-    async def request_size_middleware(request: web.Request, handler):
-        rec = SAMPLE.get()
-        if rec is not None:
-            rec.append(perf_counter())
-        cfg = get("request_size")
+    def __init__(self, rs: RequestSize, store):
+        self.rs = rs
+        self.get = store.get
+
+    def enter(self, request):
+        """None (not checked) or (content class, declared length or None); Wait when the body is read here."""
+        cfg = self.get("request_size")
         headers = request.headers
         cl = headers.get("Content-Length")
         if not cfg["enabled"] or (cl is None and "Transfer-Encoding" not in headers):
-            if rec is None:
-                return await handler(request)
-            resp = await timed_inner(rec, handler, request)
-            rec.append(perf_counter())
-            return resp
+            return None
+        rs = self.rs
         cls = rs.classify(headers.get("Content-Type", ""))
         limit = rs.limits[cls]
         declared = None
@@ -162,27 +153,46 @@ def make(ctx):
                 declared = int(cl)
             except ValueError:
                 raise ApiError(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number",
-                               field="Content-Length")
+                               field="Content-Length") from None
             if declared > limit:
-                return rs.reject(request, cls, limit, declared, False)
+                raise rs.reject(cls, limit, declared, False)
         elif not cfg["enable_streaming"]:
             raise ApiError(411, "LENGTH_REQUIRED", "chunked request bodies are not accepted; send Content-Length",
                            {"field": "Content-Length", "limit_bytes": limit})
         request._client_max_size = limit  # aiohttp's read()/post() enforce it as the body streams in
-        try:
-            if not cfg["check_async"]:
-                rs.checked["bodies"] += 1
-                await read_request(request, cfg["chunk_size"], rs.checked)
-            resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-        except web.HTTPRequestEntityTooLarge:
-            return rs.reject(request, cls, request._client_max_size, declared, True,
-                             encoded="Content-Encoding" in headers)
-        if declared is not None:
-            rs.record(cls, declared)
-        elif request._read_bytes is not None:
-            rs.record(cls, len(request._read_bytes))
-        if rec is not None:
-            rec.append(perf_counter())
-        return resp
+        if not cfg["check_async"]:
+            return Wait((cls, declared, cfg["chunk_size"]))
+        return cls, declared
 
-    return request_size_middleware
+    async def wait(self, request, state):
+        """check_async off: the body is read here, chunk_size bytes at a time, before the handler."""
+        cls, declared, chunk_size = state
+        self.rs.checked["bodies"] += 1
+        try:
+            await read_request(request, chunk_size, self.rs.checked)
+        except web.HTTPRequestEntityTooLarge:
+            raise self._too_large(request, cls, declared) from None
+        return cls, declared
+
+    def leave(self, request, resp, state):
+        if state is not None:
+            cls, declared = state
+            if declared is not None:
+                self.rs.record(cls, declared)
+            elif request._read_bytes is not None:
+                self.rs.record(cls, len(request._read_bytes))
+
+    def fail(self, request, exc, state):
+        if state is not None and isinstance(exc, web.HTTPRequestEntityTooLarge):
+            raise self._too_large(request, state[0], state[1]) from None
+
+    def _too_large(self, request, cls: str, declared: int | None) -> ApiError:
+        return self.rs.reject(cls, request._client_max_size, declared, True,
+                              encoded="Content-Encoding" in request.headers)
+
+
+def make(ctx):
+    rs = ctx.extras.get("request_size")
+    if rs is None:
+        rs = ctx.extras["request_size"] = RequestSize(ctx.store)
+    return RequestSizeLayer(rs, ctx.store)

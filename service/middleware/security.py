@@ -1,26 +1,21 @@
-"""Security headers on every response, CORS, and the stack's timing sampler.
+"""Security headers on every response, and CORS.
 
 Outermost in the stack so that every response gets the headers, including
-the error responses the errors middleware renders.  It answers CORS
-preflights itself (before auth: browsers never send credentials on a
-preflight) and, for one request in `middleware.sample_every`, starts the
-per-middleware timing sample (service/middleware/stackperf.py).
+the error responses the errors layer renders.  It answers CORS preflights
+itself (before auth: browsers never send credentials on a preflight).
 
 Headers and CORS sets are precomputed when the config changes, so a request
 costs one headers.update().
 """
 from __future__ import annotations
 
-from time import perf_counter
-
 from aiohttp import web
 from multidict import CIMultiDict
 
 from service.errors import error_response
-from service.middleware.stackperf import SAMPLE, timed_inner
+from service.middleware.stack import Answer, Layer
 
 NAME = "security"
-PROBED = True
 
 
 def add_vary(resp, token: str) -> None:
@@ -109,43 +104,34 @@ class Security:
         add_vary(resp, "Origin")
 
 
+class SecurityLayer(Layer):
+    """CORS preflights answered here (before auth: browsers never send credentials on one); the
+    security headers and CORS headers on every response, errors included."""
+    name = NAME
+
+    def __init__(self, sec: Security):
+        self.sec = sec
+
+    def enter(self, request):
+        sec = self.sec
+        if sec.cors_enabled and request.method == "OPTIONS":
+            origin = request.headers.get("Origin")
+            if origin is not None and "Access-Control-Request-Method" in request.headers:
+                raise Answer(sec.preflight(request, origin))
+
+    def leave(self, request, resp, state):
+        sec = self.sec
+        resp.headers.update(sec.headers)
+        if sec.cors_enabled:
+            sec.add_cors(request, resp)
+
+    def fail(self, request, exc, state):
+        if isinstance(exc, web.HTTPException):  # only what the errors layer passes on (< 400)
+            exc.headers.update(self.sec.headers)
+
+
 def make(ctx):
     sec = ctx.extras.get("security")
     if sec is None:
         sec = ctx.extras["security"] = Security(ctx.store)
-    prof = ctx.extras["stackperf"]
-    finish = prof.finish
-    countdown = prof.every
-
-    @web.middleware
-    async def security_middleware(request: web.Request, handler):
-        nonlocal countdown
-        countdown -= 1
-        if countdown > 0:
-            rec = None
-        else:
-            countdown = prof.every
-            rec = [perf_counter()]
-            token = SAMPLE.set(rec)
-        try:
-            if sec.cors_enabled and request.method == "OPTIONS":
-                origin = request.headers.get("Origin")
-                if origin is not None and "Access-Control-Request-Method" in request.headers:
-                    return sec.preflight(request, origin)
-            try:
-                resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
-            except web.HTTPException as e:  # only what the errors middleware passes on (< 400)
-                e.headers.update(sec.headers)
-                raise
-            resp.headers.update(sec.headers)
-            if sec.cors_enabled:
-                sec.add_cors(request, resp)
-            if rec is not None:
-                rec.append(perf_counter())
-            return resp
-        finally:
-            if rec is not None:
-                SAMPLE.reset(token)
-                finish(rec)
-
-    return security_middleware
+    return SecurityLayer(sec)

@@ -29,18 +29,14 @@ import re
 import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from functools import partial
-from time import perf_counter
-
 from aiohttp import web
 
 from exporter.metrics import API_VERSION_REQUESTS
 from service.errors import ApiError, safe_field
-from service.middleware.stackperf import SAMPLE, timed_inner
+from service.middleware.stack import Layer, Rerouted, Wait
 from exporter.tally import Tally
 
 NAME = "versioning"
-PROBED = True
 
 ROUTE_VERSION = "v1"  # the prefix the handlers are registered under
 ROUTE_PREFIX = f"/{ROUTE_VERSION}/"
@@ -98,7 +94,6 @@ class Versioning:
         self.unsupported = 0
         self.fallbacks = 0
         self.rewrites = 0
-        self.inner: list = []  # middlewares after this one (set by build_stack), for re-routed requests
         self._build()
         store.subscribe(self._on_config)
 
@@ -190,7 +185,7 @@ class Versioning:
         self.cache[inputs] = (result, now + cfg["cache_ttl"])
         return result
 
-    def fast_resolve(self, request: web.Request, path: str, cfg: dict):
+    def fast_resolve(self, request: web.Request, path: str):
         """The common case without building the cache key: a /vN/ path and no other hint."""
         headers = request.headers
         if HEADER in headers or "?" in request.raw_path:
@@ -206,6 +201,7 @@ class Versioning:
 
     # ---- re-routing /vN/... onto the /v1 handlers ------------------------------
     async def reroute(self, request: web.Request, path: str):
+        """(the request on its /v1 route, that route's handler), or None when /v1 has no such route."""
         rest = path.split("/", 2)[2] if path.count("/") >= 2 else ""
         new = request.clone(rel_url=request.rel_url.with_path(f"{ROUTE_PREFIX}{rest}"))
         app = request.app
@@ -215,12 +211,9 @@ class Versioning:
         match_info.add_app(app)
         match_info.freeze()
         new._match_info = match_info
-        request._match_info = match_info  # the outer middlewares (metrics) see the real route
-        handler = match_info.handler
-        for mw in reversed(self.inner):
-            handler = partial(mw, handler=handler)
+        request._match_info = match_info  # the outer layers (metrics) see the real route
         self.rewrites += 1
-        return new, handler
+        return new, match_info.handler
 
     def stats(self) -> dict:
         total = self.hits + self.misses
@@ -238,54 +231,58 @@ class Versioning:
                           "size": len(self.cache), "hit_ratio": round(self.hits / total, 4) if total else None}}
 
 
-def make(ctx):
-    ver = ctx.extras.get("versioning")
-    if ver is None:
-        ver = ctx.extras["versioning"] = Versioning(ctx.store)
-    get = ctx.store.get
+class VersioningLayer(Layer):
+    """The version of a /vN/... request (None for other paths); a supported /vN/ with no route of its
+    own is re-routed onto /v1 (the inner layers and the handler then see the /v1 request)."""
+    name = NAME
 
-    counts = ver.counts
+    def __init__(self, ver: Versioning, store):
+        self.ver = ver
+        self.get = store.get
 
-    @web.middleware
-    async def versioning_middleware(request: web.Request, handler):
-        rec = SAMPLE.get()
-        if rec is not None:
-            rec.append(perf_counter())
+    def enter(self, request):
         path = request.path
+        ver = self.ver
         if not ver.enabled or len(path) < 3 or path[1] != "v" or not path[2].isdigit():
-            if rec is None:
-                return await handler(request)
-            resp = await timed_inner(rec, handler, request)
-            rec.append(perf_counter())
-            return resp
-        cfg = get("versioning")
-        result = ver.fast_resolve(request, path, cfg)
+            return None
+        result = ver.fast_resolve(request, path)
         if result is None:
             try:
-                result = ver.resolve(request, path, cfg)
+                result = ver.resolve(request, path, self.get("versioning"))
             except ApiError:
                 ver.unsupported += 1
                 raise
             if result[2] is not None:
                 ver.fallbacks += 1
+        if ver.metrics_enabled:
+            ver.counts.add((result[0], result[1]))
         if not path.startswith(ROUTE_PREFIX) and request.match_info.http_exception is not None:
             seg = normalize(path[1:].split("/", 1)[0])
             if seg is not None and seg[0] in ver.supported:
-                routed = await ver.reroute(request, path)
-                if routed is not None:
-                    request, handler = routed
-        version = result[0]
-        if ver.metrics_enabled:
-            counts.add((version, result[1]))
-        resp = await handler(request) if rec is None else await timed_inner(rec, handler, request)
+                return Wait(result)
+        return result
+
+    async def wait(self, request, result):
+        routed = await self.ver.reroute(request, request.path)
+        return result if routed is None else Rerouted(routed[0], routed[1], result)
+
+    def leave(self, request, resp, result):
+        if result is None:
+            return
+        if type(result) is Rerouted:
+            result = result.state
         h = resp.headers
+        version = result[0]
         h["X-API-Version"] = version
-        if ver.deprecation and version in ver.deprecation:
-            h.update(ver.deprecation[version])
+        deprecation = self.ver.deprecation
+        if deprecation and version in deprecation:
+            h.update(deprecation[version])
         if result[2] is not None:
             h["X-API-Version-Requested"] = result[2]
-        if rec is not None:
-            rec.append(perf_counter())
-        return resp
 
-    return versioning_middleware
+
+def make(ctx):
+    ver = ctx.extras.get("versioning")
+    if ver is None:
+        ver = ctx.extras["versioning"] = Versioning(ctx.store)
+    return VersioningLayer(ver, ctx.store)

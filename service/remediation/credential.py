@@ -14,6 +14,8 @@ import logging
 
 from aiohttp import web
 
+from service.context import KEY_NAME, SCOPES
+
 log = logging.getLogger("service.remediation")
 
 WEBHOOK_PATH = "/internal/alerts/webhook"
@@ -53,6 +55,6 @@ def webhook_identity(request: web.Request, presented: str, token: bytes | None) 
         return False
     if not hmac.compare_digest(presented.encode(), token):
         return False
-    request["key_name"] = WEBHOOK_KEY_NAME
-    request["scopes"] = frozenset({WEBHOOK_SCOPE})
+    request[KEY_NAME] = WEBHOOK_KEY_NAME
+    request[SCOPES] = frozenset({WEBHOOK_SCOPE})
     return True

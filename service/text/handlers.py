@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from service.context import CTX
+from service.context import CTX, KEY_NAME, OPERATION, REQUEST_ID
 from service.errors import ApiError
 from service.http import decode_json, json_response, read_body, read_json
 from exporter.metrics import TEXT_DEGRADED
@@ -36,10 +36,10 @@ async def _run(request: web.Request, operation: str | None) -> web.Response:
         parsed = (req, text.ctx.cache.key_for(req))
         text.memo.put(route, raw, parsed)
     req, key = parsed
-    text.by_key.add((request.get("key_name", UNNAMED), req.operation))
+    text.by_key.add((request.get(KEY_NAME, UNNAMED), req.operation))
     if operation is None:  # /process: analytics learns the operation here (other routes name it)
-        request["operation"] = req.operation
-    rid = request["request_id"]
+        request[OPERATION] = req.operation
+    rid = request[REQUEST_ID]
     out = text.cached(req, key, rid)
     if out is None:
         out = await text.process(req, rid, key)
@@ -69,8 +69,8 @@ async def batch(request: web.Request) -> web.Response:
     if not 1 <= len(items) <= limits["batch_max_items"]:
         raise ApiError(422, "VALIDATION_ERROR", f"requests must hold 1 to {limits['batch_max_items']} items",
                        field="requests")
-    rid = request["request_id"]
-    key_name = request.get("key_name", UNNAMED)
+    rid = request[REQUEST_ID]
+    key_name = request.get(KEY_NAME, UNNAMED)
     sem = asyncio.Semaphore(limits["batch_concurrency"])
 
     async def one(i: int, item) -> dict:

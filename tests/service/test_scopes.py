@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from aiohttp import web
 
-from service.context import CTX
+from service.context import CTX, KEY_NAME, SCOPES
 from service.keys import ALL_SCOPES
 from tests.helpers import API_KEY
 
@@ -37,7 +37,7 @@ async def probe_client(aiohttp_client, tmp_path):
 
         @web.middleware
         async def probe(request, handler):
-            return web.json_response({"key_name": request["key_name"], "scopes": sorted(request["scopes"])})
+            return web.json_response({"key_name": request[KEY_NAME], "scopes": sorted(request[SCOPES])})
         app.middlewares.append(probe)
         return await aiohttp_client(app)
 

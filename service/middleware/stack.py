@@ -1,0 +1,188 @@
+"""The middleware stack as one aiohttp middleware: each layer's steps called in order.
+
+A layer (one module each, listed in service/middleware/__init__.py) has
+three plain methods:
+
+    enter(request) -> state         before the handler; raises to refuse
+    leave(request, response, state) after it, innermost first; returns None,
+                                    or an awaitable giving the response
+    fail(request, exc, state)       an exception from inside it; returns a
+                                    response to answer with, None to pass
+                                    the exception on outwards, or raises
+                                    another one in its place
+
+An enter that must wait (reading the body, a Redis lease, an admission
+slot) returns Wait(state), and the runner awaits the layer's
+`wait(request, state)` for the state.  A state of type Rerouted (versioning: /v2/... served by the /v1
+route) replaces the request and handler the inner layers and the handler
+see; the outer layers keep the original.  An Answer raised by an enter is
+the response itself (a CORS preflight), sent without the layers outside it.
+
+One coroutine for the whole stack instead of one per layer: what the nine
+layers cost is their own work, not nine frames, partials and try blocks.
+
+Timing (service/middleware/stackperf.py): for one request in
+`middleware.sample_every` each layer is wrapped in Timed, which records
+perf_counter() around every step, so each
+layer's own time, the handler's and the runner's own are measured directly.
+"""
+from __future__ import annotations
+
+from time import perf_counter
+
+from aiohttp import web
+
+class Wait:
+    """An enter's answer when it must wait: the runner awaits layer.wait(request, state) for the state."""
+    __slots__ = ("state",)
+
+    def __init__(self, state=None):
+        self.state = state
+
+
+class Rerouted:
+    """A state that re-routes the request: the inner layers and the handler get `request` and `handler`."""
+    __slots__ = ("request", "handler", "state")
+
+    def __init__(self, request, handler, state):
+        self.request = request
+        self.handler = handler
+        self.state = state
+
+
+class Answer(Exception):
+    """Raised by an enter: send this response as it is, past the layers outside."""
+
+    def __init__(self, response: web.StreamResponse):
+        super().__init__("answered by a layer")
+        self.response = response
+
+
+class Layer:
+    """The steps a layer leaves out do nothing."""
+    name = "layer"
+
+    def enter(self, request):
+        return None
+
+    def leave(self, request, response, state):
+        return None
+
+    def fail(self, request, exc, state):
+        return None
+
+    async def wait(self, request, state):
+        return state
+
+
+def build(layers: list, prof) -> web.middleware:
+    """The one middleware of the app; `prof` is the StackProfiler that samples it."""
+    outward = list(range(len(layers) - 1, -1, -1))
+    finish = prof.finish
+    countdown = prof.every
+
+    @web.middleware
+    async def stack(request: web.Request, handler, layers=layers):
+        nonlocal countdown
+        countdown -= 1
+        ts = None
+        if countdown <= 0:  # a sampled request: the same steps, each between two timestamps
+            countdown = prof.every
+            ts = []
+            layers = [Timed(layer, ts) for layer in layers]
+            handler = _timed(handler, ts)
+        req = request
+        split = 0  # layers from this index on see the re-routed request
+        states = []
+        exc = None
+        try:
+            for layer in layers:
+                st = layer.enter(req)
+                if type(st) is Wait:
+                    st = await layer.wait(req, st.state)
+                    if type(st) is Rerouted:
+                        req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
+                        split = len(states) + 1
+                states.append(st)
+            resp = await handler(req)
+        except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
+            exc = e
+        for i in outward[len(layers) - len(states):]:
+            layer = layers[i]
+            r = req if i >= split else request
+            if exc is None:
+                try:
+                    w = layer.leave(r, resp, states[i])
+                    if w is not None:
+                        resp = await w
+                except BaseException as e:
+                    exc = e
+            else:
+                try:
+                    out = layer.fail(r, exc, states[i])
+                except BaseException as e:
+                    exc = e
+                    continue
+                if out is not None:
+                    resp = out
+                    exc = None
+        if ts is not None:
+            finish(ts)
+        if exc is not None:
+            if type(exc) is Answer:
+                return exc.response
+            raise exc
+        return resp
+
+    return stack
+
+
+class Timed:
+    """A layer of a sampled request: perf_counter() before and after each of its steps, into `ts`.
+    A complete sample is [enter_0 start, end, ..., handler start, end, leave_(n-1) start, end, ...,
+    leave_0 start, end]; one cut short by an exception has fewer and is not used."""
+    __slots__ = ("layer", "ts", "name")
+
+    def __init__(self, layer: Layer, ts: list):
+        self.layer = layer
+        self.ts = ts
+        self.name = layer.name
+
+    def enter(self, request):
+        ts = self.ts
+        ts.append(perf_counter())
+        st = self.layer.enter(request)
+        if type(st) is not Wait:
+            ts.append(perf_counter())
+        return st
+
+    async def wait(self, request, state):
+        st = await self.layer.wait(request, state)
+        self.ts.append(perf_counter())
+        return st
+
+    def leave(self, request, resp, state):
+        ts = self.ts
+        ts.append(perf_counter())
+        w = self.layer.leave(request, resp, state)
+        if w is None:
+            ts.append(perf_counter())
+            return None
+        return self._finish(w)
+
+    async def _finish(self, w):
+        resp = await w
+        self.ts.append(perf_counter())
+        return resp
+
+    def fail(self, request, exc, state):
+        return self.layer.fail(request, exc, state)
+
+
+def _timed(handler, ts: list):
+    async def timed(request):
+        ts.append(perf_counter())
+        resp = await handler(request)
+        ts.append(perf_counter())
+        return resp
+    return timed
