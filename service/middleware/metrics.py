@@ -91,7 +91,8 @@ class MetricsLayer(Layer):
         self.durations = HistogramTally(HTTP_DURATION, companions=(IN_FLIGHT,))
         self.others = HistogramTally(HTTP_OTHER_DURATION)
         ctx.extras["http_tallies"] = (self.requests, self.durations, self.others)
-        self.groups: dict[str, tuple] = {}  # route template -> (route_group, counter route): one dict lookup
+        self.plans: dict = {}  # matched route -> _plan(its template): one dict lookup a request
+        self._unmatched = self._plan("unmatched")
 
     def enter(self, request):
         IN_FLIGHT.value += 1
@@ -107,16 +108,17 @@ class MetricsLayer(Layer):
     def record(self, request, status: int, resp_bytes, start: float) -> None:
         IN_FLIGHT.value -= 1
         elapsed = perf_counter() - start
-        route = route_template(request)
+        info = request.match_info
+        if info.http_exception is None:  # a matched route: its labels looked up once (by the route object)
+            plan = self.plans.get(info.route)
+            if plan is None:
+                plan = self.plans[info.route] = self._plan(route_template(request))
+        else:
+            plan = self._unmatched
+        route, group, counted = plan
         method = request.method
         if method not in METHODS:
             method = "OTHER"
-        try:
-            group, counted = self.groups[route]
-        except KeyError:
-            group = route_group(route)
-            counted = INTERNAL_ROUTES if group == "internal" else route
-            self.groups[route] = (group, counted)
         if group is None:
             self.durations.observe((route, method), elapsed, request.get(REQUEST_ID))
         else:
@@ -124,6 +126,12 @@ class MetricsLayer(Layer):
         self.requests.add((counted, method, status))
         self.analytics.record(route, method, status, elapsed, request.content_length, resp_bytes,
                               request.get(OPERATION) if route == PROCESS_ROUTE else None)
+
+    @staticmethod
+    def _plan(route: str) -> tuple:
+        """(route template, its group in the shared histogram or None, its request counter label)."""
+        group = route_group(route)
+        return route, group, INTERNAL_ROUTES if group == "internal" else route
 
 
 def make(ctx):

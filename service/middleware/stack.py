@@ -16,7 +16,8 @@ slot) returns Wait(state), and the runner awaits the layer's
 `wait(request, state)` for the state.  A state of type Rerouted (versioning: /v2/... served by the /v1
 route) replaces the request and handler the inner layers and the handler
 see; the outer layers keep the original.  An Answer raised by an enter is
-the response itself (a CORS preflight), sent without the layers outside it.
+the response itself (a CORS preflight): the inner layers and the handler are
+skipped, the layers outside it leave as usual.
 
 One coroutine for the whole stack instead of one per layer: what the nine
 layers cost is their own work, not nine frames, partials and try blocks.
@@ -51,7 +52,7 @@ class Rerouted:
 
 
 class Answer(Exception):
-    """Raised by an enter: send this response as it is, past the layers outside."""
+    """Raised by an enter: answer with this response (the layers already entered leave with it)."""
 
     def __init__(self, response: web.StreamResponse):
         super().__init__("answered by a layer")
@@ -105,6 +106,8 @@ def build(layers: list, prof) -> web.middleware:
                         split = len(states) + 1
                 states.append(st)
             resp = await handler(req)
+        except Answer as a:
+            resp = a.response
         except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
             exc = e
         for i in outward[len(layers) - len(states):]:
@@ -129,8 +132,6 @@ def build(layers: list, prof) -> web.middleware:
         if ts is not None:
             finish(ts)
         if exc is not None:
-            if type(exc) is Answer:
-                return exc.response
             raise exc
         return resp
 

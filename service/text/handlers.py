@@ -26,35 +26,31 @@ OPERATION_INFO = {
 }
 
 
-async def _run(request: web.Request, operation: str | None) -> web.Response:
-    text = request.app[CTX].text
-    raw = await read_body(request)
-    route = (operation, request.headers.get("Content-Type"))
-    parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
-    if parsed is None:
-        req = parse_text_request(decode_json(request, raw), operation, text.ctx.store.get("text"))
-        parsed = (req, text.ctx.cache.key_for(req))
-        text.memo.put(route, raw, parsed)
-    req, key = parsed
-    text.by_key.add((request.get(KEY_NAME, UNNAMED), req.operation))
-    if operation is None:  # /process: analytics learns the operation here (other routes name it)
-        request[OPERATION] = req.operation
-    rid = request[REQUEST_ID]
-    out = text.cached(req, key, rid)
-    if out is None:
-        out = await text.process(req, rid, key)
-    return web.Response(body=out, content_type=JSON)
-
-
-def _op_handler(operation: str):
+def _op_handler(operation: str | None):
+    """The handler of one operation's route (None: /process, the operation is in the body)."""
     async def handler(request: web.Request) -> web.Response:
-        return await _run(request, operation)
-    handler.__name__ = f"text_{operation}"
+        text = request.app[CTX].text
+        raw = await read_body(request)
+        route = (operation, request.headers.get("Content-Type"))
+        parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
+        if parsed is None:
+            req = parse_text_request(decode_json(request, raw), operation, text.ctx.store.get("text"))
+            parsed = (req, text.ctx.cache.key_for(req))
+            text.memo.put(route, raw, parsed)
+        req, key = parsed
+        text.by_key.add((request.get(KEY_NAME, UNNAMED), req.operation))
+        if operation is None:  # /process: analytics learns the operation here (other routes name it)
+            request[OPERATION] = req.operation
+        rid = request[REQUEST_ID]
+        out = text.cached(req, key, rid)
+        if out is None:
+            out = await text.process(req, rid, key)
+        return web.Response(body=out, content_type=JSON)
+    handler.__name__ = f"text_{operation or 'process'}"
     return handler
 
 
-async def process(request: web.Request) -> web.Response:
-    return await _run(request, None)
+process = _op_handler(None)
 
 
 async def batch(request: web.Request) -> web.Response:

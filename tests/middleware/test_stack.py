@@ -1,0 +1,175 @@
+"""The stack runner (service/middleware/stack.py): the order of the steps, waits, re-routing,
+failures turned into answers, and what a cancelled request releases."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from service.config.sections import SECTIONS
+from service.config.store import ConfigStore
+from service.middleware import ORDER
+from service.middleware.stack import Answer, Layer, Rerouted, Wait, build
+from service.middleware.stackperf import StackProfiler
+
+
+class Recorder(Layer):
+    def __init__(self, name: str, log: list, wait: bool = False, refuse: Exception | None = None,
+                 rescue: bool = False, answer: bool = False):
+        self.name, self.log, self.waits, self.refuse, self.rescue, self.answer = name, log, wait, refuse, rescue, answer
+
+    def enter(self, request):
+        self.log.append(f"enter {self.name}")
+        if self.answer:
+            raise Answer(web.Response(status=204))
+        if self.refuse is not None:
+            raise self.refuse
+        return Wait(self.name) if self.waits else self.name
+
+    async def wait(self, request, state):
+        await asyncio.sleep(0)
+        self.log.append(f"wait {self.name}")
+        return state + "!"
+
+    def leave(self, request, resp, state):
+        self.log.append(f"leave {self.name} {state} {resp.status}")
+        resp.headers[f"X-{self.name}"] = state
+
+    def fail(self, request, exc, state):
+        self.log.append(f"fail {self.name} {type(exc).__name__}")
+        if self.rescue and isinstance(exc, Exception):
+            return web.Response(status=418)
+        return None
+
+
+def _prof(every: int = 1_000_000) -> StackProfiler:
+    prof = StackProfiler(ConfigStore(SECTIONS, env={}), ORDER)
+    prof.every = every
+    return prof
+
+
+async def _client(aiohttp_client, layers, handler=None, prof=None):
+    async def ok(request):
+        return web.Response(text="ok")
+    app = web.Application(middlewares=[build(layers, prof or _prof())])
+    app.router.add_get("/x", handler or ok)
+    return await aiohttp_client(app)
+
+
+async def test_enters_outside_in_leaves_inside_out_with_their_states(aiohttp_client):
+    log: list = []
+    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log, wait=True), Recorder("c", log)])
+    r = await client.get("/x")
+    assert r.status == 200 and r.headers["X-b"] == "b!" and r.headers["X-a"] == "a"
+    assert log == ["enter a", "enter b", "wait b", "enter c", "leave c c 200", "leave b b! 200", "leave a a 200"]
+
+
+async def test_a_refusal_unwinds_only_the_layers_entered_and_an_outer_one_answers(aiohttp_client):
+    log: list = []
+    layers = [Recorder("a", log, rescue=True), Recorder("b", log), Recorder("c", log, refuse=ValueError("no")),
+              Recorder("d", log)]
+    r = await (await _client(aiohttp_client, layers)).get("/x")
+    assert r.status == 418
+    assert log == ["enter a", "enter b", "enter c", "fail b ValueError", "fail a ValueError"]
+
+
+async def test_a_failure_raised_in_place_of_another_reaches_the_outer_layers(aiohttp_client):
+    log: list = []
+
+    class Swap(Recorder):
+        def fail(self, request, exc, state):
+            super().fail(request, exc, state)
+            raise KeyError("swapped")
+
+    layers = [Recorder("a", log, rescue=True), Swap("b", log)]
+
+    async def boom(request):
+        raise ValueError("handler")
+    r = await (await _client(aiohttp_client, layers, boom)).get("/x")
+    assert r.status == 418
+    assert log == ["enter a", "enter b", "fail b ValueError", "fail a KeyError"]
+
+
+async def test_an_answer_skips_the_inner_layers_and_the_outer_ones_leave(aiohttp_client):
+    log: list = []
+    layers = [Recorder("a", log), Recorder("b", log, answer=True), Recorder("c", log)]
+    r = await (await _client(aiohttp_client, layers)).get("/x")
+    assert r.status == 204 and r.headers["X-a"] == "a"
+    assert log == ["enter a", "enter b", "leave a a 204"]
+
+
+async def test_a_rerouted_request_reaches_the_inner_layers_and_the_new_handler(aiohttp_client):
+    seen: dict = {}
+
+    class Route(Layer):
+        name = "route"
+
+        def enter(self, request):
+            return Wait("v")
+
+        async def wait(self, request, state):
+            async def other(req):
+                return web.Response(text=req.headers["X-Clone"])
+            return Rerouted(request.clone(headers={"X-Clone": "yes"}), other, state)
+
+    class Inner(Layer):
+        name = "inner"
+
+        def enter(self, request):
+            seen["inner"] = request.headers.get("X-Clone")
+
+    class Outer(Layer):
+        name = "outer"
+
+        def leave(self, request, resp, state):
+            seen["outer"] = request.headers.get("X-Clone")
+
+    r = await (await _client(aiohttp_client, [Outer(), Route(), Inner()])).get("/x")
+    assert await r.text() == "yes"
+    assert seen == {"inner": "yes", "outer": None}
+
+
+async def test_a_leave_that_waits_gives_the_response(aiohttp_client):
+    class Later(Layer):
+        name = "later"
+
+        def leave(self, request, resp, state):
+            async def swap():
+                await asyncio.sleep(0)
+                return web.Response(text="later")
+            return swap()
+
+    r = await (await _client(aiohttp_client, [Later()])).get("/x")
+    assert await r.text() == "later"
+
+
+async def test_a_cancelled_request_runs_every_entered_fail_step(aiohttp_client):
+    log: list = []
+    started = asyncio.Event()
+
+    async def slow(request):
+        started.set()
+        await asyncio.sleep(30)
+        return web.Response(text="never")
+    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log)], slow)
+    task = asyncio.ensure_future(client.get("/x"))
+    await started.wait()
+    task.cancel()  # the client goes away: aiohttp cancels the handler
+    for _ in range(100):
+        if len(log) == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert log == ["enter a", "enter b", "fail b CancelledError", "fail a CancelledError"]
+
+
+async def test_a_sampled_request_times_every_step(aiohttp_client):
+    names = [m.__name__.rsplit(".", 1)[-1] for m in ORDER]
+    log: list = []
+    prof = _prof(every=1)
+    client = await _client(aiohttp_client, [Recorder(n, log, wait=(n == "auth")) for n in names], prof=prof)
+    for _ in range(3):
+        assert (await client.get("/x")).status == 200
+    snap = prof.snapshot()
+    assert snap["samples"] == 3 and snap["incomplete_samples"] == 0
+    assert set(snap["breakdown"]) == set(names) | {"stack"}
+    assert snap["breakdown"]["auth"]["avg_ms"] > 0  # its wait (a loop turn) counts as its own time
