@@ -101,19 +101,20 @@ class AuthLayer(Layer):
             ctx.store.subscribe(lambda section, new, old: section == "auth" and preinit(new))
 
     def enter(self, request):
+        shared = request._state  # (the request's dict: see service/context.py)
         mark = request.headers.get(BENCHMARK_HEADER)
         bench = mark is not None and self.secret.is_benchmark_token(mark)
         if bench:
-            request[BENCHMARK_MARK] = True
+            shared[BENCHMARK_MARK] = True
         ring = self.ring
         if not ring.configured:
-            request[KEY_NAME] = ANONYMOUS
-            request[SCOPES] = ALL_SCOPES
+            shared[KEY_NAME] = ANONYMOUS
+            shared[SCOPES] = ALL_SCOPES
             return None
         scope = required_scope(request.path, self.get("auth"))
         if scope is None:
-            request[KEY_NAME] = ANONYMOUS
-            request[SCOPES] = NO_SCOPES
+            shared[KEY_NAME] = ANONYMOUS
+            shared[SCOPES] = NO_SCOPES
             return None
         raw = presented_key(request)
         if raw is not None and webhook_identity(request, raw, self.webhook_token):
@@ -128,9 +129,9 @@ class AuthLayer(Layer):
         else:
             AUTH_REJECTIONS.labels(MISSING, scope).inc()
             raise _unauthorized("MISSING_API_KEY", "an API key is required (X-API-Key or Authorization: Bearer)")
-        request[KEY_NAME] = key.name
-        request[SCOPES] = key.scopes
-        request[KEY_TIER] = key.tier
+        shared[KEY_NAME] = key.name
+        shared[SCOPES] = key.scopes
+        shared[KEY_TIER] = key.tier
         if scope not in key.scopes:
             AUTH_REJECTIONS.labels(FORBIDDEN, scope).inc()
             raise forbidden(key, scope)

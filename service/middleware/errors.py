@@ -67,7 +67,7 @@ class ErrorsLayer(Layer):
 
     def enter(self, request):
         rid = _request_id(request)
-        request[REQUEST_ID] = rid
+        request._state[REQUEST_ID] = rid  # (the request's dict: see service/context.py)
         return rid, request_id_var.set(rid), perf_counter()
 
     def leave(self, request, resp, state):
@@ -75,7 +75,7 @@ class ErrorsLayer(Layer):
         resp.headers["X-Request-ID"] = rid
         if self.log_access:
             self.access_log.line(request.method, request.path, resp.status, rid, perf_counter() - start,
-                                 request.get(KEY_NAME))
+                                 request._state.get(KEY_NAME))
         request_id_var.reset(token)
 
     def fail(self, request, exc, state):

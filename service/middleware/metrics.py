@@ -120,12 +120,12 @@ class MetricsLayer(Layer):
         if method not in METHODS:
             method = "OTHER"
         if group is None:
-            self.durations.observe((route, method), elapsed, request.get(REQUEST_ID))
+            self.durations.observe((route, method), elapsed, request._state.get(REQUEST_ID))
         else:
             self.others.observe((group,), elapsed)
         self.requests.add((counted, method, status))
         self.analytics.record(route, method, status, elapsed, request.content_length, resp_bytes,
-                              request.get(OPERATION) if route == PROCESS_ROUTE else None)
+                              request._state.get(OPERATION) if route == PROCESS_ROUTE else None)
 
     @staticmethod
     def _plan(route: str) -> tuple:

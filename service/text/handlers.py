@@ -38,10 +38,11 @@ def _op_handler(operation: str | None):
             parsed = (req, text.ctx.cache.key_for(req))
             text.memo.put(route, raw, parsed)
         req, key = parsed
-        text.by_key.add((request.get(KEY_NAME, UNNAMED), req.operation))
+        shared = request._state  # (the request's dict: see service/context.py)
+        text.by_key.add((shared.get(KEY_NAME, UNNAMED), req.operation))
         if operation is None:  # /process: analytics learns the operation here (other routes name it)
-            request[OPERATION] = req.operation
-        rid = request[REQUEST_ID]
+            shared[OPERATION] = req.operation
+        rid = shared[REQUEST_ID]
         out = text.cached(req, key, rid)
         if out is None:
             out = await text.process(req, rid, key)
