@@ -180,6 +180,8 @@ async def test_refused_connection_is_connection(openai_store):
     try:
         e = await failure(p)
         assert e.kind == "connection" and e.retryable
+        pool = p.pool_info()  # the slot was taken (an acquisition that waited for nothing) and given back
+        assert pool["acquisitions"] == 1 and pool["queued"] == 0 and pool["in_use"] == 0 and pool["waiting"] == 0
         h = await p.health()
         assert h["status"] == "degraded" and "unreachable" in h["detail"]
     finally:
