@@ -116,7 +116,7 @@ class Resilience:
         if self.ctx.store.get("ai")["batch_processing"]:
             return await self.batcher.submit(req)
         self.batcher.provider_calls += 1
-        return await self.ctx.providers.process(req)
+        return await self.ctx.providers.current.process(req)  # (ProviderManager.process, one coroutine less)
 
     async def call(self, req: TextRequest) -> ProviderResult:
         op = req.operation

@@ -21,13 +21,16 @@ from service.resilience import AIUnavailable
 from service.text.memo import ValidationMemo
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps with separators builds an encoder per call)
+
+
 def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
     """The cacheable part of an answer: a JSON object missing its final '}'."""
     doc = {"operation": req.operation, "success": True}
     doc.update(result.payload)
     doc["metadata"] = {"word_count": len(req.text.split()), "provider": result.provider,
                        "model": result.model, "tokens": result.tokens}
-    return json.dumps(doc, separators=(",", ":")).encode()[:-1]
+    return _encode(doc).encode()[:-1]
 
 
 _second = [-1, ""]  # (epoch second, its ISO text up to the seconds): shared by the requests of that second
