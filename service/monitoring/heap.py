@@ -12,11 +12,12 @@ millisecond for a heap of tens of MB, but it walks every free chunk (tens of ms
 for a heap of 200,000 scattered values), and in a thread it would hold the
 heap's lock against the loop all the same.  So OVER_BUDGET_STREAK trims in a row
 that each take longer than monitoring.heap_trim_max_ms (one alone may be the
-box's noise), or one that takes FAR_OVER times it, pause the trimming (memory-analysis says so, a warning is logged)
-until either field changes.  glibc's heap figures (mallinfo2, in memory-analysis)
-are read right after each trim, under its budget: reading them walks the free
-chunks as well.  Where malloc_trim does not exist
-(another libc), nothing runs and memory-analysis says so.
+box's noise), or one that takes FAR_OVER times it, pause the trimming
+(memory-analysis says so, a warning is logged) until either field changes.
+glibc's heap figures (mallinfo2, in memory-analysis) are read right after each
+trim, under its budget: reading them walks the free chunks as well.  Where
+malloc_trim does not exist (another libc), nothing runs and memory-analysis says
+so.
 """
 from __future__ import annotations
 
