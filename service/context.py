@@ -34,8 +34,7 @@ CTX: web.AppKey[Context] = web.AppKey("ctx", Context)
 # what the stack's layers and the handlers share on a request (web.RequestKey: typed, no string keys).
 # On the hot path they are read and written in the request's own dict, `request._state` (what
 # request[KEY] reads): aiohttp's Mapping methods on the request cost two Python calls each
-# (request.get goes through collections.abc); on a cached hit that took 419 k instructions to 397 k
-# (valgrind, 1,500 requests).
+# (request.get goes through collections.abc): 12 calls fewer on a cached hit (cProfile's count).
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)        # errors layer
 KEY_NAME: web.RequestKey[str] = web.RequestKey("key_name", str)            # auth: a configured key name
 SCOPES: web.RequestKey[frozenset] = web.RequestKey("scopes", frozenset)    # auth
