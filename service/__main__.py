@@ -50,10 +50,13 @@ def run_worker() -> None:
 # The collector's young generation is collected after this many more tracked allocations than frees
 # (CPython's default: 700).  An uncached request holds ~90 tracked objects while it waits for the
 # upstream, so at 256 concurrent calls ~23,000 young objects are alive at any moment: with 700, every
-# 8th request collected the young generation and everything in flight was traversed again and promoted
-# (GC took ~160 us of CPU per request, a quarter of it).  Above the in-flight set the young generation
-# only fills with what outlives its requests (cyclic garbage, growth), so it is still collected.
-GC_YOUNG_THRESHOLD = 50_000
+# 8th request collected the young generation and everything in flight was traversed again and promoted.
+# The bench (quiet box, 2026-12-02), young threshold against proxy_capacity (c=256) and the longest
+# event-loop stall the scrape bench's probe saw after the seed replay's load tests:
+#     700: 0.71x proxy_floor, 4.6 ms;  10,000: 0.76x, 6.7 ms;  50,000: 0.85x, 73-91 ms
+# (with 50,000 each older-generation collection walks what the replay left in the cache at once).
+# A stall that long delays every request in flight, so the middle value.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 async def tune_gc(app=None) -> None:
