@@ -56,7 +56,7 @@ def test_up_and_down_twice_leave_nothing_running(tmp_path):
             assert rules and any(r.get("type") == "alerting" for g in rules for r in g["rules"])
             assert wait_until(lambda: {t["labels"]["job"] for t in get(f"{comps['prometheus']['url']}/api/v1/targets")
                                        ["data"]["activeTargets"] if t["health"] == "up"}
-                              >= {"llmapi", "prometheus", "alertmanager"}, 30)
+                              >= {"llmapi", "prometheus", "alertmanager"}, 60)  # (1 s scrapes time out at 1 s)
             # a second `up` on a running stack refuses and starts nothing
             again = cli("up", "--dir", d, "--free-ports", env=env)
             assert again.returncode == 1 and "already running" in again.stderr
