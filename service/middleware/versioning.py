@@ -29,6 +29,7 @@ import re
 import time
 from datetime import datetime, timezone
 from email.utils import format_datetime
+
 from aiohttp import web
 
 from exporter.metrics import API_VERSION_REQUESTS

@@ -262,7 +262,6 @@ async def test_health(p):
 async def test_a_batch_gives_the_loop_back_between_items_once_its_slice_is_used(p, monkeypatch):
     """Each item here holds the loop for at least 0.6 ms: a batch of 10 cannot run them all in one slice of
     1 ms, so another task gets turns in between; the results are those of run(), in order."""
-    import asyncio
     import time
 
     from service.providers import local
@@ -277,6 +276,28 @@ async def test_a_batch_gives_the_loop_back_between_items_once_its_slice_is_used(
     monkeypatch.setattr(p, "run", slow_run)
     reqs = [TextRequest("sentiment", f"Item {i} is {'good' if i % 2 else 'bad'}.") for i in range(10)]
     reqs[3] = TextRequest("qa", TEXT)   # an error keeps its slot
+    out, turns = await _turns_during(p.process_batch(reqs))
+    assert turns >= 10 * 0.0006 // local.BATCH_SLICE_SECONDS - 1   # at least one turn per slice used
+    assert isinstance(out[3], ProviderError)
+    assert [o.payload for i, o in enumerate(out) if i != 3] == [real(r).payload for i, r in enumerate(reqs) if i != 3]
+
+
+async def test_a_batch_within_its_slice_runs_in_one_go(p):
+    """Short items: no turn for anyone else in between (yielding costs a loop iteration per slice)."""
+
+    from service.providers import local
+    reqs = [TextRequest("sentiment", "Fine.")] * 3
+    local.BATCH_SLICE_SECONDS, saved = 60.0, local.BATCH_SLICE_SECONDS
+    try:
+        out, during = await _turns_during(p.process_batch(reqs))
+    finally:
+        local.BATCH_SLICE_SECONDS = saved
+    assert during == 0 and len(out) == 3
+
+
+async def _turns_during(coro):
+    """(coro's result, how many turns another task got on the loop while it ran)."""
+    import asyncio
     turns = 0
     done = False
 
@@ -288,37 +309,9 @@ async def test_a_batch_gives_the_loop_back_between_items_once_its_slice_is_used(
     t = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = turns
-    out = await p.process_batch(reqs)
-    done = True
-    await t
-    assert turns - before >= 10 * 0.0006 // local.BATCH_SLICE_SECONDS - 1   # at least one turn per slice used
-    assert isinstance(out[3], ProviderError)
-    assert [o.payload for i, o in enumerate(out) if i != 3] == [real(r).payload for i, r in enumerate(reqs) if i != 3]
-
-
-async def test_a_batch_within_its_slice_runs_in_one_go(p):
-    """Short items: no turn for anyone else in between (yielding costs a loop iteration per slice)."""
-    import asyncio
-
-    from service.providers import local
-    reqs = [TextRequest("sentiment", "Fine.")] * 3
-    turns = 0
-    done = False
-
-    async def ticker():
-        nonlocal turns
-        while not done:
-            turns += 1
-            await asyncio.sleep(0)
-    local.BATCH_SLICE_SECONDS, saved = 60.0, local.BATCH_SLICE_SECONDS
     try:
-        t = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        before = turns
-        out = await p.process_batch(reqs)
-        during = turns - before
+        out = await coro
     finally:
-        local.BATCH_SLICE_SECONDS = saved
         done = True
         await t
-    assert during == 0 and len(out) == 3
+    return out, turns - before
