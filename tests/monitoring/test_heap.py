@@ -76,7 +76,8 @@ async def test_trims_over_their_budget_pause_the_trimming_until_the_settings_cha
     trimmer = ctx_of(c).monitoring.heap
     trimmer.available = True
     monkeypatch.setattr(heap, "trim", lambda: time.sleep(0.004) or True)   # 4 ms a trim
-    r = await c.post("/internal/config/monitoring", json={"heap_trim_max_ms": 1.0})
+    # over a 2 ms budget, and far from the 10 ms (5x) that pauses at once: a 4 ms sleep took 5.3 ms on a busy box
+    r = await c.post("/internal/config/monitoring", json={"heap_trim_max_ms": 2.0})
     assert r.status == 200
     for _ in range(200):
         if trimmer.paused:
