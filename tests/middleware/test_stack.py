@@ -173,3 +173,40 @@ async def test_a_sampled_request_times_every_step(aiohttp_client):
     assert snap["samples"] == 3 and snap["incomplete_samples"] == 0
     assert set(snap["breakdown"]) == set(names) | {"stack"}
     assert snap["breakdown"]["auth"]["avg_ms"] > 0  # its wait (a loop turn) counts as its own time
+
+
+async def test_an_answered_failure_is_freed_without_the_garbage_collector(aiohttp_client):
+    # the errors layer's render re-raises the exception in a frame that holds it, so its traceback and
+    # that frame form a cycle; once answered the runner cuts it and the exception dies with the request
+    import gc
+    import weakref
+
+    class Boom(Exception):
+        pass
+
+    class Render(Layer):
+        name = "render"
+
+        def fail(self, request, exc, state):
+            try:
+                raise exc
+            except Boom:
+                return web.Response(status=500)
+
+    refs = []
+
+    async def boom(request):
+        e = Boom("handler")
+        refs.append(weakref.ref(e))
+        raise e
+    client = await _client(aiohttp_client, [Render()], boom)
+    gc.disable()
+    try:
+        r = await client.get("/x")
+        assert r.status == 500
+        await r.read()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert refs and refs[0]() is None
+    finally:
+        gc.enable()
