@@ -48,15 +48,18 @@ def run_worker() -> None:
 
 
 # The collector's young generation is collected after this many more tracked allocations than frees
-# (CPython's default: 700).  An uncached request holds ~90 tracked objects while it waits for the
-# upstream, so at 256 concurrent calls ~23,000 young objects are alive at any moment: with 700, every
-# 8th request collected the young generation and everything in flight was traversed again and promoted.
-# The bench (quiet box, 2026-12-02), young threshold against proxy_capacity (c=256) and the longest
-# event-loop stall the scrape bench's probe saw after the seed replay's load tests:
-#     700: 0.71x proxy_floor, 4.6 ms;  10,000: 0.76x, 6.7 ms;  50,000: 0.85x, 73-91 ms
-# (with 50,000 each older-generation collection walks what the replay left in the cache at once).
-# A stall that long delays every request in flight, so the middle value.
-GC_YOUNG_THRESHOLD = 10_000
+# (CPython's default: 700).  An uncached request holds ~130 tracked objects while it waits for the
+# upstream, so at 256 concurrent calls ~35,000 young objects are alive, allocated and freed in waves as
+# the answers come back together: with 700 (or 10,000) a wave crossed the threshold every few hundred
+# requests and each collection traversed everything in flight again (10,000: 37 collections in 16 s of
+# c=256, 29 ms each on average, 99 ms at worst).  The threshold sits above a wave.  What a collection
+# would walk at once is what lives, plus what dies in reference cycles: a failed request's traceback
+# was such a cycle (~40 objects with its request and response), so after the seed replay's load tests
+# one collection at this threshold freed 52,889 objects in 92 ms; service/middleware/stack.py and the
+# resilience layer now cut those cycles, and the same replay runs without a single collection.
+# The bench (2026-12-02), young threshold against proxy_capacity (c=256):
+#     700: 0.71x proxy_floor;  10,000: 0.76x;  50,000: 0.85x
+GC_YOUNG_THRESHOLD = 50_000
 
 
 async def tune_gc(app=None) -> None:

@@ -146,7 +146,7 @@ def _drop_tracebacks(exc: BaseException | None) -> None:
     Cut here, all of it is freed when the request ends, and no collection has to walk it."""
     while exc is not None:
         exc.__traceback__ = None
-        exc = exc.__context__
+        exc = exc.__context__ if exc.__context__ is not None else exc.__cause__
 
 
 class Timed:

@@ -172,6 +172,7 @@ class Resilience:
                     return result
 
                 dt = time.perf_counter() - t0
+                err.__traceback__ = None  # (it holds this frame, which holds err: a cycle per failed attempt)
                 br.record(ticket, failed=err.kind != "client")  # a rejected request proves the upstream alive
                 meter.attempt(provider, model, err.kind, dt)
                 st.attempt(op, dt, False, err.kind, retries > 0, err.tokens)

@@ -128,3 +128,29 @@ async def test_tokens_of_an_answer_that_failed_to_parse_are_counted(stack, mode)
     assert ctx.resilience.stats.ops["summarize"].tokens["total"] == spent > 0
     if mode == "garbage":  # an answer came back: its completion tokens were billed too
         assert tokens("completion") > before["completion"]
+
+
+async def test_a_failed_attempt_is_freed_without_the_garbage_collector(stack):
+    # the call's frame holds the attempt's error, whose traceback holds that frame: cut, it dies with the call
+    import gc
+    import weakref
+
+    up, ctx = await stack()
+    await ctx.store.update_many({"ai": {"max_retries": 1}, "resilience": {"failure_threshold": 5}})
+    provider = ctx.providers.current
+    real, refs = provider.process, []
+
+    async def flaky(req):
+        if not refs:
+            e = ProviderError("server", "injected")
+            refs.append(weakref.ref(e))
+            raise e
+        return await real(req)
+    provider.process = flaky
+    gc.disable()
+    try:
+        result = await ctx.resilience.call(TextRequest("summarize", TEXT))
+        assert result.provider == "openai" and refs
+        assert refs[0]() is None
+    finally:
+        gc.enable()
