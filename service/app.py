@@ -24,6 +24,7 @@ from service.keys import KeyRing
 from service.lifecycle import drain_on_sigterm
 from service.log import setup_logging
 from service.middleware import build_stack
+from service.monitoring.loopholds import labelled
 from service.providers.manager import ProviderManager
 from service.resilience import Resilience
 from service.secret import DeploymentSecret
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     for name in ROUTE_MODULES:
         importlib.import_module(name).register(app, ctx)
     from exporter.handler import metrics_handler
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", labelled("scrape", metrics_handler))
     from service.middleware import metrics as http_metrics
     http_metrics.preinit(app)
 
@@ -155,6 +156,15 @@ def lifecycle(ctx: Context) -> list:
         yield
         await ctx.store.stop()
 
+    async def loop_holds(app):
+        # early, so the tasks the other parts start are timed too (when monitoring.loop_hold_timing is on)
+        holds = ctx.monitoring.holds if ctx.monitoring is not None else None
+        if holds is not None:
+            holds.start()
+        yield
+        if holds is not None:
+            holds.stop()
+
     async def deployment_secret(app):
         # adopted from Redis before the first request, so every process hashes and exempts alike
         if ctx.redis is not None:
@@ -204,5 +214,5 @@ def lifecycle(ctx: Context) -> list:
         await cancel_and_wait(ctx.background)
         ctx.background.clear()
 
-    return [access_log, batched_counts, redis_client, config, deployment_secret, ai_providers, cache, resilience,
+    return [access_log, batched_counts, redis_client, config, loop_holds, deployment_secret, ai_providers, cache, resilience,
             rate_limiter, monitoring, remediation, collectors, drain_on_sigterm(ctx)]

@@ -162,6 +162,17 @@ async def system_load(request: web.Request) -> web.Response:
         "recommendations": rec})
 
 
+async def loop_holds(request: web.Request) -> web.Response:
+    """The longest task steps of this process, by kind and label (monitoring.loop_hold_timing switches it)."""
+    return json_response(_mon(request).holds.view())
+
+
+async def loop_holds_reset(request: web.Request) -> web.Response:
+    holds = _mon(request).holds
+    holds.reset()
+    return json_response(holds.view())
+
+
 # ---- memory --------------------------------------------------------------------
 async def memory_analysis(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
@@ -421,6 +432,8 @@ def register(app: web.Application, ctx) -> None:
     r.add_get(f"{P}/request-patterns", request_patterns)
     r.add_get(f"{P}/bottlenecks", bottlenecks)
     r.add_get(f"{P}/system-load", system_load)
+    r.add_get(f"{P}/loop-holds", loop_holds)
+    r.add_post(f"{P}/loop-holds/reset", loop_holds_reset)
     r.add_get(f"{P}/memory-analysis", memory_analysis)
     r.add_get(f"{P}/memory-hotspots", memory_hotspots)
     r.add_post(f"{P}/memory-hotspots", memory_hotspots_post)

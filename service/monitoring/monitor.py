@@ -23,6 +23,7 @@ from service.monitoring.analytics import RequestAnalytics
 from service.monitoring.benchmark import Benchmarks
 from service.monitoring.heap import HeapTrimmer
 from service.monitoring.history import History
+from service.monitoring.loopholds import LoopHolds
 from service.monitoring.process import CpuMeter
 from service.monitoring.tasks import TaskPool
 
@@ -55,6 +56,7 @@ class Monitor:
         self.benchmarks = Benchmarks(self)
         self.cpu = CpuMeter()
         self.heap = HeapTrimmer(ctx.store)
+        self.holds = LoopHolds(ctx.store)  # started by the app's lifecycle right after the config
         self.recent_cpu: deque = deque(maxlen=20)  # (wall seconds, busy seconds) per lag tick batch
         self._cpu_short = CpuMeter()
         self.base_counters = S.counters()

@@ -42,7 +42,7 @@ NOT_CONFIG = {
     "/internal/resilience/circuit-breakers/{name}/reset", "/internal/resilience/apply-performance-optimizations",
     "/internal/resilience/benchmark", "/internal/resilience/benchmark/{id}/cancel",
     "/internal/monitoring/gc", "/internal/monitoring/benchmark", "/internal/monitoring/benchmark/cancel",
-    "/internal/monitoring/benchmark/baseline", "/internal/monitoring/snapshot",
+    "/internal/monitoring/benchmark/baseline", "/internal/monitoring/snapshot", "/internal/monitoring/loop-holds/reset",
     "/internal/middleware/stack/reset-stats", "/internal/middleware/compression/auto-optimize",
     "/internal/middleware/rate-limiting/auto-optimize", "/internal/middleware/request-size/auto-optimize",
     "/internal/middleware/versioning/auto-optimize",

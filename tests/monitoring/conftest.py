@@ -38,8 +38,17 @@ async def allocate(request: web.Request) -> web.Response:
     return web.json_response({"held": len(KEEP)})
 
 
+async def hold(request: web.Request) -> web.Response:
+    """Holds the event loop for `ms` milliseconds of the loop thread's CPU time."""
+    import time
+    end = time.thread_time() + float(request.query.get("ms", "20")) / 1000
+    while time.thread_time() < end:
+        pass
+    return web.json_response({"held": True})
+
+
 TEST_ROUTES = (("GET", "/v1/text/test/slow", slow), ("GET", "/v1/text/test/fast", fast), ("GET", "/v1/text/test/spanned", spanned),
-               ("POST", "/v1/text/test/allocate", allocate))
+               ("POST", "/v1/text/test/allocate", allocate), ("GET", "/v1/text/test/hold", hold))
 
 
 @pytest.fixture
