@@ -7,7 +7,7 @@ event loop was held, two ways (targets: p50 <= 5 ms with one worker, <= 10 ms wi
 the loop for more than 5 ms):
 
 - inside the service (`scrape_max_held_ms`, the target's figure): the service runs with
-  LOOP_HOLD_TIMING=true (service/monitoring/loopholds.py: every task step timed, 6-12 us a step), and
+  LOOP_HOLD_TIMING=true (service/monitoring/loopholds.py: every task step timed, 5-12 us a step), and
   every worker's GET /internal/monitoring/loop-holds is read after the scrapes.  A step's held time is
   its wall time less the time the loop's thread was runnable but waiting for a core (the kernel's
   schedstat); the scrape's steps are those of its request's task.  The same view names what else held

@@ -125,7 +125,7 @@ section(
                                                      "until this or heap_trim_seconds changes"),
     loop_hold_timing=F(bool, False, env="LOOP_HOLD_TIMING",
                        help="time every task step's hold of the event loop (wall and CPU), by task, for "
-                            "GET /internal/monitoring/loop-holds; 6-12 us a step while on"),
+                            "GET /internal/monitoring/loop-holds; 5-12 us a step while on"),
     benchmark_max_duration_seconds=F(float, 300.0, 1, 3600, help="longest benchmark run accepted"),
     regression_threshold_percent=F(float, 20.0, 1, 1000, env="REGRESSION_THRESHOLD_PERCENT", help="p95/throughput change flagged as regression"),
     emergency_ai_timeout_seconds=F(float, 10.0, 0.05, 600, help="AI timeout cap in emergency mode"),

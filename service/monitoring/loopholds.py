@@ -5,14 +5,16 @@ While a step runs nothing else on the loop does, so the longest step is the
 longest any other request waits for it.  When monitoring.loop_hold_timing is
 on, the loop's task factory wraps every new task's coroutine so that each
 step is timed: its wall time (perf_counter), the loop thread's CPU time
-(thread_time), and from the kernel's accounting of that thread
-(/proc/thread-self/schedstat) the time it was runnable but waiting for a
-core and how often it was switched out.  A step's `held` time is its wall
-time less that wait: what the code itself kept the loop for, computing or
-blocked (a system call, the GIL); if the thread was never switched out, its
-CPU time (the rest was the hypervisor's steal or interrupts).  That is the
-figure a busy box moves least.  The collector's time (gc.callbacks) is
-counted in the step that triggered it.
+(thread_time), the time that thread was runnable but waiting for a core (the
+kernel's schedstat run_delay) and whether it gave the core up itself (its
+voluntary context switches: a blocking system call, the GIL).  A step's
+`held` time is what the code itself kept the loop for: its CPU time when it
+never blocked (the rest of its wall time was preemption, the hypervisor's
+steal or interrupts: measured during the seed replay's load tests, steps of
+under 1 ms of CPU took up to 11 ms of wall time that way, with neither a
+voluntary switch nor a wait for a core to explain it), else its wall time
+less its wait for a core.  That is the figure a busy box moves least.  The
+collector's time (gc.callbacks) is counted in the step that triggered it.
 
 Holds are attributed to a kind: the task's name when it has one, else its
 coroutine's qualified name (aiohttp runs each request in a task of its own,
@@ -23,10 +25,10 @@ returns in included) count under its label as well; /metrics is labelled
 "scrape".
 
 Only tasks created while the timing is on are timed, and callbacks outside
-tasks (timers, I/O callbacks) are not.  A step costs 6-12 us more while it
-is on (the clocks are system calls), nothing when it is off.  Where schedstat
-cannot be read, the wait for a core is unknown and held is the wall time.  Read by GET /internal/monitoring/loop-holds, cleared by
-POST .../loop-holds/reset.
+tasks (timers, I/O callbacks) are not.  A step costs 5-12 us more while it
+is on (the three clocks are system calls), nothing when it is off.  Where
+schedstat cannot be read, held is the wall time.  Read by
+GET /internal/monitoring/loop-holds, cleared by POST .../loop-holds/reset.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import gc
 import heapq
 import itertools
 import os
+import resource
 import time
 
 RECORD_SECONDS = 0.001   # shorter steps are only counted; longer ones are attributed to their kind
@@ -47,9 +50,9 @@ _perf = time.perf_counter
 
 
 class _Clock:
-    """The loop thread's CPU time (thread_time: exact) and its time runnable but waiting for a core (the
-    kernel's schedstat run_delay, exact at each read since the thread runs then; schedstat's own CPU
-    figure is only brought up to date at scheduler ticks)."""
+    """(thread CPU ns, schedstat, voluntary switches) of the loop's thread.  thread_time is exact;
+    schedstat's run_delay (its second field) is exact at each read since the thread runs then (its CPU
+    figure is only brought up to date at scheduler ticks); getrusage counts the voluntary switches."""
 
     def __init__(self):
         try:
@@ -61,27 +64,28 @@ class _Clock:
             self.read = self._thread_time
 
     def _schedstat(self) -> tuple:
-        return _thread_ns(), os.pread(self.fd, 64, 0)
+        return _thread_ns(), os.pread(self.fd, 64, 0), _rusage(_THREAD).ru_nvcsw
 
     @staticmethod
     def _thread_time() -> tuple:
-        return _thread_ns(), b"0 0 %d" % next(_reads)   # (a switch between any two reads: held is the wall time)
+        return _thread_ns(), b"0 0", next(_reads)   # (as if it blocked between any two reads: held = wall)
 
 
 _thread_ns = time.thread_time_ns
+_rusage, _THREAD = resource.getrusage, resource.RUSAGE_THREAD
 _reads = itertools.count()
 
 
 def _cpu_and_queued(start: tuple, end: tuple) -> tuple[float, float, int]:
-    """(CPU seconds, seconds waiting for a core, times switched back in) between two reads."""
-    a, b = start[1].split(), end[1].split()
-    return (end[0] - start[0]) / 1e9, (int(b[1]) - int(a[1])) / 1e9, int(b[2]) - int(a[2])
+    """(CPU seconds, seconds waiting for a core, voluntary switches) between two reads."""
+    return ((end[0] - start[0]) / 1e9, (int(end[1].split()[1]) - int(start[1].split()[1])) / 1e9,
+            end[2] - start[2])
 
 
-def held_seconds(wall: float, cpu: float, queued: float, switches: int) -> float:
-    """What a step itself kept the loop for: its wall time less its wait for a core; when the thread was
-    never switched out, its CPU time (the rest of the wall time was the hypervisor's or interrupts')."""
-    return cpu if switches == 0 else max(0.0, wall - queued)
+def held_seconds(wall: float, cpu: float, queued: float, blocked: int) -> float:
+    """What a step itself kept the loop for: its CPU time if it never blocked (gave the core up itself),
+    else its wall time less its wait for a core."""
+    return cpu if blocked == 0 else max(cpu, wall - queued)
 
 
 class _GcClock:
@@ -267,8 +271,8 @@ class LoopHolds:
         label = w.hit
         if wall < RECORD_SECONDS and label is None:
             return
-        cpu, queued, switches = _cpu_and_queued(start, self.clock.read())
-        held = held_seconds(wall, cpu, queued, switches)
+        cpu, queued, blocked = _cpu_and_queued(start, self.clock.read())
+        held = held_seconds(wall, cpu, queued, blocked)
         collecting = self.gc.seconds - gc_before
         began, w.where = w.where, _where(w.coro)   # (known when the step before was labelled or recorded)
         if label is not None:
