@@ -13,6 +13,8 @@ the loop for more than 5 ms):
   schedstat); the scrape's steps are those of its request's task.  The same view names what else held
   the loop longest in that time (`loop_max_held_ms`, `loop_holds_over_limit`: every kind of task step
   held longer than 5 ms);
+- the same view over the whole seed replay (`during_replay_loop_*`): its heavy endpoints, and its load
+  tests' first seconds;
 - outside: a probe sends GET /v1/text/operations every 2 ms during the scrapes, and the worst probe
   latency above the probe's own p50 without scrapes is the longest stall it saw (`longest_stall_ms`):
   whatever held the loop, plus any wait for a core, plus the probe's own noise.
@@ -123,12 +125,13 @@ async def _each_worker(url: str, method: str, path: str, workers: int) -> list[d
     return list(seen.values())
 
 
-def _holds(views: list[dict]) -> dict:
+def _holds(views: list[dict], scrapes: bool = True) -> dict:
     """The loop holds of every worker: the scrapes' worst, and the worst of anything else."""
     scrape = [v["labels"].get("scrape") for v in views]
     scrape = [x for x in scrape if x]
-    if not scrape:
+    if not scrape and scrapes:
         raise RuntimeError("loop-holds recorded no scrape: is monitoring.loop_hold_timing on?")
+    scrape = scrape or [{"max_held_ms": 0.0, "max_cpu_ms": 0.0, "max_wall_ms": 0.0, "over_5_ms": 0, "steps": 0}]
     over: dict[str, float] = {}
     for v in views:
         for kind, k in v["kinds"].items():
@@ -140,6 +143,10 @@ def _holds(views: list[dict]) -> dict:
             "scrape_max_wall_ms": max(x["max_wall_ms"] for x in scrape),
             "scrape_steps_over_5ms": sum(x["over_5_ms"] for x in scrape),
             "scrape_steps": sum(x["steps"] for x in scrape),
+            # the share of the time a worker's loop ran task steps (wall): near 1, a probe waits behind a queue
+            # of them whatever each one's length
+            "loop_busy_share": max(round(v["busy_wall_seconds"] / max(1e-9, time.time() - v["since"]), 3)
+                                   for v in views),
             "loop_max_held_ms": longest[0]["held_ms"] if longest else 0.0,
             "loop_longest_holds": longest,
             "gc": {str(v["pid"]): v["gc"] for v in views},
@@ -154,11 +161,21 @@ async def _measured(url: str, workers: int) -> dict:
     return res
 
 
+def _replay_with_holds(url: str, workers: int) -> tuple[str, dict, float]:
+    """The seed replay, with every worker's loop holds while it ran (its load tests start in it)."""
+    asyncio.run(_each_worker(url, "POST", HOLDS + "/reset", workers))
+    t = time.monotonic()
+    replay = _replay(url)
+    took = time.monotonic() - t
+    return replay, _holds(asyncio.run(_each_worker(url, "GET", HOLDS, workers)), scrapes=False), took
+
+
 def _holds_line(r: dict) -> str:
     over = ", ".join(f"{k} {v} ms" for k, v in list(r["loop_holds_over_limit"].items())[:4]) or "none"
     return (f"a scrape held the loop {r['scrape_max_held_ms']} ms at most (CPU {r['scrape_max_cpu_ms']} ms, wall "
             f"{r['scrape_max_wall_ms']} ms; {r['scrape_steps_over_5ms']} of {r['scrape_steps']} steps over 5 ms); "
-            f"anything: {r['loop_max_held_ms']} ms; held over 5 ms: {over}" +
+            f"anything: {r['loop_max_held_ms']} ms; held over 5 ms: {over}; the busiest loop ran task steps "
+            f"{r['loop_busy_share']:.0%} of the time" +
             "".join(f"\n      {h['held_ms']} ms held (CPU {h['cpu_ms']}, gc {h['gc_ms']}, wall {h['wall_ms']}) "
                     f"{h['label'] or h['kind']}: {h['from']} -> {h['to']}" for h in r["loop_longest_holds"][:3]) +
             "".join(f"\n      gc pid {pid}: " + ", ".join(f"{g} {x['collections']}x <= {x['longest_ms']} ms"
@@ -224,7 +241,8 @@ async def _cpu_per_scrape(url: str, pid: int, n: int = SCRAPES) -> float:
 
 def run(proc: Proc, duration: float, connections: int) -> dict:
     workers = int(proc.env.get("WORKERS", "1"))
-    replay = _replay(proc.url)
+    replay, in_replay, took = _replay_with_holds(proc.url, workers)
+    print(f"  while the seed replay ran ({took:.0f} s, its load tests started): {_holds_line(in_replay)}")
     during = asyncio.run(_measured(proc.url, workers))
     print(f"  {replay}; during the guide's load tests: /metrics: {during['series']} series, "
           f"p50 {during['scrape_p50_ms']} ms, max {during['scrape_max_ms']} ms; "
@@ -244,4 +262,5 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
           f"p50 {res['scrape_p50_ms']} ms, max {res['scrape_max_ms']} ms; longest stall of a probe during scrapes "
           f"{res['longest_stall_ms']} ms; service CPU {res['cpu_ms_per_scrape']} ms per scrape;\n    {_holds_line(res)}")
     return {"rps": 0.0, "p50_ms": res["scrape_p50_ms"], "p99_ms": res["scrape_max_ms"], "requests": SCRAPES,
-            "errors": 0, "seed_replay": replay, **res, **{f"during_load_{k}": v for k, v in during.items()}}
+            "errors": 0, "seed_replay": replay, **res, **{f"during_load_{k}": v for k, v in during.items()},
+            **{f"during_replay_{k}": v for k, v in in_replay.items() if k.startswith(("loop_", "gc"))}}
