@@ -163,14 +163,19 @@ class Monitor:
         return {"max_active": max_active, "max_queue": max_queue, "loop_lag_max": lag}
 
     async def take_snapshot(self) -> dict:
+        """The interval's figures are taken in one step (the analytics swapped, the counters read, the next
+        interval started), then built and stored in two more: the loop is given back between them (under
+        the seed replay's load tests one step of all three held it 4.5-7 ms)."""
         async with self._snap_lock:
             end = time.time()
             routes, ops = self.analytics.swap()
-            now = S.counters()
-            snap = S.build(self.interval_start, end, routes, ops, now, self.base_counters, self.cpu.read(),
-                           self._extra(True))
+            now, before, start = S.counters(), self.base_counters, self.interval_start
+            cpu, extra = self.cpu.read(), self._extra(True)
             self.base_counters = now
             self.interval_start = end
+            await asyncio.sleep(0)
+            snap = S.build(start, end, routes, ops, now, before, cpu, extra)
+            await asyncio.sleep(0)
             await self.history.add(snap)
             MONITORING_SNAPSHOTS.set(len(self.history.minutes))
             return snap

@@ -257,3 +257,15 @@ def test_without_schedstat_the_cpu_time_comes_from_thread_time(monkeypatch):
     cpu, queued, blocked = loopholds._cpu_and_queued(a, clock.read())
     assert clock.fd is None and cpu >= 0.003 and queued == 0
     assert loopholds.held_seconds(0.010, cpu, queued, blocked) == 0.010   # nothing known: the wall time
+
+
+async def test_a_minute_snapshot_gives_the_loop_back_between_taking_building_and_storing_it(mon_client):
+    c = await mon_client(LOOP_HOLD_TIMING="true")
+    assert (await c.get("/v1/text/test/fast")).status == 200
+    mon = ctx_of(c).monitoring
+    mon.holds.reset()
+    snap = await asyncio.create_task(mon.take_snapshot(), name="test:snapshot")
+    assert snap["routes"]["GET /v1/text/test/fast"]["n"] == 1
+    assert mon.holds.steps >= 3   # (its task's steps; every step of under 1 ms is only counted)
+    # the next interval started when the figures were taken: a live view right after sees none of them
+    assert "GET /v1/text/test/fast" not in mon.live()["routes"]
