@@ -4,7 +4,9 @@ directly and against bench/proxy_floor.py, each pair in alternating rounds of on
 
 uncached_overhead   p50 the service adds over the upstream called directly, at c=1 with a 0 ms and a
                     50 ms upstream, and p99 at c=64 with the 50 ms upstream (targets: <= 0.5 ms at
-                    c=1; p99 within 10 ms at c=64)
+                    c=1; p99 within 10 ms at c=64); proxy_floor in the same rounds, so each figure
+                    has the floor's own beside it (`floor_added_*`) and the service's excess over it
+                    (`over_floor_*`)
 proxy_capacity      req/s at c=256 with the 50 ms upstream, the pool sized for it (MAX_CONNECTIONS=1000),
                     against proxy_floor with the same pool (target: >= 0.8x)
 """
@@ -72,15 +74,16 @@ def _median(v: list[float]) -> float:
     return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
-def _pairs(a: tuple, b: tuple, duration: float, connections: int) -> tuple[list[dict], list[dict]]:
-    """ROUNDS rounds of (url, body, headers) a and b back to back, alternating which goes first."""
+def _rounds(targets: list[tuple], duration: float, connections: int) -> list[list[dict]]:
+    """ROUNDS rounds of each (url, body, headers) target back to back, the order reversed every other round."""
     per = max(MIN_ROUND, duration / ROUNDS)
-    ra, rb = [], []
+    out: list[list[dict]] = [[] for _ in targets]
     for i in range(ROUNDS):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
-            url, body, headers = (a, b)[which]
-            (ra, rb)[which].append(drive(url, body, headers, per, connections))
-    return ra, rb
+        order = list(range(len(targets)))
+        for which in (order if i % 2 == 0 else order[::-1]):
+            url, body, headers = targets[which]
+            out[which].append(drive(url, body, headers, per, connections))
+    return out
 
 
 def overhead(group: _Group, duration: float, _connections: int) -> dict:
@@ -92,18 +95,26 @@ def overhead(group: _Group, duration: float, _connections: int) -> dict:
         group.stop()
         up = group.upstream(latency)
         svc = group.service(up)
-        for url, body, h in ((f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h)):
+        floor = group.floor(up)
+        targets = [(f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h),
+                   (f"{floor.url}/v1/text/summarize", BODY, {"Content-Type": "application/json"})]
+        for url, body, h in targets:
             drive(url, body, h, 1.0, conns)  # warm: connections, memo
-        rs, rd = _pairs((f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h),
-                        duration, conns)
+        rs, rd, rf = _rounds(targets, duration, conns)
         diffs = [s[stat] - d[stat] for s, d in zip(rs, rd)]
+        floor_diffs = [f[stat] - d[stat] for f, d in zip(rf, rd)]
         key = f"{latency}ms_c{conns}"
         out[key] = {"service_" + stat: round(_median([r[stat] for r in rs]), 3),
                     "direct_" + stat: round(_median([r[stat] for r in rd]), 3),
+                    "proxy_floor_" + stat: round(_median([r[stat] for r in rf]), 3),
                     "added_" + stat: round(_median(diffs), 3), "rounds": [round(d, 3) for d in diffs],
+                    "floor_added_" + stat: round(_median(floor_diffs), 3),
+                    "over_floor_" + stat: round(_median([s[stat] - f[stat] for s, f in zip(rs, rf)]), 3),
                     "errors": sum(r["errors"] for r in rs)}
-        print(f"  upstream {latency} ms, c={conns}: the service adds {out[key]['added_' + stat]:.3f} ms at "
-              f"{stat[:3]} ({out[key]['service_' + stat]:.2f} vs {out[key]['direct_' + stat]:.2f} direct)")
+        o = out[key]
+        print(f"  upstream {latency} ms, c={conns}: the service adds {o['added_' + stat]:.3f} ms at {stat[:3]} "
+              f"({o['service_' + stat]:.2f} vs {o['direct_' + stat]:.2f} direct); proxy_floor adds "
+              f"{o['floor_added_' + stat]:.3f} ms, the service {o['over_floor_' + stat]:.3f} ms more")
     first = out["50ms_c1"]
     return {"rps": 0.0, "p50_ms": first["service_p50_ms"], "p99_ms": out["50ms_c64"]["service_p99_ms"],
             "requests": 0, "errors": sum(v["errors"] for v in out.values()), "overhead": out}
@@ -119,7 +130,7 @@ def capacity(group: _Group, duration: float, _connections: int) -> dict:
     b = (f"{floor.url}/v1/text/summarize", BODY, {"Content-Type": "application/json"})
     for url, body, h in (a, b):
         drive(url, body, h, 1.0, conns)
-    rs, rf = _pairs(a, b, duration, conns)
+    rs, rf = _rounds([a, b], duration, conns)
     ratios = [s["rps"] / f["rps"] for s, f in zip(rs, rf) if f["rps"]]
     rps, frps = _median([r["rps"] for r in rs]), _median([r["rps"] for r in rf])
     ratio = round(_median(ratios), 3) if ratios else None
