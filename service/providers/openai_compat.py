@@ -142,7 +142,12 @@ _LEAD_LABEL = re.compile(r"^\s*(?:summary|answer|result)\s*:\s*", re.I)
 
 def extract_json(content: str) -> Any:
     s = content.strip()
-    candidates = [s] + [m.group(1).strip() for m in _FENCE.finditer(s)]
+    if s[:1] in "{[":  # the usual answer (JSON mode): no fence scan, no slices
+        try:
+            return json.loads(s)
+        except ValueError:
+            pass
+    candidates = [m.group(1).strip() for m in _FENCE.finditer(s)]
     for open_c, close_c in (("{", "}"), ("[", "]")):
         i, j = s.find(open_c), s.rfind(close_c)
         if 0 <= i < j:
@@ -365,13 +370,20 @@ class _Pool:
         self.session = aiohttp.ClientSession(connector=self.connector, headers={"User-Agent": "llmapi/0.1"})
         self.inflight = 0
         self.retired = False
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self._drained: asyncio.Future | None = None  # what close() waits on while calls are in flight
+
+    def done(self) -> None:
+        """A call through this pool ended (no Event set and cleared on every call: only a closing pool waits)."""
+        self.inflight -= 1
+        d = self._drained
+        if self.inflight <= 0 and d is not None and not d.done():
+            d.set_result(None)
 
     async def close(self, grace: float = 0.0) -> None:
         if self.inflight and grace > 0:
+            self._drained = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self.idle.wait(), grace)
+                await asyncio.wait_for(self._drained, grace)
             except asyncio.TimeoutError:
                 pass
         await self.session.close()
@@ -471,14 +483,7 @@ class OpenAIProvider(Provider):
             self._pool = _Pool(self.store.get("ai"), self.pool_meter)
         pool = self._pool
         pool.inflight += 1
-        pool.idle.clear()
         return pool
-
-    @staticmethod
-    def _release(pool: _Pool) -> None:
-        pool.inflight -= 1
-        if pool.inflight <= 0:
-            pool.idle.set()
 
     def pool_info(self) -> dict:
         p = self._pool
@@ -525,7 +530,7 @@ class OpenAIProvider(Provider):
         except aiohttp.ClientError as e:
             raise ProviderError("connection", f"upstream connection failed: {type(e).__name__}") from None
         finally:
-            self._release(pool)
+            pool.done()
 
     @staticmethod
     def _quota(headers, model: str) -> None:
@@ -657,7 +662,7 @@ class OpenAIProvider(Provider):
         except aiohttp.ClientError as e:
             info.update(status="degraded", detail=f"upstream unreachable: {type(e).__name__}")
         finally:
-            self._release(pool)
+            pool.done()
         self._health_cache = (now, info)
         return dict(info)
 

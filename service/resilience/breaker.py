@@ -93,6 +93,7 @@ class Breaker:
         self.on_change = None         # fn(name, old, new), e.g. SharedBreakers.on_change
         self.cb = pybreaker.CircuitBreaker(fail_max=threshold, reset_timeout=recovery_timeout, name=name,
                                            listeners=[_Listener(self)])
+        self._limits = (threshold, recovery_timeout)  # what admit() last gave the pybreaker
         export_state(name, CLOSED)
 
     # ---- state -----------------------------------------------------------
@@ -126,8 +127,9 @@ class Breaker:
     def admit(self, threshold: int, recovery_timeout: float, half_open_max: int) -> Ticket:
         t0 = time.perf_counter()
         try:
-            self.cb.fail_max = threshold
-            self.cb.reset_timeout = recovery_timeout
+            if threshold != self._limits[0] or recovery_timeout != self._limits[1]:  # (live config: set on change)
+                self.cb.fail_max, self.cb.reset_timeout = threshold, recovery_timeout
+                self._limits = (threshold, recovery_timeout)
             state = self.state
             if state == OPEN:
                 remaining = self.open_remaining(recovery_timeout)
@@ -166,9 +168,10 @@ class Breaker:
         if ticket.probe:
             self.probes -= 1
         self.counts["failures" if failed else "successes"] += 1
-        if ticket.generation != self.generation or self.state == OPEN:
+        state = self.state
+        if ticket.generation != self.generation or state == OPEN:
             self.counts["ignored"] += 1
-        elif not failed and not ticket.probe and self.cb.fail_counter == 0 and self.state == CLOSED:
+        elif not failed and not ticket.probe and state == CLOSED and self.cb.fail_counter == 0:
             pass  # pybreaker would reset a counter at 0 and call the listeners' no-op success(): nothing changes
         else:
             try:

@@ -262,6 +262,25 @@ async def test_pool_size_limits_upstream_concurrency_and_follows_the_store(provi
     assert old_session.closed
 
 
+async def test_a_retired_pool_closes_once_its_calls_are_done(provider, upstream, openai_store):
+    await control(upstream.url, latency_ms=300)
+    task = asyncio.create_task(provider.process(OPS[0]))
+    for _ in range(100):
+        if provider._pool is not None and provider._pool.inflight:
+            break
+        await asyncio.sleep(0.01)
+    old = provider._pool
+    await openai_store.update("ai", {"max_connections": 7})  # rebuilds the pool: the old one drains first
+    await asyncio.sleep(0.05)
+    assert not old.session.closed and old.inflight == 1
+    assert (await task).payload["result"]
+    for _ in range(100):
+        if old.session.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert old.session.closed and old.inflight == 0
+
+
 async def test_pool_timeout_bounds_the_wait_for_a_connection(provider, upstream, openai_store):
     await openai_store.update("ai", {"max_connections": 1, "pool_timeout": 0.15, "timeout_seconds": 5.0})
     await control(upstream.url, latency_ms=500)

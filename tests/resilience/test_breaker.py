@@ -72,6 +72,20 @@ async def test_failures_count_and_open_at_threshold():
     assert b.counts["rejected"] == 1
 
 
+async def test_the_threshold_and_recovery_of_each_admission_apply():
+    b = Breaker("t.live")  # constructed with pybreaker's defaults; each admit brings the live config
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            await _call(b, _fail, threshold=5)
+    assert b.state == CLOSED
+    with pytest.raises(RuntimeError):
+        await _call(b, _fail, threshold=3)  # lowered to 3 (the third failure): opens now
+    assert b.state == OPEN
+    with pytest.raises(BreakerOpen):
+        b.admit(3, 60.0, 1)
+    assert b.admit(3, 0.0, 1).probe  # a recovery of 0 s: the next admission is the half-open probe
+
+
 async def test_success_resets_consecutive_count():
     b = Breaker("t.reset")
     for _ in range(2):
