@@ -28,6 +28,17 @@ def safe_field(name: str, limit: int = MAX_FIELD) -> str:
     return name if len(name) <= limit else f"{name[:limit]}…"
 
 
+def drop_tracebacks(exc: BaseException | None) -> None:
+    """Cut the tracebacks of a handled exception and of the ones it chains (__context__, __cause__).
+    A traceback holds the frames the exception passed through, and a frame that holds the exception
+    (a handler that re-raises it, a local kept for later) closes a reference cycle: everything those
+    frames reach (a request, its response, a client connection) then waits for the garbage collector.
+    Cut, it is freed as soon as the last reference goes."""
+    while exc is not None:
+        exc.__traceback__ = None
+        exc = exc.__context__ if exc.__context__ is not None else exc.__cause__
+
+
 class ApiError(Exception):
     """Raise anywhere in request handling; the error middleware renders it.
 

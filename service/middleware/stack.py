@@ -33,6 +33,9 @@ from time import perf_counter
 
 from aiohttp import web
 
+from service.errors import drop_tracebacks
+
+
 class Wait:
     """An enter's answer when it must wait: the runner awaits layer.wait(request, state) for the state."""
     __slots__ = ("state",)
@@ -128,7 +131,7 @@ def build(layers: list, prof) -> web.middleware:
                     continue
                 if out is not None:
                     resp = out
-                    _drop_tracebacks(exc)
+                    drop_tracebacks(exc)  # (else a reference cycle per failed request: service/errors.py)
                     exc = None
         if ts is not None:
             finish(ts)
@@ -137,16 +140,6 @@ def build(layers: list, prof) -> web.middleware:
         return resp
 
     return stack
-
-
-def _drop_tracebacks(exc: BaseException | None) -> None:
-    """An answered exception's traceback holds the frames it passed through, and some of them hold the
-    exception (a layer's fail step, the errors layer's render): a reference cycle per failed request,
-    reaching its request and response (~40 tracked objects), that only the garbage collector frees.
-    Cut here, all of it is freed when the request ends, and no collection has to walk it."""
-    while exc is not None:
-        exc.__traceback__ = None
-        exc = exc.__context__ if exc.__context__ is not None else exc.__cause__
 
 
 class Timed:

@@ -29,6 +29,7 @@ from collections import deque
 
 from exporter.metrics import BREAKER_REJECTIONS, BREAKER_STATES, BREAKER_TRANSITIONS, FALLBACKS, RETRIES
 from service import spans
+from service.errors import drop_tracebacks
 from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience.analysis import Stats
 from service.resilience.batching import Batcher
@@ -172,7 +173,7 @@ class Resilience:
                     return result
 
                 dt = time.perf_counter() - t0
-                err.__traceback__ = None  # (it holds this frame, which holds err: a cycle per failed attempt)
+                drop_tracebacks(err)  # (it and what it chains hold frames that hold them: cycles per failed attempt)
                 br.record(ticket, failed=err.kind != "client")  # a rejected request proves the upstream alive
                 meter.attempt(provider, model, err.kind, dt)
                 st.attempt(op, dt, False, err.kind, retries > 0, err.tokens)
