@@ -110,16 +110,19 @@ HOLDS = "/internal/monitoring/loop-holds"
 
 
 async def _each_worker(url: str, method: str, path: str, workers: int) -> list[dict]:
-    """One answer from every worker (a new connection per call, so SO_REUSEPORT spreads them)."""
+    """One answer from every worker (a new connection per call, so SO_REUSEPORT spreads them; a worker
+    still starting gets up to 60 s)."""
     seen: dict[int, dict] = {}
     h = {"X-API-Key": API_KEY, "Connection": "close"}
+    deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as s:
-        for _ in range(100):
+        while time.monotonic() < deadline:
             async with s.request(method, f"{url}{path}", headers=h) as r:
                 d = await r.json()
             seen.setdefault(d["pid"], d)
             if len(seen) >= workers:
                 break
+            await asyncio.sleep(0.02)
     if len(seen) < workers:
         raise RuntimeError(f"{path}: {len(seen)} of {workers} workers answered")
     return list(seen.values())
