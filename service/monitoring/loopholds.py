@@ -16,10 +16,12 @@ voluntary switch nor a wait for a core to explain it), else its wall time
 less its wait for a core.  That is the figure a busy box moves least.  The
 collector's time (gc.callbacks) is counted in the step that triggered it.
 
-Holds are attributed to a kind: the task's name when it has one, else its
-coroutine's qualified name (aiohttp runs each request in a task of its own,
-RequestHandler._handle_request: the middleware stack, the handler, the
-response's writing and the access log line).  A request handler can be
+Holds are attributed to a kind: a request's method and route (aiohttp runs
+each request in a task of its own, RequestHandler._handle_request: the
+middleware stack, the handler, the response's writing and the access log
+line; the route as registered, `/internal/config/{section}`, never the raw
+path), else the task's name when it has one, else its coroutine's qualified
+name.  A request handler can be
 `labelled`: the steps of its request's task while it runs (the step it
 returns in included) count under its label as well; /metrics is labelled
 "scrape".
@@ -116,10 +118,10 @@ class _GcClock:
 
 class _Timed(collections.abc.Coroutine):
     """A task's coroutine whose every step (send/throw) is timed by `holds`."""
-    __slots__ = ("coro", "holds", "kind", "label", "hit", "where")
+    __slots__ = ("coro", "holds", "kind", "label", "hit", "where", "request")
 
-    def __init__(self, coro, holds: "LoopHolds"):
-        self.coro, self.holds = coro, holds
+    def __init__(self, coro, holds: "LoopHolds", request=None):
+        self.coro, self.holds, self.request = coro, holds, request
         self.kind = self.label = self.hit = self.where = None
 
     def send(self, value):
@@ -168,12 +170,34 @@ def _where(coro) -> str:
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
 
 
+_REQUEST_TASK = "RequestHandler._handle_request"   # aiohttp's task per request (its argument: the request)
+
+
+def _request_of(coro):
+    """The request an aiohttp request task serves (from its frame's arguments, before its first step)."""
+    if getattr(coro, "__qualname__", None) != _REQUEST_TASK:
+        return None
+    frame = getattr(coro, "cr_frame", None)
+    return frame.f_locals.get("request") if frame is not None else None
+
+
+def _route(request) -> str | None:
+    """`METHOD /route/{canonical}` of a request once it is matched (never its raw path: unbounded)."""
+    try:
+        resource = request.match_info.route.resource
+    except Exception:   # not matched yet, or no match
+        return None
+    return f"{request.method} {resource.canonical}" if resource is not None else f"{request.method} (no route)"
+
+
 def _kind(w: _Timed) -> str:
     if w.kind is None:
-        task = asyncio.current_task()
-        name = task.get_name() if task is not None else ""
-        if not name or name.startswith("Task-"):
-            name = getattr(w.coro, "__qualname__", None) or type(w.coro).__name__
+        name = _route(w.request) if w.request is not None else None
+        if name is None:
+            task = asyncio.current_task()
+            name = task.get_name() if task is not None else ""
+            if not name or name.startswith("Task-"):
+                name = getattr(w.coro, "__qualname__", None) or type(w.coro).__name__
         w.kind = name
     return w.kind
 
@@ -250,9 +274,10 @@ class LoopHolds:
                 gc.callbacks.remove(self.gc)
 
     def _factory(self, loop, coro, **kw):
+        timed = _Timed(coro, self, _request_of(coro))
         if self._previous_factory is not None:  # (a factory installed before: its task, our coroutine)
-            return self._previous_factory(loop, _Timed(coro, self), **kw)
-        return asyncio.Task(_Timed(coro, self), loop=loop, **kw)
+            return self._previous_factory(loop, timed, **kw)
+        return asyncio.Task(timed, loop=loop, **kw)
 
     # ---- recording -------------------------------------------------------------
     def reset(self) -> None:

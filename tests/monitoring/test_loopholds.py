@@ -54,10 +54,10 @@ async def test_switched_on_live_a_scrape_and_a_holding_route_are_attributed(mon_
     assert d["enabled"] is True and d["steps"] > 0 and d["busy_wall_seconds"] >= 0.03
     scrape = d["labels"]["scrape"]
     assert scrape["runs"] == 3 and scrape["steps"] >= 3 and scrape["max_cpu_ms"] > 0
-    conn = d["kinds"]["RequestHandler._handle_request"]
+    conn = d["kinds"]["GET /v1/text/test/hold"]   # a request's kind: its method and route
     assert conn["max_cpu_ms"] >= 30 and conn["max_held_ms"] >= 30 and conn["over_5_ms"] >= 1
     top = d["longest"][0]
-    assert top["kind"] == "RequestHandler._handle_request" and top["label"] is None and top["cpu_ms"] >= 30
+    assert top["kind"] == "GET /v1/text/test/hold" and top["label"] is None and top["cpu_ms"] >= 30
 
     # reset clears what was recorded, the timing stays on
     d = await (await c.post(f"{M}/loop-holds/reset", headers=CLOSE)).json()
@@ -269,3 +269,31 @@ async def test_a_minute_snapshot_gives_the_loop_back_between_taking_building_and
     assert mon.holds.steps >= 3   # (its task's steps; every step of under 1 ms is only counted)
     # the next interval started when the figures were taken: a live view right after sees none of them
     assert "GET /v1/text/test/fast" not in mon.live()["routes"]
+
+
+def test_a_request_s_kind_is_its_method_and_registered_route_never_its_raw_path():
+    from types import SimpleNamespace as NS
+    matched = NS(method="GET", match_info=NS(route=NS(resource=NS(canonical="/internal/config/{section}"))))
+    assert loopholds._route(matched) == "GET /internal/config/{section}"
+    assert loopholds._route(NS(method="GET", match_info=NS(route=NS(resource=None)))) == "GET (no route)"
+    assert loopholds._route(NS(method="GET")) is None   # not matched yet: the task's own name then
+
+
+async def test_an_aiohttp_request_task_brings_its_request():
+    from aiohttp.web_protocol import RequestHandler
+
+    class Proto(RequestHandler):
+        def __init__(self):   # only what building the coroutine needs
+            pass
+    req = object()
+    coro = Proto()._handle_request(req, 0.0, None)
+    try:
+        assert loopholds._request_of(coro) is req
+    finally:
+        coro.close()
+
+    async def other(request):
+        return request
+    c = other(req)
+    assert loopholds._request_of(c) is None
+    c.close()
