@@ -8,11 +8,15 @@ uncached_overhead   p50 the service adds over the upstream called directly, at c
                     has the floor's own beside it (`floor_added_*`) and the service's excess over it
                     (`over_floor_*`)
 proxy_capacity      req/s at c=256 with the 50 ms upstream, the pool sized for it (MAX_CONNECTIONS=1000),
-                    against proxy_floor with the same pool (target: >= 0.8x)
+                    against proxy_floor with the same pool (target: >= 0.8x); beside it each process's CPU
+                    per request (`cpu_ratio_vs_proxy_floor`: the floor's over the service's, the same
+                    ratio as req/s per core, and far less moved by load from elsewhere on the box)
 """
 from __future__ import annotations
 
 import json
+
+import psutil
 
 from bench.load import drive
 from bench.middleware import MIN_ROUND
@@ -74,15 +78,25 @@ def _median(v: list[float]) -> float:
     return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
-def _rounds(targets: list[tuple], duration: float, connections: int) -> list[list[dict]]:
-    """ROUNDS rounds of each (url, body, headers) target back to back, the order reversed every other round."""
+def _cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _rounds(targets: list[tuple], duration: float, connections: int, pids: list[int] | None = None) -> list[list[dict]]:
+    """ROUNDS rounds of each (url, body, headers) target back to back, the order reversed every other round;
+    with `pids` (one process per target) each round also gives that process's CPU µs per request."""
     per = max(MIN_ROUND, duration / ROUNDS)
     out: list[list[dict]] = [[] for _ in targets]
     for i in range(ROUNDS):
         order = list(range(len(targets)))
         for which in (order if i % 2 == 0 else order[::-1]):
             url, body, headers = targets[which]
-            out[which].append(drive(url, body, headers, per, connections))
+            before = _cpu_seconds(pids[which]) if pids else 0.0
+            r = drive(url, body, headers, per, connections)
+            if pids and r["requests"]:
+                r["cpu_us_per_request"] = (_cpu_seconds(pids[which]) - before) * 1e6 / r["requests"]
+            out[which].append(r)
     return out
 
 
@@ -130,13 +144,19 @@ def capacity(group: _Group, duration: float, _connections: int) -> dict:
     b = (f"{floor.url}/v1/text/summarize", BODY, {"Content-Type": "application/json"})
     for url, body, h in (a, b):
         drive(url, body, h, 1.0, conns)
-    rs, rf = _rounds([a, b], duration, conns)
+    rs, rf = _rounds([a, b], duration, conns, pids=[svc.proc.pid, floor.proc.pid])
     ratios = [s["rps"] / f["rps"] for s, f in zip(rs, rf) if f["rps"]]
     rps, frps = _median([r["rps"] for r in rs]), _median([r["rps"] for r in rf])
     ratio = round(_median(ratios), 3) if ratios else None
+    # CPU per request: what req/s at saturation comes from, and what load from elsewhere on the box moves least
+    cpu_s, cpu_f = (_median([r.get("cpu_us_per_request", 0.0) for r in x]) for x in (rs, rf))
+    cpu_ratio = round(cpu_f / cpu_s, 3) if cpu_s else None
     print(f"  c={conns}, 50 ms upstream, pool {POOL}: service {rps:.0f} req/s, proxy_floor {frps:.0f} req/s: "
-          f"{ratio}x")
+          f"{ratio}x; CPU per request {cpu_s:.0f} µs vs the floor's {cpu_f:.0f} µs ({cpu_ratio}x the floor's req/s "
+          f"per core)")
     return {"rps": rps, "p50_ms": _median([r["p50_ms"] for r in rs]), "p99_ms": _median([r["p99_ms"] for r in rs]),
             "requests": sum(r["requests"] for r in rs), "errors": sum(r["errors"] for r in rs),
             "proxy_floor_rps": round(frps, 1), "ratio_vs_proxy_floor": ratio,
-            "ratio_rounds": [round(r, 3) for r in ratios]}
+            "ratio_rounds": [round(r, 3) for r in ratios],
+            "cpu_us_per_request": round(cpu_s, 1), "proxy_floor_cpu_us_per_request": round(cpu_f, 1),
+            "cpu_ratio_vs_proxy_floor": cpu_ratio}

@@ -545,8 +545,40 @@ class OpenAIProvider(Provider):
 
     async def process(self, req: TextRequest) -> ProviderResult:
         started = time.perf_counter()
-        try:
-            result = await self._process(req)
+        try:  # (the body in this one coroutine: a second one per call only to log its failure cost a frame)
+            if req.operation not in OPERATIONS:
+                raise ProviderError("client", f"unknown operation {req.operation!r}")
+            if req.operation == "qa" and not (req.question and str(req.question).strip()):
+                raise ProviderError("client", "qa needs a question")
+            ai = self.store.get("ai")
+            prompt = build_prompt(req)
+            self.usage["calls"] += 1
+            status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
+            if status == 400 and self._json_mode and "response_format" in text:
+                # the server does not do JSON mode: the prompt still asks for JSON
+                self._json_mode = False
+                status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
+            if status != 200:
+                raise self._status_error(status, headers, text)
+            if not isinstance(data, dict):
+                raise ProviderError("parse", "upstream body is not a JSON object", status=status)
+            try:
+                content = data["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError):
+                content = None
+            # the call was billed whether or not its answer is usable: count it first
+            tokens = self._tokens(data.get("usage"), prompt, content if isinstance(content, str) else "")
+            for k in ("prompt", "completion", "total"):
+                self.usage[k] += tokens[k]
+            if content is None:
+                raise ProviderError("parse", "upstream body has no choices[0].message.content", status=status,
+                                    tokens=tokens)
+            try:
+                payload = parse_output(req.operation, content, req.options)
+            except ProviderError as e:
+                e.tokens = tokens
+                raise
+            return ProviderResult(payload, self.name, str(data.get("model") or ai["model"]), tokens)
         except ProviderError as e:
             self.usage["errors"] += 1
             self.last_error = {"kind": e.kind, "status": e.status, "message": str(e), "time": time.time()}
@@ -554,42 +586,6 @@ class OpenAIProvider(Provider):
                                                                "operation": req.operation,
                                                                "elapsed_s": round(time.perf_counter() - started, 4)})
             raise
-        return result
-
-    async def _process(self, req: TextRequest) -> ProviderResult:
-        if req.operation not in OPERATIONS:
-            raise ProviderError("client", f"unknown operation {req.operation!r}")
-        if req.operation == "qa" and not (req.question and str(req.question).strip()):
-            raise ProviderError("client", "qa needs a question")
-        ai = self.store.get("ai")
-        prompt = build_prompt(req)
-        self.usage["calls"] += 1
-        status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
-        if status == 400 and self._json_mode and "response_format" in text:
-            # the server does not do JSON mode: the prompt still asks for JSON
-            self._json_mode = False
-            status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
-        if status != 200:
-            raise self._status_error(status, headers, text)
-        if not isinstance(data, dict):
-            raise ProviderError("parse", "upstream body is not a JSON object", status=status)
-        try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            content = None
-        # the call was billed whether or not its answer is usable: count it first
-        tokens = self._tokens(data.get("usage"), prompt, content if isinstance(content, str) else "")
-        for k in ("prompt", "completion", "total"):
-            self.usage[k] += tokens[k]
-        if content is None:
-            raise ProviderError("parse", "upstream body has no choices[0].message.content", status=status,
-                                tokens=tokens)
-        try:
-            payload = parse_output(req.operation, content, req.options)
-        except ProviderError as e:
-            e.tokens = tokens
-            raise
-        return ProviderResult(payload, self.name, str(data.get("model") or ai["model"]), tokens)
 
     @staticmethod
     def _tokens(usage: Any, prompt: str, content: str) -> dict:

@@ -113,12 +113,6 @@ class Resilience:
         return out
 
     # ---- the call -------------------------------------------------------------------
-    async def _attempt(self, req: TextRequest) -> ProviderResult:
-        if self.ctx.store.get("ai")["batch_processing"]:
-            return await self.batcher.submit(req)
-        self.batcher.provider_calls += 1
-        return await self.ctx.providers.current.process(req)  # (ProviderManager.process, one coroutine less)
-
     async def call(self, req: TextRequest) -> ProviderResult:
         op = req.operation
         eff = self.effective(op)
@@ -149,7 +143,11 @@ class Resilience:
                 t0 = time.perf_counter()
                 try:
                     async with asyncio.timeout(attempt_timeout):  # (in this task: wait_for would start another)
-                        result = await self._attempt(req)
+                        if self.ctx.store.get("ai")["batch_processing"]:
+                            result = await self.batcher.submit(req)
+                        else:  # the provider itself: no ProviderManager.process, no _attempt coroutine between
+                            self.batcher.provider_calls += 1
+                            result = await self.ctx.providers.current.process(req)
                 except asyncio.CancelledError:
                     br.release(ticket)
                     raise
