@@ -55,22 +55,27 @@ def _bool_query(request: web.Request, name: str) -> bool | None:
     raise ApiError(422, "VALIDATION_ERROR", f"{name} must be true or false", field=name)
 
 
-async def _service_window(request: web.Request, mon: Monitor, seconds: float):
-    """?instances=all (default): every instance sharing Redis; this: the instance that answers."""
+async def _service_window(request: web.Request, mon: Monitor, seconds: float, live: dict | None = None):
+    """?instances=all (default): every instance sharing Redis; this: the instance that answers.  `live`: the
+    current interval, when the caller needs it too (built once: it reads every counter).  The loop is given
+    back before the caller builds its answer from the window."""
     which = request.query.get("instances", "all")
     if which not in ("all", "this"):
         raise ApiError(422, "VALIDATION_ERROR", "instances must be 'all' or 'this'", field="instances")
     if which == "this":
-        agg, snaps, resolution = mon.window(seconds)
-        return agg, snaps, resolution, {"scope": "this instance", "this": mon.history.instance,
-                                        "included": [mon.history.instance]}
-    return await mon.service_window(seconds)
+        agg, snaps, resolution = mon.window(seconds, live)
+        out = agg, snaps, resolution, {"scope": "this instance", "this": mon.history.instance,
+                                       "included": [mon.history.instance]}
+    else:
+        out = await mon.service_window(seconds, live)
+    await asyncio.sleep(0)
+    return out
 
 
-async def _window(request: web.Request, default_hours: float):
+async def _window(request: web.Request, default_hours: float, live: dict | None = None):
     hours = _hours(request, default_hours)
     mon = _mon(request)
-    agg, snaps, resolution, instances = await _service_window(request, mon, hours * 3600)
+    agg, snaps, resolution, instances = await _service_window(request, mon, hours * 3600, live)
     return hours, agg, snaps, resolution, mon, instances
 
 
@@ -88,8 +93,9 @@ async def slow_endpoints(request: web.Request) -> web.Response:
 
 
 async def request_patterns(request: web.Request) -> web.Response:
-    hours, agg, snaps, res, mon, instances = await _window(request, 24)
-    out = report.request_patterns(agg, snaps, mon.live())
+    live = _mon(request).live()
+    hours, agg, snaps, res, mon, instances = await _window(request, 24, live)
+    out = report.request_patterns(agg, snaps, live)
     return json_response({"window_hours": hours, "coverage": report.coverage(agg, hours * 3600, res),
                           "instances": instances, **out})
 
@@ -220,8 +226,10 @@ async def memory_hotspots_post(request: web.Request) -> web.Response:
 async def memory_trends(request: web.Request) -> web.Response:
     hours = _hours(request, 24)
     mon = _mon(request)
-    agg, snaps, res = mon.window(hours * 3600)  # a leak is one process's: this instance's memory only
-    out = report.memory_trends(snaps, hours, mon.live())
+    live = mon.live()
+    agg, snaps, res = mon.window(hours * 3600, live)  # a leak is one process's: this instance's memory only
+    await asyncio.sleep(0)
+    out = report.memory_trends(snaps, hours, live)
     return json_response({"coverage": report.coverage(agg, hours * 3600, res), **out})
 
 
@@ -341,8 +349,8 @@ async def performance_report(request: web.Request) -> web.Response:
     mon = _mon(request)
     days = query_number(request, "days", 7, 0.001, 400)
     seconds = days * 86400
-    agg, snaps, res, instances = await _service_window(request, mon, seconds)
     live = mon.live()
+    agg, snaps, res, instances = await _service_window(request, mon, seconds, live)
     th = report.thresholds(mon.store)
     trend_src = snaps + ([live] if live.get("seconds") else [])
     mem = report.memory_trends(snaps, days * 24, live)

@@ -186,16 +186,17 @@ class Monitor:
         return S.build(self.interval_start, time.time(), routes, ops, S.counters(), self.base_counters,
                        self.cpu.read(reset=False), self._extra(False))
 
-    def window(self, seconds: float) -> tuple[dict, list[dict], str]:
-        return self.history.window(seconds, self.live())
+    def window(self, seconds: float, live: dict | None = None) -> tuple[dict, list[dict], str]:
+        """The snapshots of the last `seconds` merged, with the live interval (`live`: one already built)."""
+        return self.history.window(seconds, self.live() if live is None else live)
 
-    async def service_window(self, seconds: float) -> tuple[dict, list[dict], str, dict]:
+    async def service_window(self, seconds: float, live: dict | None = None) -> tuple[dict, list[dict], str, dict]:
         """window() over every instance that shares this Redis: each instance's
         snapshots of one period (a snapshot interval, or an hour for long
         windows) are combined side by side, the periods end to end.  Only this
         instance's unfinished interval is live; the others count up to their
         last snapshot.  Also returns which instances were included."""
-        live = self.live()
+        live = self.live() if live is None else live
         agg, snaps, resolution = self.history.window(seconds, live)
         peers = await self.history.peers(time.time() - seconds, hourly=resolution == "hour")
         me = self.history.instance

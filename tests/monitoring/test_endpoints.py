@@ -208,3 +208,23 @@ async def test_optimize_enable_caching_changes_live_behaviour(mon_client):
     assert (await c.post(f"{M}/optimize", json={"enable_caching": True})).status == 200
     await hit()
     assert await hit() is True
+
+
+async def test_the_window_views_build_the_live_interval_once_and_use_it_in_their_answer(mon_client, monkeypatch):
+    """Building it reads every counter the snapshots diff (2-4 ms after the seed replay): once per answer."""
+    c = await mon_client()
+    for _ in range(3):
+        await c.get("/v1/text/test/fast")
+    mon = ctx_of(c).monitoring
+    real, built = mon.live, []
+
+    def counting():
+        built.append(1)
+        return real()
+    monkeypatch.setattr(mon, "live", counting)
+    for path in ("/performance-report?days=1", "/request-patterns", "/memory-trends",
+                 "/performance-report?days=1&instances=this"):
+        built.clear()
+        d = await get(c, M + path)
+        assert len(built) == 1, path
+    assert d["summary"]["requests"] >= 3   # the live interval's requests are in the answer
