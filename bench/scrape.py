@@ -182,7 +182,8 @@ def _holds_line(r: dict) -> str:
             "".join(f"\n      {h['held_ms']} ms held (CPU {h['cpu_ms']}, gc {h['gc_ms']}, wall {h['wall_ms']}) "
                     f"{h['label'] or h['kind']}: {h['from']} -> {h['to']}" for h in r["loop_longest_holds"][:3]) +
             "".join(f"\n      gc pid {pid}: " + ", ".join(f"{g} {x['collections']}x <= {x['longest_ms']} ms"
-                                                      for g, x in v.items()) for pid, v in r["gc"].items()))
+                                                      for g, x in v.items() if g.startswith("gen")) +
+                    f"; young count {v['pending'][0]:,} of {v['thresholds'][0]:,}" for pid, v in r["gc"].items()))
 
 
 async def _stop_load_tests(url: str) -> int:

@@ -113,7 +113,10 @@ class _GcClock:
         self.longest[g] = max(self.longest[g], took)
 
     def view(self) -> dict:
-        return {f"gen{g}": {"collections": self.counts[g], "longest_ms": _ms(self.longest[g])} for g in range(3)}
+        """Each generation's collections and longest since the reset; `pending`: gc.get_count() against the
+        thresholds (the young count reaching its threshold is the next collection)."""
+        return {**{f"gen{g}": {"collections": self.counts[g], "longest_ms": _ms(self.longest[g])} for g in range(3)},
+                "pending": list(gc.get_count()), "thresholds": list(gc.get_threshold())}
 
 
 class _Timed(collections.abc.Coroutine):

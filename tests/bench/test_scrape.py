@@ -3,12 +3,12 @@ import time
 
 import pytest
 
-from bench.scrape import _holds
+from bench.scrape import _holds, _holds_line
 
 
 def _view(pid, scrape, kinds, longest):
     return {"pid": pid, "since": time.time() - 10, "busy_wall_seconds": 2.5 * pid, "labels": {"scrape": scrape} if scrape else {}, "kinds": kinds, "longest": longest,
-            "gc": {"gen0": {"collections": 0, "longest_ms": 0.0}}}
+            "gc": {"gen0": {"collections": 0, "longest_ms": 0.0}, "pending": [10, 0, 0], "thresholds": [700, 10, 10]}}
 
 
 def _worst(held, cpu, wall, over, steps=10):
@@ -33,6 +33,7 @@ def test_the_worst_of_every_worker_and_what_else_held_the_loop_over_the_limit():
     assert r["loop_max_held_ms"] == 7.5 and [h["held_ms"] for h in r["loop_longest_holds"]] == [7.5, 6.1, 5.5, 2.0]
     assert r["loop_holds_over_limit"] == {"batch": 7.5, "scrape-task": 6.1}
     assert set(r["gc"]) == {"1", "2"} and 0.49 <= r["loop_busy_share"] <= 0.5   # worker 2: 5 s of 10
+    assert "young count 10 of 700" in _holds_line(r)
 
 
 def test_no_scrape_recorded_is_an_error_unless_none_was_asked_for():

@@ -245,6 +245,7 @@ async def test_the_collector_s_time_lands_in_the_step_that_collected_and_where_i
     assert top["gc_ms"] > 0 and top["wall_ms"] >= top["gc_ms"] and top["to"].startswith("test_loopholds.py:")
     assert top["to"].endswith(" collects") and top["from"].endswith(" collects") and top["from"] != top["to"]
     assert holds.view()["gc"]["gen2"]["collections"] >= 1
+    assert holds.view()["gc"]["thresholds"] == list(gc.get_threshold())
 
 
 def test_without_schedstat_the_cpu_time_comes_from_thread_time(monkeypatch):
