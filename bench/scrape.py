@@ -134,7 +134,8 @@ def _holds(views: list[dict], scrapes: bool = True) -> dict:
     scrape = [x for x in scrape if x]
     if not scrape and scrapes:
         raise RuntimeError("loop-holds recorded no scrape: is monitoring.loop_hold_timing on?")
-    scrape = scrape or [{"max_held_ms": 0.0, "max_cpu_ms": 0.0, "max_wall_ms": 0.0, "over_5_ms": 0, "steps": 0}]
+    scrape = scrape or [{"max_held_ms": 0.0, "max_cpu_ms": 0.0, "max_wall_ms": 0.0, "over_5_ms": 0, "steps": 0,
+                         "cpu_ms_per_run": 0.0}]
     over: dict[str, float] = {}
     for v in views:
         for kind, k in v["kinds"].items():
@@ -146,6 +147,7 @@ def _holds(views: list[dict], scrapes: bool = True) -> dict:
             "scrape_max_wall_ms": max(x["max_wall_ms"] for x in scrape),
             "scrape_steps_over_5ms": sum(x["over_5_ms"] for x in scrape),
             "scrape_steps": sum(x["steps"] for x in scrape),
+            "scrape_loop_cpu_ms": max((x.get("cpu_ms_per_run") or 0.0) for x in scrape),
             # the share of the time a worker's loop ran task steps (wall): near 1, a probe waits behind a queue
             # of them whatever each one's length
             "loop_busy_share": max(round(v["busy_wall_seconds"] / max(1e-9, time.time() - v["since"]), 3)
@@ -176,7 +178,8 @@ def _replay_with_holds(url: str, workers: int) -> tuple[str, dict, float]:
 def _holds_line(r: dict) -> str:
     over = ", ".join(f"{k} {v} ms" for k, v in list(r["loop_holds_over_limit"].items())[:4]) or "none"
     return (f"a scrape held the loop {r['scrape_max_held_ms']} ms at most (CPU {r['scrape_max_cpu_ms']} ms, wall "
-            f"{r['scrape_max_wall_ms']} ms; {r['scrape_steps_over_5ms']} of {r['scrape_steps']} steps over 5 ms); "
+            f"{r['scrape_max_wall_ms']} ms; {r['scrape_steps_over_5ms']} of {r['scrape_steps']} steps over 5 ms; "
+            f"{r['scrape_loop_cpu_ms']} ms of the loop's CPU per scrape); "
             f"anything: {r['loop_max_held_ms']} ms; held over 5 ms: {over}; the busiest loop ran task steps "
             f"{r['loop_busy_share']:.0%} of the time" +
             "".join(f"\n      {h['held_ms']} ms held (CPU {h['cpu_ms']}, gc {h['gc_ms']}, wall {h['wall_ms']}) "

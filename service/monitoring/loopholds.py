@@ -214,14 +214,15 @@ _OVER = f"over_{_ms(LIMIT_SECONDS):g}_ms"
 
 class _Worst:
     """The worst holds of one kind or label (`over_limit`: steps held longer than LIMIT_SECONDS)."""
-    __slots__ = ("steps", "over_limit", "wall", "held", "cpu")
+    __slots__ = ("steps", "over_limit", "wall", "held", "cpu", "cpu_total")
 
     def __init__(self):
         self.steps = self.over_limit = 0
-        self.wall = self.held = self.cpu = 0.0
+        self.wall = self.held = self.cpu = self.cpu_total = 0.0
 
     def add(self, wall: float, held: float, cpu: float) -> None:
         self.steps += 1
+        self.cpu_total += cpu
         self.over_limit += held > LIMIT_SECONDS
         self.wall = max(self.wall, wall)
         self.held = max(self.held, held)
@@ -329,7 +330,10 @@ class LoopHolds:
             "enabled": self.enabled, "pid": os.getpid(), "since": round(self.since, 3),
             "record_ms": _ms(RECORD_SECONDS), "limit_ms": _ms(LIMIT_SECONDS),
             "steps": self.steps, "busy_wall_seconds": round(self.wall, 6),
-            "labels": {k: {**v.view(), "runs": self.runs[k]} for k, v in sorted(self.labels.items())},
+            # a label's every step is timed: its CPU per run is the whole of what one run costs the loop
+            "labels": {k: {**v.view(), "runs": self.runs[k],
+                           "cpu_ms_per_run": _ms(v.cpu_total / self.runs[k]) if self.runs[k] else None}
+                       for k, v in sorted(self.labels.items())},
             "kinds": {k: v.view() for k, v in kinds},
             "longest": [{"held_ms": _ms(h), "cpu_ms": _ms(c), "wall_ms": _ms(w), "gc_ms": _ms(g), "kind": k,
                          "label": lab, "from": a, "to": b, "at": round(at, 3)}

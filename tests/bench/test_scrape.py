@@ -12,7 +12,8 @@ def _view(pid, scrape, kinds, longest):
 
 
 def _worst(held, cpu, wall, over, steps=10):
-    return {"steps": steps, "max_held_ms": held, "max_cpu_ms": cpu, "max_wall_ms": wall, "over_5_ms": over}
+    return {"steps": steps, "max_held_ms": held, "max_cpu_ms": cpu, "max_wall_ms": wall, "over_5_ms": over,
+            "cpu_ms_per_run": cpu / 2}
 
 
 def _hold(held, kind, label=None):
@@ -29,7 +30,7 @@ def test_the_worst_of_every_worker_and_what_else_held_the_loop_over_the_limit():
               [_hold(6.1, "scrape-task", "scrape"), _hold(5.5, "batch")])
     r = _holds([a, b])
     assert (r["scrape_max_held_ms"], r["scrape_max_cpu_ms"], r["scrape_max_wall_ms"]) == (6.1, 6.0, 9.0)
-    assert r["scrape_steps_over_5ms"] == 1 and r["scrape_steps"] == 14
+    assert r["scrape_steps_over_5ms"] == 1 and r["scrape_steps"] == 14 and r["scrape_loop_cpu_ms"] == 3.0
     assert r["loop_max_held_ms"] == 7.5 and [h["held_ms"] for h in r["loop_longest_holds"]] == [7.5, 6.1, 5.5, 2.0]
     assert r["loop_holds_over_limit"] == {"batch": 7.5, "scrape-task": 6.1}
     assert set(r["gc"]) == {"1", "2"} and 0.49 <= r["loop_busy_share"] <= 0.5   # worker 2: 5 s of 10

@@ -54,6 +54,7 @@ async def test_switched_on_live_a_scrape_and_a_holding_route_are_attributed(mon_
     assert d["enabled"] is True and d["steps"] > 0 and d["busy_wall_seconds"] >= 0.03
     scrape = d["labels"]["scrape"]
     assert scrape["runs"] == 3 and scrape["steps"] >= 3 and scrape["max_cpu_ms"] > 0
+    assert scrape["max_cpu_ms"] / 3 <= scrape["cpu_ms_per_run"] <= scrape["max_cpu_ms"] * scrape["steps"] / 3
     conn = d["kinds"]["GET /v1/text/test/hold"]   # a request's kind: its method and route
     assert conn["max_cpu_ms"] >= 30 and conn["max_held_ms"] >= 30 and conn["over_5_ms"] >= 1
     top = d["longest"][0]
