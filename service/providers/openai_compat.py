@@ -351,7 +351,7 @@ class _PoolConnector(MeteredConnector):
 
     def _release(self, key, protocol, *, should_close: bool = False) -> None:
         try:
-            if not should_close and sum(len(c) for c in self._conns.values()) >= self._max_idle:
+            if not should_close and sum(map(len, self._conns.values())) >= self._max_idle:
                 should_close = True
         except Exception:  # aiohttp internals changed: keep the plain behaviour
             pass
@@ -510,9 +510,8 @@ class OpenAIProvider(Provider):
             c = self._call = _CallParts(ai, self._json_mode, self._headers(), self._timeout(ai))
         return c
 
-    async def _post_chat(self, body: bytes, ai: dict) -> tuple[int, dict, Any, str]:
+    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts") -> tuple[int, dict, Any, str]:
         pool = self._acquire()
-        c = self._parts(ai)
         try:
             async with pool.session.post(c.url, data=body, headers=c.headers, timeout=c.timeout) as resp:
                 raw = await resp.read()
@@ -553,11 +552,13 @@ class OpenAIProvider(Provider):
             ai = self.store.get("ai")
             prompt = build_prompt(req)
             self.usage["calls"] += 1
-            status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
+            c = self._parts(ai)
+            status, headers, data, text = await self._post_chat(c.body(prompt), ai, c)
             if status == 400 and self._json_mode and "response_format" in text:
                 # the server does not do JSON mode: the prompt still asks for JSON
                 self._json_mode = False
-                status, headers, data, text = await self._post_chat(self._parts(ai).body(prompt), ai)
+                c = self._parts(ai)
+                status, headers, data, text = await self._post_chat(c.body(prompt), ai, c)
             if status != 200:
                 raise self._status_error(status, headers, text)
             if not isinstance(data, dict):
