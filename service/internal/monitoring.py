@@ -182,7 +182,7 @@ async def loop_holds_reset(request: web.Request) -> web.Response:
 # ---- memory --------------------------------------------------------------------
 async def memory_analysis(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    return json_response(memory.analysis(ctx, ctx.monitoring))
+    return json_response(await memory.analysis(ctx, ctx.monitoring))
 
 
 _HOTSPOTS_LOCK = asyncio.Lock()

@@ -123,3 +123,27 @@ async def test_memory_trends_flat_is_no_leak(mon_client):
     d = await (await c.get(f"{M}/memory-trends?hours=0.5")).json()
     assert d["leak_suspected"] is False and d["trend"]["direction"] == "stable"
     assert 29 <= d["samples"] <= 32
+
+
+async def test_memory_analysis_gives_the_loop_back_between_its_parts(mon_client):
+    """Listing the young generations, the collector's figures and the subsystems' sizes: three steps."""
+    import asyncio
+
+    from service.monitoring import memory
+    from service.monitoring.loopholds import LoopHolds
+    c = await mon_client()
+    ctx = ctx_of(c)
+
+    class On:
+        def get(self, section):
+            return {"loop_hold_timing": True}
+
+        def subscribe(self, fn):
+            pass
+    holds = LoopHolds(On())
+    holds.start()   # times the tasks created from now on: the analysis' own
+    try:
+        d = await asyncio.create_task(memory.analysis(ctx, ctx.monitoring))
+    finally:
+        holds.stop()
+    assert holds.steps >= 3 and isinstance(d["gc"]["young_objects"], int) and "frozen" in d["gc"]
