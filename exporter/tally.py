@@ -30,13 +30,18 @@ def flush_all() -> None:
 
 
 class _Batch:
-    """Pending counts flushed by a loop timer at most `interval` seconds after the first one."""
+    """Pending counts flushed by a loop timer at most `interval` seconds after the first one.
+
+    A hot path may hold a key's cell (`cell(key)`) and add to it in place: cells stay across flushes
+    (a flush drains them), and once a cell was handed out the tally flushes every `interval` while
+    the loop runs, as nothing tells it when a cell changed."""
 
     def __init__(self, interval: float):
         self.interval = interval
         self.pending: dict = {}
         self._children: dict = {}
         self._timer = None
+        self._periodic = False
         _live.add(self)
 
     def _schedule(self) -> None:
@@ -46,19 +51,29 @@ class _Batch:
             return
         self._timer = loop.call_later(self.interval, self.flush)
 
-    def _take(self) -> dict:
-        """The pending counts, and no timer left behind (flush_all may come first)."""
+    def _cancel(self) -> None:
+        """No timer left behind (flush_all may come first)."""
         if self._timer is not None:
             self._timer.cancel()  # (harmless when the timer itself is running)
             self._timer = None
+
+    def _take(self) -> dict:
+        """The pending counts, and no timer left behind."""
+        self._cancel()
         pending, self.pending = self.pending, {}
         return pending
+
+    def _rearm(self) -> None:
+        if self._periodic and self._timer is None:
+            self._schedule()
 
     def flush(self) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         self.flush()
+        self._periodic = False
+        self._cancel()
 
 
 class Tally(_Batch):
@@ -66,26 +81,44 @@ class Tally(_Batch):
         super().__init__(interval)
         self.child_for = child_for      # key -> prometheus child (labels(...))
         self.flushed: dict = {}
+        self.cells: dict = {}           # key -> [pending count]
+
+    def cell(self, key) -> list:
+        """`key`'s pending count as a one-item list to add to in place (`cell[0] += n`)."""
+        c = self.cells.get(key)
+        if c is None:
+            c = self.cells[key] = [0]
+        self._periodic = True
+        self._rearm()
+        return c
 
     def add(self, key, n: int = 1) -> None:
-        p = self.pending
-        p[key] = p.get(key, 0) + n
+        c = self.cells.get(key)
+        if c is None:
+            c = self.cells[key] = [0]
+        c[0] += n
         if self._timer is None:
             self._schedule()
 
     def flush(self) -> None:
-        pending = self._take()
-        for key, n in pending.items():
+        self._cancel()
+        for key, c in self.cells.items():
+            n = c[0]
+            if not n:
+                continue
+            c[0] = 0
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = self.child_for(key)
             child.inc(n)
             self.flushed[key] = self.flushed.get(key, 0) + n
+        self._rearm()
 
     def totals(self) -> dict:
         out = dict(self.flushed)
-        for k, n in self.pending.items():
-            out[k] = out.get(k, 0) + n
+        for k, c in self.cells.items():
+            if c[0]:
+                out[k] = out.get(k, 0) + c[0]
         return out
 
     def reset(self) -> None:
@@ -109,6 +142,9 @@ class HistogramTally(_Batch):
     it that bucket's exemplar ({"request_id": id}, its value, the flush
     time).  OpenMetrics shows them; prometheus_client keeps none in
     multiprocess mode (WORKERS > 1).
+
+    A cell (`cell(key)`) is that list: [count per bucket..., (id, value) or None per bucket..., sum],
+    for a hot path to add to in place (`bounds` and `size` say where).
     """
 
     def __init__(self, histogram, interval: float = 1.0, companions: tuple = ()):
@@ -116,15 +152,25 @@ class HistogramTally(_Batch):
         self.histogram = histogram
         self.companions = companions  # flushed with it (e.g. the LiveGauge of the same requests)
         self.bounds = list(histogram._upper_bounds)
-        # pending: key -> [count per bucket..., (id, value) per bucket..., sum]
-        self._n = len(self.bounds)
+        self.size = self._n = len(self.bounds)
+        self.cells: dict = {}
+
+    def _new(self, key) -> list:
+        c = self.cells[key] = [0] * self._n + [None] * self._n + [0.0]
+        return c
+
+    def cell(self, key) -> list:
+        c = self.cells.get(key) or self._new(key)
+        self._periodic = True
+        self._rearm()
+        return c
 
     def observe(self, key, value: float, exemplar_id: str | None = None) -> None:
-        p = self.pending.get(key)
+        p = self.cells.get(key)
         if p is None:
-            p = self.pending[key] = [0] * self._n + [None] * self._n + [0.0]
-            if self._timer is None:
-                self._schedule()
+            p = self._new(key)
+        if self._timer is None:
+            self._schedule()
         i = bisect_left(self.bounds, value)
         p[i] += 1
         p[-1] += value
@@ -132,9 +178,12 @@ class HistogramTally(_Batch):
             p[self._n + i] = (exemplar_id, value)
 
     def flush(self) -> None:
+        self._cancel()
         n = self._n
         now = None
-        for key, p in self._take().items():
+        for key, p in self.cells.items():
+            if not any(p[:n]):
+                continue
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = self.histogram.labels(*key)
@@ -142,13 +191,17 @@ class HistogramTally(_Batch):
             for i in range(n):
                 if p[i]:
                     buckets[i].inc(p[i])
+                    p[i] = 0
                     ex = p[n + i]
                     if ex is not None:
                         now = now or time.time()
                         buckets[i].set_exemplar(Exemplar({"request_id": ex[0][:EXEMPLAR_MAX]}, ex[1], now))
+                        p[n + i] = None
             child._sum.inc(p[-1])
+            p[-1] = 0.0
         for c in self.companions:
             c.flush()
+        self._rearm()
 
 
 class LiveGauge:

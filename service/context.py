@@ -41,3 +41,4 @@ SCOPES: web.RequestKey[frozenset] = web.RequestKey("scopes", frozenset)    # aut
 KEY_TIER: web.RequestKey[Any] = web.RequestKey("key_tier", object)         # auth: the key's rate-limit tier
 BENCHMARK_MARK: web.RequestKey[bool] = web.RequestKey("benchmark", bool)   # auth: a valid X-Benchmark token
 OPERATION: web.RequestKey[str] = web.RequestKey("operation", str)          # /v1/text/process: the body's operation
+ROUTE: web.RequestKey[Any] = web.RequestKey("route", object)               # the stack: the fixed route matched, or None

@@ -20,6 +20,8 @@ exempts the request from rate limits and, without a key, authenticates it as
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.hdrs import AUTHORIZATION
+from multidict import istr
 
 from exporter.metrics import AUTH_REJECTIONS
 from service.context import BENCHMARK_MARK, KEY_NAME, KEY_TIER, SCOPES
@@ -28,7 +30,8 @@ from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
 from service.middleware.stack import Layer
 from service.remediation.credential import load_webhook_token, webhook_identity
 
-BENCHMARK_HEADER = "X-Benchmark"
+BENCHMARK_HEADER = istr("X-Benchmark")
+API_KEY_HEADER = istr("X-API-Key")
 BENCHMARK_KEY = Key(BENCHMARK, b"", frozenset({"text"}), None, "deployment secret")
 NO_SCOPES: frozenset = frozenset()
 MISSING, INVALID, FORBIDDEN = REJECTIONS = ("missing", "invalid", "forbidden")  # llmapi_auth_rejections{reason}
@@ -69,10 +72,11 @@ def preinit(auth_cfg: dict) -> None:
 
 
 def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("X-API-Key")
+    headers = request._headers  # (aiohttp's attribute behind `headers`: see service/middleware/stack.py)
+    key = headers.get(API_KEY_HEADER)
     if key:
         return key
-    auth = request.headers.get("Authorization", "")
+    auth = headers.get(AUTHORIZATION, "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return None
@@ -102,7 +106,7 @@ class AuthLayer(Layer):
 
     def enter(self, request):
         shared = request._state  # (the request's dict: see service/context.py)
-        mark = request.headers.get(BENCHMARK_HEADER)
+        mark = request._headers.get(BENCHMARK_HEADER)
         bench = mark is not None and self.secret.is_benchmark_token(mark)
         if bench:
             shared[BENCHMARK_MARK] = True

@@ -28,6 +28,7 @@ from time import perf_counter
 
 import brotli
 from aiohttp import web
+from aiohttp.hdrs import ACCEPT_ENCODING, CONTENT_ENCODING
 
 from exporter.metrics import COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS
 from service.errors import ApiError, safe_field
@@ -262,7 +263,7 @@ class CompressionLayer(Layer):
 
     def enter(self, request):
         """None, or the request's Content-Encoding (the decoded size capped for gzip, deflate, br)."""
-        encoding = request.headers.get("Content-Encoding")
+        encoding = request._headers.get(CONTENT_ENCODING)
         if encoding is None:
             return None
         encoding = encoding.strip().lower()
@@ -290,7 +291,7 @@ class CompressionLayer(Layer):
             comp.requests["decoded_bytes"] += getattr(content, "total_bytes", 0)
         cfg = self.get("compression")
         if cfg["enabled"]:
-            ae = request.headers.get("Accept-Encoding")
+            ae = request._headers.get(ACCEPT_ENCODING)
             if ae is not None:
                 return comp.maybe_compress(resp, ae, cfg)
         return None

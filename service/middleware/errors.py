@@ -12,6 +12,7 @@ import os
 from time import perf_counter
 
 from aiohttp import web
+from multidict import istr
 
 from service.accesslog import AccessLog
 from service.config.schema import ConfigValidationError
@@ -40,8 +41,11 @@ def new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+REQUEST_ID_HEADER = istr("X-Request-ID")
+
+
 def _request_id(request: web.Request) -> str:
-    rid = request.headers.get("X-Request-ID")
+    rid = request._headers.get(REQUEST_ID_HEADER)  # (aiohttp's attributes: see service/middleware/stack.py)
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():  # (echoed in a header and every log line)
         return rid
     return new_request_id()
@@ -72,9 +76,9 @@ class ErrorsLayer(Layer):
 
     def leave(self, request, resp, state):
         rid, token, start = state
-        resp.headers["X-Request-ID"] = rid
+        resp._headers[REQUEST_ID_HEADER] = rid
         if self.log_access:
-            self.access_log.line(request.method, request.path, resp.status, rid, perf_counter() - start,
+            self.access_log.line(request._method, request.path, resp._status, rid, perf_counter() - start,
                                  request._state.get(KEY_NAME))
         request_id_var.reset(token)
 

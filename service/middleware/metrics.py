@@ -17,9 +17,12 @@ lookup and a few additions per request, see service/monitoring/analytics.py.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from time import perf_counter
 
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_LENGTH
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from exporter.metrics import (API_ROUTE_PREFIX, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_OTHER_DURATION, HTTP_REQUESTS,
                               KNOWN_METHODS)
@@ -28,7 +31,7 @@ from service.config.schema import ConfigValidationError
 from service.context import OPERATION, REQUEST_ID
 from service.errors import ApiError
 from service.middleware.stack import Layer
-from service.monitoring.analytics import RequestAnalytics
+from service.monitoring.analytics import RequestAnalytics, add
 
 
 PROCESS_ROUTE = "/v1/text/process"  # the one route whose operation is in the body (the handler names it)
@@ -79,6 +82,34 @@ def _status(exc: BaseException) -> int:
     return 500
 
 
+def _body_bytes(resp) -> int | None:
+    """The bytes of a Response's body (its content_length, without the property's 3,500 instructions), None
+    for a streamed answer.  (type(): isinstance would go through ABCMeta, StreamResponse is a MutableMapping.)"""
+    if type(resp) is not web.Response:
+        return None
+    body = resp._body
+    if type(body) is bytes and resp._compressed_body is None and not resp._chunked \
+            and CONTENT_LENGTH not in resp._headers:
+        return len(body)
+    return resp.content_length
+
+
+class _Plan:
+    """What one (route, method) adds to: its histogram cell, its request counter cells by status, and its
+    request-analytics accumulator (taken again when the analytics start a new interval)."""
+    __slots__ = ("route", "method", "api", "hist", "bounds", "size", "counts", "counted", "acc", "gen")
+
+    def __init__(self, layer: "MetricsLayer", route: str, method: str):
+        group = route_group(route)
+        tally = layer.durations if group is None else layer.others
+        self.route, self.method, self.api = route, method, group is None
+        self.hist = tally.cell((route, method) if group is None else (group,))
+        self.bounds, self.size = tally.bounds, tally.size
+        self.counts: dict = {}  # status -> the request counter's cell
+        self.counted = INTERNAL_ROUTES if group == "internal" else route
+        self.acc, self.gen = None, -1
+
+
 class MetricsLayer(Layer):
     name = "metrics"
 
@@ -91,16 +122,14 @@ class MetricsLayer(Layer):
         self.durations = HistogramTally(HTTP_DURATION, companions=(IN_FLIGHT,))
         self.others = HistogramTally(HTTP_OTHER_DURATION)
         ctx.extras["http_tallies"] = (self.requests, self.durations, self.others)
-        self.plans: dict = {}  # matched route -> _plan(its template): one dict lookup a request
-        self._unmatched = self._plan("unmatched")
+        self.plans: dict = {}  # (matched route, method) -> _Plan: one dict lookup a request
 
     def enter(self, request):
         IN_FLIGHT.value += 1
         return perf_counter()
 
     def leave(self, request, resp, start):
-        self.record(request, resp.status, resp.content_length if type(resp) is web.Response else None, start)
-        # (isinstance would go through ABCMeta: StreamResponse is a MutableMapping)
+        self.record(request, resp._status, _body_bytes(resp), start)
 
     def fail(self, request, exc, start):
         self.record(request, _status(exc), None, start)
@@ -108,30 +137,36 @@ class MetricsLayer(Layer):
     def record(self, request, status: int, resp_bytes, start: float) -> None:
         IN_FLIGHT.value -= 1
         elapsed = perf_counter() - start
-        info = request.match_info
-        if info.http_exception is None:  # a matched route: its labels looked up once (by the route object)
-            plan = self.plans.get(info.route)
-            if plan is None:
-                plan = self.plans[info.route] = self._plan(route_template(request))
-        else:
-            plan = self._unmatched
-        route, group, counted = plan
-        method = request.method
+        method = request._method  # (aiohttp's attributes: see service/middleware/stack.py)
         if method not in METHODS:
             method = "OTHER"
-        if group is None:
-            self.durations.observe((route, method), elapsed, request._state.get(REQUEST_ID))
-        else:
-            self.others.observe((group,), elapsed)
-        self.requests.add((counted, method, status))
-        self.analytics.record(route, method, status, elapsed, request.content_length, resp_bytes,
-                              request._state.get(OPERATION) if route == PROCESS_ROUTE else None)
-
-    @staticmethod
-    def _plan(route: str) -> tuple:
-        """(route template, its group in the shared histogram or None, its request counter label)."""
-        group = route_group(route)
-        return route, group, INTERNAL_ROUTES if group == "internal" else route
+        info = request._match_info
+        key = (info._route if type(info) is UrlMappingMatchInfo else None, method)  # (None: unmatched)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = _Plan(self, "unmatched" if key[0] is None else route_template(request), method)
+        h = plan.hist  # the histogram cell: one bucket, the sum, the request id as the bucket's exemplar
+        i = bisect_left(plan.bounds, elapsed)
+        h[i] += 1
+        h[-1] += elapsed
+        if plan.api:
+            rid = request._state.get(REQUEST_ID)
+            if rid is not None:
+                h[plan.size + i] = (rid, elapsed)
+        c = plan.counts.get(status)
+        if c is None:
+            c = plan.counts[status] = self.requests.cell((plan.counted, method, status))
+        c[0] += 1
+        analytics = self.analytics
+        if plan.gen != analytics.gen:
+            plan.acc, plan.gen = analytics.acc(method, plan.route), analytics.gen
+        body = request._read_bytes  # (the body the handler read, else what its Content-Length says)
+        add(plan.acc, status, elapsed, request.content_length if body is None else len(body), resp_bytes)
+        if plan.route == PROCESS_ROUTE:
+            op = request._state.get(OPERATION)
+            if op is not None:
+                ops = analytics.ops
+                ops[op] = ops.get(op, 0) + 1
 
 
 def make(ctx):

@@ -52,6 +52,10 @@ class RateLimitLayer(Layer):
         self.get = ctx.store.get
         self.secret = ctx.secret
 
+    def skips(self, path: str, method: str) -> bool:
+        cfg = self.get("rate_limit")
+        return not ((cfg["enabled"] or cfg["global_limit_per_minute"] is not None) and path.startswith(self.rl.prefixes))
+
     def enter(self, request):
         cfg = self.get("rate_limit")
         glimit = cfg["global_limit_per_minute"]

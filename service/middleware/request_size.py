@@ -20,6 +20,7 @@ body is not drained.
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING
 
 from exporter.metrics import REQUEST_SIZE_REJECTIONS
 from service.errors import ApiError
@@ -140,12 +141,12 @@ class RequestSizeLayer(Layer):
     def enter(self, request):
         """None (not checked) or (content class, declared length or None); Wait when the body is read here."""
         cfg = self.get("request_size")
-        headers = request.headers
-        cl = headers.get("Content-Length")
-        if not cfg["enabled"] or (cl is None and "Transfer-Encoding" not in headers):
+        headers = request._headers  # (aiohttp's attribute behind `headers`: see service/middleware/stack.py)
+        cl = headers.get(CONTENT_LENGTH)
+        if not cfg["enabled"] or (cl is None and TRANSFER_ENCODING not in headers):
             return None
         rs = self.rs
-        cls = rs.classify(headers.get("Content-Type", ""))
+        cls = rs.classify(headers.get(CONTENT_TYPE, ""))
         limit = rs.limits[cls]
         declared = None
         if cl is not None:

@@ -114,14 +114,14 @@ class SecurityLayer(Layer):
 
     def enter(self, request):
         sec = self.sec
-        if sec.cors_enabled and request.method == "OPTIONS":
+        if sec.cors_enabled and request._method == "OPTIONS":
             origin = request.headers.get("Origin")
             if origin is not None and "Access-Control-Request-Method" in request.headers:
                 raise Answer(sec.preflight(request, origin))
 
     def leave(self, request, resp, state):
         sec = self.sec
-        resp.headers.update(sec.headers)
+        resp._headers.update(sec.headers)  # (aiohttp's attribute behind `headers`: see service/middleware/stack.py)
         if sec.cors_enabled:
             sec.add_cors(request, resp)
 

@@ -22,6 +22,14 @@ skipped, the layers outside it leave as usual.
 One coroutine for the whole stack instead of one per layer: what the nine
 layers cost is their own work, not nine frames, partials and try blocks.
 
+Per route: a request matched to a fixed route (one path, see fixed_route)
+runs only the layers that act on that route under the current config: a
+layer whose `skips(path, method)` is true (versioning off the /vN/ paths,
+admission on admin routes, rate limiting when it is off) is left out of
+that route's list, which is rebuilt after any config change.  The route is
+in request[ROUTE] (None when the path is not fixed), so layers can key
+their own per-route decisions on it.
+
 Timing (service/middleware/stackperf.py): for one request in
 `middleware.sample_every` each layer is wrapped in Timed, which records
 perf_counter() around every step, so each
@@ -32,6 +40,10 @@ from __future__ import annotations
 from time import perf_counter
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import PlainResource, UrlMappingMatchInfo
+
+from service.context import ROUTE
+
 
 from service.errors import drop_tracebacks
 
@@ -78,23 +90,59 @@ class Layer:
     async def wait(self, request, state):
         return state
 
+    def skips(self, path: str, method: str) -> bool:
+        """Does this layer do nothing at all (enter None, no leave, no fail) for every request matched to the
+        fixed route (path, method) under the current config?  Asked once per route after each config change."""
+        return False
+
+
+def fixed_route(request: web.Request):
+    """The route a request matched when its path is fixed (a PlainResource: one route, one path), else None:
+    a bounded set of objects to key per-route decisions on (unlike paths, or unmatched requests)."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return None
+    route = info.route
+    return route if type(route.resource) is PlainResource else None
+
 
 def build(layers: list, prof) -> web.middleware:
     """The one middleware of the app; `prof` is the StackProfiler that samples it."""
-    outward = list(range(len(layers) - 1, -1, -1))
     finish = prof.finish
     countdown = prof.every
+    every = list(layers)
+    everyone = (None, every, _outward(every))
+    plans: dict = {}  # matched route -> (the fixed route or None, the layers that act on it, their indices reversed)
+    prof.store.subscribe(lambda section, new, old: plans.clear())
+
+    def plan(route) -> tuple:
+        if type(route.resource) is not PlainResource:
+            return everyone
+        path, method = route.resource.canonical, route.method
+        acting = [layer for layer in every if not layer.skips(path, method)]
+        return route, acting, _outward(acting)
 
     @web.middleware
-    async def stack(request: web.Request, handler, layers=layers):
+    async def stack(request: web.Request, handler):
         nonlocal countdown
         countdown -= 1
-        ts = None
-        if countdown <= 0:  # a sampled request: the same steps, each between two timestamps
+        info = request._match_info  # (set before the middlewares run; `match_info` is a reify)
+        if type(info) is UrlMappingMatchInfo:  # matched (a MatchInfoError is a 404/405)
+            p = plans.get(info._route)
+            if p is None:
+                p = plans[info._route] = plan(info._route)
+            route, layers, outward = p
+        else:
+            route, layers, outward = everyone
+        request._state[ROUTE] = route  # (the request's dict: see service/context.py)
+        if countdown <= 0:  # a sampled request: every layer's steps, each between two timestamps
             countdown = prof.every
             ts = []
-            layers = [Timed(layer, ts) for layer in layers]
+            layers = [Timed(layer, ts) for layer in every]
+            outward = everyone[2]
             handler = _timed(handler, ts)
+        else:
+            ts = None
         req = request
         split = 0  # layers from this index on see the re-routed request
         states = []
@@ -106,6 +154,7 @@ def build(layers: list, prof) -> web.middleware:
                     st = await layer.wait(req, st.state)
                     if type(st) is Rerouted:
                         req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
+                        req._state[ROUTE] = fixed_route(req)
                         split = len(states) + 1
                 states.append(st)
             resp = await handler(req)
@@ -140,6 +189,10 @@ def build(layers: list, prof) -> web.middleware:
         return resp
 
     return stack
+
+
+def _outward(layers: list) -> list:
+    return list(range(len(layers) - 1, -1, -1))
 
 
 class Timed:

@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 
 from aiohttp import web
+from aiohttp.hdrs import ACCEPT
+from multidict import istr
 
 from exporter.metrics import API_VERSION_REQUESTS
 from service.errors import ApiError, safe_field
@@ -43,7 +45,7 @@ ROUTE_VERSION = "v1"  # the prefix the handlers are registered under
 ROUTE_PREFIX = f"/{ROUTE_VERSION}/"
 SOURCES = ("header", "path", "query", "accept")
 DEFAULT_SOURCE = "default"  # the source label when the request named no version
-HEADER = "X-API-Version"
+HEADER = istr("X-API-Version")
 _VERSION = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?$", re.I)
 _ACCEPT_VND = re.compile(r"application/vnd\.llmapi\.(v?\d{1,4}(?:\.\d{1,4})?)(?:\+json)?", re.I)
 _ACCEPT_PARAM = re.compile(r";\s*(?:api-)?version\s*=\s*\"?(v?\d{1,4}(?:\.\d{1,4})?)\"?", re.I)
@@ -188,10 +190,10 @@ class Versioning:
 
     def fast_resolve(self, request: web.Request, path: str):
         """The common case without building the cache key: a /vN/ path and no other hint."""
-        headers = request.headers
-        if HEADER in headers or "?" in request.raw_path:
+        headers = request._headers  # (aiohttp's attributes: see service/middleware/stack.py)
+        if HEADER in headers or "?" in request._message.path:
             return None
-        accept = headers.get("Accept")
+        accept = headers.get(ACCEPT)
         if accept is not None and ("version" in accept or "vnd." in accept):
             return None
         i = path.find("/", 1)
@@ -232,6 +234,11 @@ class Versioning:
                           "size": len(self.cache), "hit_ratio": round(self.hits / total, 4) if total else None}}
 
 
+def _versioned(path: str) -> bool:
+    """A /v<digit>... path: the ones versioning detects a version for."""
+    return len(path) >= 3 and path[1] == "v" and path[2].isdigit()
+
+
 class VersioningLayer(Layer):
     """The version of a /vN/... request (None for other paths); a supported /vN/ with no route of its
     own is re-routed onto /v1 (the inner layers and the handler then see the /v1 request)."""
@@ -241,10 +248,13 @@ class VersioningLayer(Layer):
         self.ver = ver
         self.get = store.get
 
+    def skips(self, path: str, method: str) -> bool:
+        return not self.ver.enabled or not _versioned(path)
+
     def enter(self, request):
         path = request.path
         ver = self.ver
-        if not ver.enabled or len(path) < 3 or path[1] != "v" or not path[2].isdigit():
+        if not ver.enabled or not _versioned(path):
             return None
         result = ver.fast_resolve(request, path)
         if result is None:
@@ -272,9 +282,9 @@ class VersioningLayer(Layer):
             return
         if type(result) is Rerouted:
             result = result.state
-        h = resp.headers
+        h = resp._headers
         version = result[0]
-        h["X-API-Version"] = version
+        h[HEADER] = version
         deprecation = self.ver.deprecation
         if deprecation and version in deprecation:
             h.update(deprecation[version])

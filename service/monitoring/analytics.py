@@ -50,33 +50,25 @@ class RouteAcc:
 
 
 class RequestAnalytics:
-    """Live accumulators for the current snapshot interval."""
+    """Live accumulators for the current snapshot interval.  `gen` counts the intervals: a caller holding
+    an accumulator (acc()) takes a fresh one when it changed."""
 
     def __init__(self):
         self.routes: dict[tuple, RouteAcc] = {}
         self.ops: dict[str, int] = {}
+        self.gen = 0
 
-    def record(self, route: str, method: str, status: int, elapsed: float,
-               req_bytes: int | None, resp_bytes: int | None, operation: str | None = None) -> None:
+    def acc(self, method: str, route: str) -> RouteAcc:
+        """The live accumulator of (method, route) in this interval."""
         key = (method, route)
         acc = self.routes.get(key)
         if acc is None:
             acc = self.routes[key] = RouteAcc()
-        acc.n += 1
-        acc.sum += elapsed
-        if elapsed > acc.max:
-            acc.max = elapsed
-        acc.lat[bisect_left(LAT_EDGES, elapsed)] += 1
-        st = acc.status
-        st[status] = st.get(status, 0) + 1
-        if req_bytes is not None:
-            acc.req_n += 1
-            acc.req_sum += req_bytes
-            acc.req[bisect_left(SIZE_EDGES, req_bytes)] += 1
-        if resp_bytes is not None:
-            acc.resp_n += 1
-            acc.resp_sum += resp_bytes
-            acc.resp[bisect_left(SIZE_EDGES, resp_bytes)] += 1
+        return acc
+
+    def record(self, route: str, method: str, status: int, elapsed: float,
+               req_bytes: int | None, resp_bytes: int | None, operation: str | None = None) -> None:
+        add(self.acc(method, route), status, elapsed, req_bytes, resp_bytes)
         if operation is not None:
             self.ops[operation] = self.ops.get(operation, 0) + 1
 
@@ -88,7 +80,27 @@ class RequestAnalytics:
         """End the interval: return it as snapshot dicts and start a new one."""
         routes, ops = self.routes, self.ops
         self.routes, self.ops = {}, {}
+        self.gen += 1
         return ({f"{m} {r}": acc.to_dict() for (m, r), acc in routes.items()}, ops)
+
+
+def add(acc: RouteAcc, status: int, elapsed: float, req_bytes: int | None, resp_bytes: int | None) -> None:
+    """One request into an accumulator."""
+    acc.n += 1
+    acc.sum += elapsed
+    if elapsed > acc.max:
+        acc.max = elapsed
+    acc.lat[bisect_left(LAT_EDGES, elapsed)] += 1
+    st = acc.status
+    st[status] = st.get(status, 0) + 1
+    if req_bytes is not None:
+        acc.req_n += 1
+        acc.req_sum += req_bytes
+        acc.req[bisect_left(SIZE_EDGES, req_bytes)] += 1
+    if resp_bytes is not None:
+        acc.resp_n += 1
+        acc.resp_sum += resp_bytes
+        acc.resp[bisect_left(SIZE_EDGES, resp_bytes)] += 1
 
 
 # ---- reading the dicts back --------------------------------------------

@@ -5,6 +5,7 @@ import asyncio
 import json
 
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_TYPE
 
 from service.context import CTX, KEY_NAME, OPERATION, REQUEST_ID
 from service.errors import ApiError
@@ -31,7 +32,7 @@ def _op_handler(operation: str | None):
     async def handler(request: web.Request) -> web.Response:
         text = request.app[CTX].text
         raw = await read_body(request)
-        route = (operation, request.headers.get("Content-Type"))
+        route = (operation, request._headers.get(CONTENT_TYPE))  # (aiohttp's attribute behind `headers`)
         parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
         if parsed is None:
             req = parse_text_request(decode_json(request, raw), operation, text.ctx.store.get("text"))

@@ -100,3 +100,27 @@ def test_histogram_tally_keeps_the_last_request_id_per_bucket_as_exemplar():
     assert '# {request_id="req-3"} 0.5' in lines['batched_seconds_bucket{le="1.0",route="/a"}']
     assert "#" not in lines['batched_seconds_bucket{le="0.001",route="/a"}']
     assert reg.get_sample_value("batched_seconds_count", {"route": "/a"}) == 4
+
+
+async def test_cells_added_to_in_place_are_flushed_every_interval_and_counted_in_totals():
+    reg, direct, batched = _histograms()
+    c = Counter("hits", "h", ["kind"], registry=reg)
+    t = Tally(lambda k: c.labels(k), interval=0.05)
+    h = HistogramTally(batched, interval=0.05)
+    cell, hist = t.cell("x"), h.cell(("/a",))
+    for round_ in range(2):  # the second round: cells outlive a flush, and the timer runs again by itself
+        for v in VALUES:
+            cell[0] += 1
+            i = __import__("bisect").bisect_left(h.bounds, v)
+            hist[i] += 1
+            hist[-1] += v
+            hist[h.size + i] = (f"req-{round_}", v)
+            direct.labels("/a").observe(v)
+        assert t.totals() == {"x": len(VALUES) * (round_ + 1)}  # exact before the flush too
+        await asyncio.sleep(0.2)  # no add(), no scrape: the periodic timer flushed
+        assert reg.get_sample_value("hits_total", {"kind": "x"}) == len(VALUES) * (round_ + 1)
+        assert _samples(reg, "batched_seconds") == _samples(reg, "direct_seconds")
+        assert cell == [0] and hist[-1] == 0.0 and not any(hist[:h.size])
+    t.close()
+    h.close()
+    assert t._timer is None and h._timer is None

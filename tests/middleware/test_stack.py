@@ -210,3 +210,45 @@ async def test_an_answered_failure_is_freed_without_the_garbage_collector(aiohtt
         assert refs and refs[0]() is None
     finally:
         gc.enable()
+
+
+class Skipper(Recorder):
+    """Skips the fixed route /x while `skip` is set."""
+    skip = True
+
+    def skips(self, path, method):
+        return self.skip and path == "/x"
+
+
+async def test_a_layer_that_skips_a_fixed_route_is_left_out_of_it_until_the_config_changes(aiohttp_client):
+    log: list = []
+    prof = _prof()
+    skipper = Skipper("s", log)
+
+    async def ok(request):
+        return web.Response(text="ok")
+    app = web.Application(middlewares=[build([Recorder("a", log), skipper], prof)])
+    app.router.add_get("/x", ok)
+    app.router.add_get("/y/{n}", ok)
+    client = await aiohttp_client(app)
+    assert (await client.get("/x")).status == 200
+    assert log == ["enter a", "leave a a 200"]
+    for path, status in (("/y/1", 200), ("/nowhere", 404)):  # a dynamic route, an unmatched path: every layer
+        log.clear()
+        await client.get(path)
+        assert "enter s" in log, path
+    skipper.skip = False  # (what a config change may decide)
+    log.clear()
+    await client.get("/x")
+    assert log == ["enter a", "leave a a 200"]  # the route's list is kept...
+    await prof.store.update("middleware", {"overhead_target_ms": 0.4}, actor="test")
+    log.clear()
+    await client.get("/x")
+    assert log == ["enter a", "enter s", "leave s s 200", "leave a a 200"]  # ...until any config change
+
+
+async def test_a_sampled_request_runs_every_layer_even_one_that_skips_its_route(aiohttp_client):
+    log: list = []
+    client = await _client(aiohttp_client, [Recorder("a", log), Skipper("s", log)], prof=_prof(every=1))
+    assert (await client.get("/x")).status == 200
+    assert log == ["enter a", "enter s", "leave s s 200", "leave a a 200"]
