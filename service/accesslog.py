@@ -9,8 +9,8 @@ cheap:
   values the middleware already holds.  The parts fixed by (method, path,
   status) are rendered once (for up to `max_shapes` of them, the config's
   logging.access_log_shapes, set by the errors middleware's subscriber) through the C JSON
-  string encoder, so is the request id; the timestamp's seconds part is
-  formatted once a second;
+  string encoder, so is the request id; the timestamp is formatted once a
+  millisecond (its seconds part once a second);
 - lines are buffered and written to stderr with one os.write per batch: on the
   next tick of the event loop after BATCH_DELAY, or at once when the buffer
   passes MAX_BUFFER bytes.  A batch is written in chunks of whole lines up to
@@ -43,6 +43,8 @@ class AccessLog:
         self._timer: asyncio.TimerHandle | None = None
         self._sec = -1
         self._sec_text = ""
+        self._ms = -1
+        self._stamp = ""
         self._shapes: dict[tuple, tuple[str, str]] = {}
         self._names: dict[str | None, str] = {}
         atexit.register(self.flush)
@@ -80,15 +82,18 @@ class AccessLog:
     def line(self, method: str, path: str, status: int, request_id: str, seconds: float,
              key_name: str | None = None) -> None:
         now = time.time()
-        sec = int(now)
-        if sec != self._sec:
-            self._sec, self._sec_text = sec, '{"time": "' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        ms = int(now * 1000)
+        if ms != self._ms:  # the timestamp is rendered once a millisecond
+            self._ms = ms
+            sec = ms // 1000
+            if sec != self._sec:
+                self._sec, self._sec_text = sec, '{"time": "' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._stamp = f"{self._sec_text}.{ms % 1000:03d}Z"
         head, tail = self._shapes.get((method, path, status)) or self._shape(method, path, status)
         name = self._names.get(key_name)
         if name is None:
             name = self._name(key_name)
-        text = "%s.%03dZ%s%s%s%s%.3f}\n" % (self._sec_text, (now - sec) * 1000, head, _q(request_id), name, tail,
-                                             seconds * 1000)
+        text = f"{self._stamp}{head}{_q(request_id)}{name}{tail}{seconds * 1000:.3f}}}\n"
         self._lines.append(text)
         self._size += len(text)
         if self._size >= MAX_BUFFER:
@@ -106,17 +111,17 @@ class AccessLog:
         if not self._lines:
             return
         lines, self._lines, self._size = self._lines, [], 0
+        data = "".join(lines).encode()
         fd = self._fd()
-        chunk: list[str] = []
-        n = 0
-        for text in lines:
-            if n + len(text) > CHUNK and chunk:
-                _write_all(fd, "".join(chunk).encode())
-                chunk, n = [], 0
-            chunk.append(text)
-            n += len(text)
-        if chunk:
-            _write_all(fd, "".join(chunk).encode())
+        view = memoryview(data)
+        start, n = 0, len(data)
+        while start < n:  # chunks of whole lines, each at most CHUNK bytes (a longer line alone)
+            end = start + CHUNK
+            if end < n:
+                cut = data.rfind(b"\n", start, end)
+                end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or n)
+            _write_all(fd, view[start:end])
+            start = end
 
     def pending(self) -> int:
         return len(self._lines)

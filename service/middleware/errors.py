@@ -38,7 +38,7 @@ _rid_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
 def new_request_id() -> str:
-    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return _RID_PREFIX + next(_rid_counter).to_bytes(8, "big").hex()  # (half the cost of a :016x format)
 
 
 REQUEST_ID_HEADER = istr("X-Request-ID")

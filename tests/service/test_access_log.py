@@ -107,3 +107,17 @@ def test_access_log_off_writes_no_line(service_factory):
     urllib.request.urlopen(req, timeout=10).read()
     svc.stop()
     assert '"service.access"' not in svc.output()
+
+
+def test_a_line_longer_than_a_chunk_is_written_whole_between_its_neighbours():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    al = AccessLog(fd=w)
+    paths = ["/short", "/" + "x" * (select.PIPE_BUF + 500), "/after"]
+    for i, p in enumerate(paths):
+        al.line("GET", p, 404, f"{i:032x}", 0.001)
+    al.flush()
+    data = os.read(r, 1 << 20)
+    os.close(r)
+    os.close(w)
+    assert [json.loads(x)["path"] for x in data.decode().splitlines()] == paths
