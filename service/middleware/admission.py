@@ -23,6 +23,7 @@ from collections import deque
 from exporter import kpis
 from exporter.metrics import ADMISSION_QUEUE_DEPTH, ADMISSION_SHED, ADMISSION_WAIT
 from service import spans
+from service.context import ROUTE
 from service.errors import ApiError
 from service.middleware.stack import Layer, Wait
 
@@ -42,6 +43,7 @@ class Admission:
         self.queued_total = 0
         self.shed = {"queue_full": 0, "queue_timeout": 0}
         self.service_ewma = 0.05  # seconds a request holds a slot, smoothed
+        self.limit = store.get("monitoring")["max_concurrent_requests"]  # (0: no limit)
         store.subscribe(self._on_config)
 
     # ---- slots -----------------------------------------------------------
@@ -50,6 +52,7 @@ class Admission:
 
     def _on_config(self, section: str, new: dict, old: dict) -> None:
         if section == "monitoring":
+            self.limit = new["max_concurrent_requests"]
             self._wake()
 
     def _wake(self) -> None:
@@ -155,22 +158,28 @@ class AdmissionLayer(Layer):
     def __init__(self, adm: Admission, store):
         self.adm = adm
         self.get = store.get
+        self.exempt: dict = {}  # fixed route (service/middleware/stack.py) -> exempt?
 
     def skips(self, path: str, method: str) -> bool:
         return path.startswith(EXEMPT)
 
     def enter(self, request):
-        if request.path.startswith(EXEMPT):
+        route = request._state.get(ROUTE)  # (a fixed route's exemption is looked up once)
+        exempt = self.exempt.get(route) if route is not None else None
+        if exempt is None:
+            exempt = request.path.startswith(EXEMPT)
+            if route is not None:
+                self.exempt[route] = exempt
+        if exempt:
             return None
         adm = self.adm
-        cfg = self.get("monitoring")
-        if cfg["max_concurrent_requests"] <= 0 and not adm.queued:  # no limit: count only
+        if adm.limit <= 0 and not adm.queued:  # no limit: count only
             adm.active += 1
             adm.admitted += 1
             if adm.active > adm.max_active:
                 adm.max_active = adm.active
             return COUNTED
-        return Wait(cfg)
+        return Wait(self.get("monitoring"))
 
     async def wait(self, request, cfg):
         await self.adm.acquire(cfg)

@@ -24,7 +24,7 @@ from aiohttp.hdrs import AUTHORIZATION
 from multidict import istr
 
 from exporter.metrics import AUTH_REJECTIONS
-from service.context import BENCHMARK_MARK, KEY_NAME, KEY_TIER, SCOPES
+from service.context import BENCHMARK_MARK, KEY_NAME, KEY_TIER, ROUTE, SCOPES
 from service.errors import ApiError
 from service.keys import ALL_SCOPES, ANONYMOUS, BENCHMARK, Key
 from service.middleware.stack import Layer
@@ -34,6 +34,7 @@ BENCHMARK_HEADER = istr("X-Benchmark")
 API_KEY_HEADER = istr("X-API-Key")
 BENCHMARK_KEY = Key(BENCHMARK, b"", frozenset({"text"}), None, "deployment secret")
 NO_SCOPES: frozenset = frozenset()
+_UNKNOWN = object()  # a route whose scope is not worked out yet
 MISSING, INVALID, FORBIDDEN = REJECTIONS = ("missing", "invalid", "forbidden")  # llmapi_auth_rejections{reason}
 
 
@@ -100,31 +101,43 @@ class AuthLayer(Layer):
         self.secret = ctx.secret
         self.get = ctx.store.get
         self.webhook_token = load_webhook_token(ctx.settings)  # Alertmanager's credential, its webhook route only
-        if self.ring.configured:  # (open, nothing is ever rejected)
+        self.configured = self.ring.configured  # (its key sources are fixed at start; a reload changes the keys)
+        self.scopes: dict = {}  # fixed route (service/middleware/stack.py) -> the scope it needs
+        if self.configured:  # (open, nothing is ever rejected)
             preinit(self.get("auth"))
-            ctx.store.subscribe(lambda section, new, old: section == "auth" and preinit(new))
+            ctx.store.subscribe(self._on_config)
+
+    def _on_config(self, section: str, new: dict, old: dict) -> None:
+        if section == "auth":
+            self.scopes = {}
+            preinit(new)
 
     def enter(self, request):
         shared = request._state  # (the request's dict: see service/context.py)
-        mark = request._headers.get(BENCHMARK_HEADER)
+        headers = request._headers  # (aiohttp's attribute behind `headers`: see service/middleware/stack.py)
+        mark = headers.get(BENCHMARK_HEADER)
         bench = mark is not None and self.secret.is_benchmark_token(mark)
         if bench:
             shared[BENCHMARK_MARK] = True
-        ring = self.ring
-        if not ring.configured:
+        if not self.configured:
             shared[KEY_NAME] = ANONYMOUS
             shared[SCOPES] = ALL_SCOPES
             return None
-        scope = required_scope(request.path, self.get("auth"))
+        route = shared.get(ROUTE)
+        scope = self.scopes.get(route, _UNKNOWN) if route is not None else _UNKNOWN
+        if scope is _UNKNOWN:  # a fixed route's scope is worked out once (until the auth section changes)
+            scope = required_scope(request.path, self.get("auth"))
+            if route is not None:
+                self.scopes[route] = scope
         if scope is None:
             shared[KEY_NAME] = ANONYMOUS
             shared[SCOPES] = NO_SCOPES
             return None
         raw = presented_key(request)
-        if raw is not None and webhook_identity(request, raw, self.webhook_token):
+        if raw is not None and self.webhook_token is not None and webhook_identity(request, raw, self.webhook_token):
             return None  # key name alertmanager, scope alerts (service/remediation/credential.py)
         if raw is not None:
-            key = ring.authenticate(raw)
+            key = self.ring.authenticate(raw)
             if key is None:
                 AUTH_REJECTIONS.labels(INVALID, scope).inc()
                 raise _unauthorized("INVALID_API_KEY", "the API key is not valid")

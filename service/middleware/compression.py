@@ -123,6 +123,7 @@ class Compression:
 
     def _build(self) -> None:
         cfg = self.store.get("compression")
+        self.enabled = cfg["enabled"]  # (read by every answer's leave)
         self.lookups = self.store.get("middleware")["lookup_cache_size"]  # bound of the two memos below
         self.preferred = "br" if cfg["algorithm"] == "brotli" else cfg["algorithm"]
         self.allowed = frozenset(cfg["allowed_algorithms"])
@@ -289,11 +290,10 @@ class CompressionLayer(Layer):
             content = request.content
             comp.requests["encoded_bytes"] += getattr(content, "total_compressed_bytes", None) or 0
             comp.requests["decoded_bytes"] += getattr(content, "total_bytes", 0)
-        cfg = self.get("compression")
-        if cfg["enabled"]:
+        if comp.enabled:
             ae = request._headers.get(ACCEPT_ENCODING)
             if ae is not None:
-                return comp.maybe_compress(resp, ae, cfg)
+                return comp.maybe_compress(resp, ae, self.get("compression"))
         return None
 
     def fail(self, request, exc, encoding):

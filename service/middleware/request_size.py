@@ -73,8 +73,10 @@ class RequestSize:
 
     def _build(self) -> None:
         cfg = self.store.get("request_size")
-        self.lookups = self.store.get("middleware")["lookup_cache_size"]  # bound of the Content-Type memo
+        self.lookups = self.store.get("middleware")["lookup_cache_size"]  # bound of the two memos
         self.limits = {c: cfg[f] for c, f in LIMIT_FIELD.items()}
+        self.enabled, self.streaming, self.check_async = cfg["enabled"], cfg["enable_streaming"], cfg["check_async"]
+        self.lengths: dict[str, int] = {}  # Content-Length value -> its number (int() costs 1,100 instructions)
 
     def classify(self, content_type: str) -> str:
         c = self._classes.get(content_type)
@@ -84,6 +86,18 @@ class RequestSize:
                 self._classes.clear()
             self._classes[content_type] = c
         return c
+
+    def length(self, value: str) -> int:
+        """A Content-Length header's number (aiohttp's parser accepts only digits there), memoised."""
+        try:
+            n = int(value)
+        except ValueError:
+            raise ApiError(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number",
+                           field="Content-Length") from None
+        if len(self.lengths) >= self.lookups:
+            self.lengths.clear()
+        self.lengths[value] = n
+        return n
 
     def record(self, cls: str, size: int) -> None:
         self.accepted[cls] += 1
@@ -140,29 +154,26 @@ class RequestSizeLayer(Layer):
 
     def enter(self, request):
         """None (not checked) or (content class, declared length or None); Wait when the body is read here."""
-        cfg = self.get("request_size")
+        rs = self.rs
         headers = request._headers  # (aiohttp's attribute behind `headers`: see service/middleware/stack.py)
         cl = headers.get(CONTENT_LENGTH)
-        if not cfg["enabled"] or (cl is None and TRANSFER_ENCODING not in headers):
+        if not rs.enabled or (cl is None and TRANSFER_ENCODING not in headers):
             return None
-        rs = self.rs
         cls = rs.classify(headers.get(CONTENT_TYPE, ""))
         limit = rs.limits[cls]
         declared = None
         if cl is not None:
-            try:
-                declared = int(cl)
-            except ValueError:
-                raise ApiError(400, "INVALID_CONTENT_LENGTH", "Content-Length is not a number",
-                               field="Content-Length") from None
+            declared = rs.lengths.get(cl)
+            if declared is None:
+                declared = rs.length(cl)
             if declared > limit:
                 raise rs.reject(cls, limit, declared, False)
-        elif not cfg["enable_streaming"]:
+        elif not rs.streaming:
             raise ApiError(411, "LENGTH_REQUIRED", "chunked request bodies are not accepted; send Content-Length",
                            {"field": "Content-Length", "limit_bytes": limit})
         request._client_max_size = limit  # aiohttp's read()/post() enforce it as the body streams in
-        if not cfg["check_async"]:
-            return Wait((cls, declared, cfg["chunk_size"]))
+        if not rs.check_async:
+            return Wait((cls, declared, self.get("request_size")["chunk_size"]))
         return cls, declared
 
     async def wait(self, request, state):

@@ -35,6 +35,7 @@ from aiohttp.hdrs import ACCEPT
 from multidict import istr
 
 from exporter.metrics import API_VERSION_REQUESTS
+from service.context import ROUTE
 from service.errors import ApiError, safe_field
 from service.middleware.stack import Layer, Rerouted, Wait
 from exporter.tally import Tally
@@ -124,6 +125,7 @@ class Versioning:
                 h["Sunset"] = sunset
             self.deprecation[v] = h
         self.cache = {}
+        self.routes = {}  # fixed route (service/middleware/stack.py) -> its /vN/ fast-path answer and count cell
         if cfg["metrics_enabled"]:  # every (version, source) this config can count, at 0
             for v in self.supported_list:
                 for source in self.order:
@@ -188,6 +190,24 @@ class Versioning:
         self.cache[inputs] = (result, now + cfg["cache_ttl"])
         return result
 
+    def no_hint(self, request: web.Request) -> bool:
+        """No version named anywhere but the path: no header, no query string, no Accept naming one."""
+        headers = request._headers  # (aiohttp's attributes: see service/middleware/stack.py)
+        if HEADER in headers or "?" in request._message.path:
+            return False
+        accept = headers.get(ACCEPT)
+        return accept is None or ("version" not in accept and "vnd." not in accept)
+
+    def route_fast(self, path: str):
+        """(the fast-path answer, its count cell or None) of a fixed route's path, or None when it has none."""
+        if not _versioned(path):
+            return None
+        i = path.find("/", 1)
+        hit = self.fast.get(path[:i + 1]) if i > 0 else None
+        if hit is None:
+            return NO_FAST
+        return hit, (self.counts.cell((hit[0], hit[1])) if self.metrics_enabled else None)
+
     def fast_resolve(self, request: web.Request, path: str):
         """The common case without building the cache key: a /vN/ path and no other hint."""
         headers = request._headers  # (aiohttp's attributes: see service/middleware/stack.py)
@@ -234,6 +254,10 @@ class Versioning:
                           "size": len(self.cache), "hit_ratio": round(self.hits / total, 4) if total else None}}
 
 
+NO_FAST = ("no fast path",)  # a fixed /vN/ route outside fast_path_versions
+_UNSEEN = object()
+
+
 def _versioned(path: str) -> bool:
     """A /v<digit>... path: the ones versioning detects a version for."""
     return len(path) >= 3 and path[1] == "v" and path[2].isdigit()
@@ -252,9 +276,23 @@ class VersioningLayer(Layer):
         return not self.ver.enabled or not _versioned(path)
 
     def enter(self, request):
-        path = request.path
         ver = self.ver
-        if not ver.enabled or not _versioned(path):
+        if not ver.enabled:
+            return None
+        route = request._state.get(ROUTE)
+        if route is not None:  # a fixed route: what its path says is looked up once (until the config changes)
+            fast = ver.routes.get(route, _UNSEEN)
+            if fast is _UNSEEN:
+                fast = ver.routes[route] = ver.route_fast(route.resource.canonical)
+            if fast is None:
+                return None  # not a /vN/ path
+            if fast is not NO_FAST and ver.no_hint(request):
+                ver.fast_path += 1
+                if fast[1] is not None:
+                    fast[1][0] += 1
+                return fast[0]
+        path = request.path
+        if not _versioned(path):
             return None
         result = ver.fast_resolve(request, path)
         if result is None:
