@@ -111,16 +111,15 @@ def build(layers: list, prof) -> web.middleware:
     finish = prof.finish
     countdown = prof.every
     every = list(layers)
-    everyone = (None, every, _outward(every))
-    plans: dict = {}  # matched route -> (the fixed route or None, the layers that act on it, their indices reversed)
+    everyone = (None, *_steps(every))
+    plans: dict = {}  # matched route -> (the fixed route or None, *_steps(the layers that act on it))
     prof.store.subscribe(lambda section, new, old: plans.clear())
 
     def plan(route) -> tuple:
         if type(route.resource) is not PlainResource:
             return everyone
         path, method = route.resource.canonical, route.method
-        acting = [layer for layer in every if not layer.skips(path, method)]
-        return route, acting, _outward(acting)
+        return route, *_steps([layer for layer in every if not layer.skips(path, method)])
 
     @web.middleware
     async def stack(request: web.Request, handler):
@@ -131,15 +130,14 @@ def build(layers: list, prof) -> web.middleware:
             p = plans.get(info._route)
             if p is None:
                 p = plans[info._route] = plan(info._route)
-            route, layers, outward = p
+            route, layers, enters, leaves, outward = p
         else:
-            route, layers, outward = everyone
+            route, layers, enters, leaves, outward = everyone
         request._state[ROUTE] = route  # (the request's dict: see service/context.py)
         if countdown <= 0:  # a sampled request: every layer's steps, each between two timestamps
             countdown = prof.every
             ts = []
-            layers = [Timed(layer, ts) for layer in every]
-            outward = everyone[2]
+            layers, enters, leaves, outward = _steps([Timed(layer, ts) for layer in every])
             handler = _timed(handler, ts)
         else:
             ts = None
@@ -148,10 +146,10 @@ def build(layers: list, prof) -> web.middleware:
         states = []
         exc = None
         try:
-            for layer in layers:
-                st = layer.enter(req)
+            for enter in enters:
+                st = enter(req)
                 if type(st) is Wait:
-                    st = await layer.wait(req, st.state)
+                    st = await layers[len(states)].wait(req, st.state)
                     if type(st) is Rerouted:
                         req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
                         req._state[ROUTE] = fixed_route(req)
@@ -163,18 +161,17 @@ def build(layers: list, prof) -> web.middleware:
         except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
             exc = e
         for i in outward[len(layers) - len(states):]:
-            layer = layers[i]
             r = req if i >= split else request
             if exc is None:
                 try:
-                    w = layer.leave(r, resp, states[i])
+                    w = leaves[i](r, resp, states[i])
                     if w is not None:
                         resp = await w
                 except BaseException as e:
                     exc = e
             else:
                 try:
-                    out = layer.fail(r, exc, states[i])
+                    out = layers[i].fail(r, exc, states[i])
                 except BaseException as e:
                     exc = e
                     continue
@@ -191,8 +188,10 @@ def build(layers: list, prof) -> web.middleware:
     return stack
 
 
-def _outward(layers: list) -> list:
-    return list(range(len(layers) - 1, -1, -1))
+def _steps(layers: list) -> tuple:
+    """(the layers, their bound enter and leave steps, their indices innermost first)."""
+    return (layers, [layer.enter for layer in layers], [layer.leave for layer in layers],
+            list(range(len(layers) - 1, -1, -1)))
 
 
 class Timed:
