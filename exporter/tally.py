@@ -204,6 +204,32 @@ class HistogramTally(_Batch):
         self._rearm()
 
 
+class SummaryTally(_Batch):
+    """Batched observations of a labelled prometheus_client Summary: a count and a sum per key, added to
+    the child's `_count` and `_sum` (internals of the pinned version, checked by tests/exporter/test_tally.py)."""
+
+    def __init__(self, summary, interval: float = 1.0):
+        super().__init__(interval)
+        self.summary = summary
+
+    def observe(self, key, value: float) -> None:
+        p = self.pending.get(key)
+        if p is None:
+            p = self.pending[key] = [0, 0.0]
+            if self._timer is None:
+                self._schedule()
+        p[0] += 1
+        p[1] += value
+
+    def flush(self) -> None:
+        for key, (n, total) in self._take().items():
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.summary.labels(*key)
+            child._count.inc(n)
+            child._sum.inc(total)
+
+
 class LiveGauge:
     """An integer gauge kept as a plain attribute (`value += 1`), copied into
     its Prometheus gauge on every flush: by flush_all() (a scrape) and with

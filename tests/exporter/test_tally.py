@@ -5,7 +5,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from exporter.tally import HistogramTally, LiveGauge, Tally, flush_all
+from exporter.tally import HistogramTally, LiveGauge, SummaryTally, Tally, flush_all
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 # on the edges, between them, below the first and beyond the last
@@ -124,3 +124,18 @@ async def test_cells_added_to_in_place_are_flushed_every_interval_and_counted_in
     t.close()
     h.close()
     assert t._timer is None and h._timer is None
+
+
+def test_summary_tally_matches_direct_observations():
+    from prometheus_client import Summary
+    reg = CollectorRegistry()
+    direct = Summary("direct_s", "d", ["layer"], registry=reg)
+    batched = Summary("batched_s", "b", ["layer"], registry=reg)
+    tally = SummaryTally(batched)
+    for i, v in enumerate(VALUES):
+        layer = "auth" if i % 3 else "metrics"
+        direct.labels(layer).observe(v)
+        tally.observe((layer,), v)
+    assert _samples(reg, "batched_s") != _samples(reg, "direct_s")
+    flush_all()
+    assert _samples(reg, "batched_s") == _samples(reg, "direct_s")
