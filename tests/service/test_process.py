@@ -36,6 +36,30 @@ def test_the_worker_freezes_its_start_up_heap_and_raises_the_young_gc_threshold(
     assert gc_state["frozen"] > 10_000  # the modules, config and metrics start-up built
 
 
+def test_an_idle_process_collects_its_young_generation_and_a_busy_one_waits():
+    import gc
+
+    from service.__main__ import IDLE_COLLECT_AT, IDLE_CPU_SHARE, idle_collect
+    before = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(10 * IDLE_COLLECT_AT)  # (the worker's is 50,000; the test process keeps CPython's 700)
+    kept = [[i] for i in range(IDLE_COLLECT_AT + 1000)]  # tracked, alive: what a busy period leaves
+    try:
+        assert gc.get_count()[0] >= IDLE_COLLECT_AT
+        assert not idle_collect(IDLE_CPU_SHARE * 2)  # busy: the collection waits
+        assert gc.get_count()[0] >= IDLE_COLLECT_AT
+        assert idle_collect(0.0)  # idle: collected now
+        assert gc.get_count()[0] < 100
+        assert not idle_collect(0.0)  # nothing young left to collect
+        for _ in range(gc.get_threshold()[1] + 1):  # as CPython would, the middle generation every 10th time
+            kept.extend([i] for i in range(IDLE_COLLECT_AT))
+            assert idle_collect(0.0)
+        assert gc.get_count()[1] < gc.get_threshold()[1]
+    finally:
+        del kept
+        gc.set_threshold(*before)
+
+
 def _worker_pids(url: str, n: int) -> set:
     """The pids that answer /v1/health, until n of them did (or 20 s passed)."""
     pids = set()
