@@ -160,7 +160,7 @@ def build(layers: list, prof) -> web.middleware:
             resp = a.response
         except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
             exc = e
-        for i in outward[len(layers) - len(states):]:
+        for i in (outward if len(states) == len(layers) else [i for i in outward if i < len(states)]):
             r = req if i >= split else request
             if exc is None:
                 try:
@@ -189,9 +189,11 @@ def build(layers: list, prof) -> web.middleware:
 
 
 def _steps(layers: list) -> tuple:
-    """(the layers, their bound enter and leave steps, their indices innermost first)."""
+    """(the layers, their bound enter and leave steps, innermost first the indices of those with a leave or a
+    fail step of their own: a layer with neither, like auth, has nothing to do on the way out)."""
     return (layers, [layer.enter for layer in layers], [layer.leave for layer in layers],
-            list(range(len(layers) - 1, -1, -1)))
+            [i for i in range(len(layers) - 1, -1, -1)
+             if type(layers[i]).leave is not Layer.leave or type(layers[i]).fail is not Layer.fail])
 
 
 class Timed:

@@ -252,3 +252,25 @@ async def test_a_sampled_request_runs_every_layer_even_one_that_skips_its_route(
     client = await _client(aiohttp_client, [Recorder("a", log), Skipper("s", log)], prof=_prof(every=1))
     assert (await client.get("/x")).status == 200
     assert log == ["enter a", "enter s", "leave s s 200", "leave a a 200"]
+
+
+async def test_a_layer_with_no_leave_or_fail_of_its_own_is_not_called_on_the_way_out(aiohttp_client):
+    from service.middleware.stack import _steps
+    log: list = []
+
+    class EnterOnly(Layer):
+        name = "only"
+
+        def enter(self, request):
+            log.append("enter only")
+
+    layers = [Recorder("a", log), EnterOnly(), Recorder("c", log)]
+    assert _steps(layers)[3] == [2, 0]  # innermost first, without the enter-only layer
+    client = await _client(aiohttp_client, layers)
+    assert (await client.get("/x")).status == 200
+    assert log == ["enter a", "enter only", "enter c", "leave c c 200", "leave a a 200"]
+    log.clear()
+    layers[2].refuse = web.HTTPForbidden()  # a refusal inside it unwinds the layers entered before
+    client = await _client(aiohttp_client, layers)
+    assert (await client.get("/x")).status == 403
+    assert log == ["enter a", "enter only", "enter c", "fail a HTTPForbidden"]
