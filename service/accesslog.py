@@ -16,7 +16,7 @@ cheap:
   next tick of the event loop after BATCH_DELAY, or at once when the buffer
   passes MAX_BUFFER bytes.  A batch is written in chunks of whole lines up to
   PIPE_BUF bytes, so lines of several worker processes sharing one pipe never
-  interleave mid-line;
+  interleave mid-line (to a regular file, in one write);
 - nothing is lost on shutdown: the app's cleanup flushes (it is the last part
   to stop), and so does an atexit hook for any other exit.
 """
@@ -26,6 +26,7 @@ import asyncio
 import atexit
 import os
 import select
+import stat
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _q
@@ -48,6 +49,7 @@ class AccessLog:
         self._ms = -1
         self._stamp = ""
         self._durations: dict[int, str] = {}
+        self._chunk_fd, self._chunk_size = -1, CHUNK
         self._shapes: dict[tuple, tuple[str, str]] = {}
         self._names: dict[str | None, str] = {}
         atexit.register(self.flush)
@@ -128,15 +130,27 @@ class AccessLog:
         lines, self._lines, self._size = self._lines, [], 0
         data = "".join(lines).encode()
         fd = self._fd()
+        chunk = self._chunk(fd)
         view = memoryview(data)
         start, n = 0, len(data)
-        while start < n:  # chunks of whole lines, each at most CHUNK bytes (a longer line alone)
-            end = start + CHUNK
+        while start < n:  # chunks of whole lines, each at most `chunk` bytes (a longer line alone)
+            end = start + chunk
             if end < n:
                 cut = data.rfind(b"\n", start, end)
                 end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or n)
             _write_all(fd, view[start:end])
             start = end
+
+    def _chunk(self, fd: int) -> int:
+        """CHUNK for a pipe or a terminal; a regular file takes a batch in one write (Linux writes it at the
+        file's offset under a lock, so the workers' batches cannot interleave mid-line there)."""
+        if fd != self._chunk_fd:
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            except OSError:
+                regular = False
+            self._chunk_fd, self._chunk_size = fd, (1 << 30 if regular else CHUNK)
+        return self._chunk_size
 
     def pending(self) -> int:
         return len(self._lines)

@@ -2,6 +2,7 @@
 line, written in batches of whole lines, none lost on shutdown."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,24 +52,31 @@ def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
     assert line.isascii()  # non-ASCII is escaped, as json.dumps does
 
 
-async def test_a_batch_is_written_in_whole_lines_no_write_larger_than_pipe_buf():
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    writes = []
+@contextlib.contextmanager
+def _writes():
+    """Every os.write's bytes, while it lasts."""
+    writes: list[bytes] = []
     real = os.write
 
     def spy(fd, data):
         writes.append(bytes(data))
         return real(fd, data)
-    al = AccessLog(fd=w)
     os.write = spy
     try:
+        yield writes
+    finally:
+        os.write = real
+
+
+async def test_a_batch_is_written_in_whole_lines_no_write_larger_than_pipe_buf():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    al = AccessLog(fd=w)
+    with _writes() as writes:
         for i in range(200):
             al.line("GET", f"/v1/text/operations?i={i}", 200, f"{i:032x}", 0.001)
         assert al.pending() == 200  # nothing written yet: batched
         al.flush()
-    finally:
-        os.write = real
     data = b""
     while True:
         try:
@@ -121,3 +129,16 @@ def test_a_line_longer_than_a_chunk_is_written_whole_between_its_neighbours():
     os.close(r)
     os.close(w)
     assert [json.loads(x)["path"] for x in data.decode().splitlines()] == paths
+
+
+async def test_a_batch_goes_to_a_regular_file_in_one_write(tmp_path):
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    al = AccessLog(fd=fd)
+    with _writes() as writes:
+        for i in range(200):
+            al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        al.flush()
+    os.close(fd)
+    assert len(writes) == 1 and len(writes[0]) > select.PIPE_BUF
+    assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == [f"{i:032x}" for i in range(200)]
