@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from bench import accesslog, batching, scrape, soak, upstream, workers
+from bench import accesslog, batching, scrape, soak, upstream, vsfloor, workers
 from bench import lag as lag_bench
 from bench import middleware as middleware_bench
 from bench.load import drive
@@ -67,6 +67,8 @@ SCENARIOS = {
     "summarize_cached_redis": (service(redis=True), True),
     # the least any aiohttp service can do for a cache hit (bench/floor.py): the ceiling for the two above
     "fused_floor": (floor, False),
+    # the two above in alternating rounds, both running: the ratio the machine's drift moves least (bench/vsfloor.py)
+    "summarize_cached_vs_floor": (vsfloor.starter(), False, vsfloor.run),
     # (starter, needs_redis, driver): a scenario with its own driver (bench/batching.py)
     "uncached_upstream_batching_off": (batching.starter(False), False, batching.drive),
     "uncached_upstream_batching_on": (batching.starter(True), False, batching.drive),

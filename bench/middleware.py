@@ -62,11 +62,11 @@ def _switch(base: str, configured: dict, on: bool) -> None:
         _config(base, section, {"enabled": configured[section] if on else False})
 
 
-def _post(url: str) -> None:
+def _post(url: str) -> bytes:
     req = urllib.request.Request(url, data=BODY, method="POST",
                                  headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
     with urllib.request.urlopen(req, timeout=10) as r:
-        r.read()
+        return r.read()
 
 
 def _median(values: list[float]) -> float:

@@ -1,0 +1,42 @@
+"""Bench scenario `summarize_cached_vs_floor`: cached summarize with the default config (the access log
+on) against bench/floor.py, both running, in alternating rounds (bench/middleware.py's _alternate).
+
+The table's `summarize_cached_memory` and `fused_floor` rows are runs one after the other, some
+seconds apart: on this shared VM the machine's speed moves between them (in one run of 2026-12-02
+the floor ran at half its usual rate), so this scenario's figure is the one issue 16 reads, the
+median over rounds of the service's req/s over the floor's a second apart."""
+from __future__ import annotations
+
+import os
+
+from bench.middleware import _alternate, _post, _warm
+from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env
+
+
+def starter():
+    def start(state: str, _redis) -> Proc:
+        port = free_port()
+        return Proc([PYTHON, "-m", "service"], service_env(port, state, LOG_LEVEL="INFO"), port, "/v1/health")
+    return start
+
+
+def run(proc: Proc, duration: float, connections: int) -> dict:
+    url = f"{proc.url}/v1/text/summarize"
+    size = len(_post(url))  # the floor answers as many bytes
+    port = free_port()
+    floor = Proc([PYTHON, "-m", "bench.floor", "--port", str(port), "--size", str(size), "--api-key", API_KEY],
+                 dict(os.environ), port, "/v1/health")
+    urls = {"on": url, "off": f"{floor.url}/v1/text/summarize"}
+    try:
+        for u in urls.values():
+            _warm(u, connections)
+        res = _alternate(urls, lambda name: None, duration, connections)
+    finally:
+        floor.stop()
+    off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
+    rounds = [round(1 - c / 100, 3) for c in res.pop("cost_percent_rounds")]
+    ratio = round(1 - cost / 100, 3) if cost is not None else None
+    print(f"  cached summarize {res['rps']:.0f} req/s, fused_floor {off:.0f} req/s: {ratio}x the floor "
+          f"(median of rounds {rounds})")
+    return {**res, "floor_rps": round(off, 1), "floor_errors": off_errors, "ratio_to_floor": ratio,
+            "ratio_to_floor_rounds": rounds}
