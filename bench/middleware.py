@@ -130,17 +130,22 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
             "stack_cost_percent": cost, "stack": {s: configured[s] for s in OPTIONAL}}
 
 
+def _beside(url: str, other: Proc, duration: float, connections: int) -> dict:
+    """`url` ("on") against the same route of `other` ("off"), alternating rounds; `other` is stopped after."""
+    urls = {"on": url, "off": f"{other.url}/v1/text/summarize"}
+    try:
+        for u in urls.values():
+            _warm(u, connections)
+        return _alternate(urls, lambda name: None, duration, connections)
+    finally:
+        other.stop()
+
+
 def run_whole(proc: Proc, duration: float, connections: int) -> dict:
     """The full default service (`proc`) against bench/stackless.py, alternating rounds."""
     port = free_port()
     bare = Proc([PYTHON, "-m", "bench.stackless"], dict(proc.env, PORT=str(port)), port, "/v1/health")
-    urls = {"on": f"{proc.url}/v1/text/summarize", "off": f"{bare.url}/v1/text/summarize"}
-    try:
-        for url in urls.values():
-            _warm(url, connections)
-        res = _alternate(urls, lambda name: None, duration, connections)
-    finally:
-        bare.stop()
+    res = _beside(f"{proc.url}/v1/text/summarize", bare, duration, connections)
     off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
     print(f"  whole stack {res['rps']:.0f} req/s, errors middleware only {off:.0f} req/s: "
           f"the whole stack costs {cost}% of req/s")

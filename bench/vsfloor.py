@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 
-from bench.middleware import _alternate, _post, _warm
-from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env
+from bench import accesslog
+from bench.middleware import _beside, _post
+from tests.helpers import API_KEY, PYTHON, Proc, free_port
 
 
-def starter():
-    def start(state: str, _redis) -> Proc:
-        port = free_port()
-        return Proc([PYTHON, "-m", "service"], service_env(port, state, LOG_LEVEL="INFO"), port, "/v1/health")
-    return start
+starter = accesslog.starter  # the default config, LOG_LEVEL=INFO: the access log on
 
 
 def run(proc: Proc, duration: float, connections: int) -> dict:
@@ -26,13 +23,7 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
     port = free_port()
     floor = Proc([PYTHON, "-m", "bench.floor", "--port", str(port), "--size", str(size), "--api-key", API_KEY],
                  dict(os.environ), port, "/v1/health")
-    urls = {"on": url, "off": f"{floor.url}/v1/text/summarize"}
-    try:
-        for u in urls.values():
-            _warm(u, connections)
-        res = _alternate(urls, lambda name: None, duration, connections)
-    finally:
-        floor.stop()
+    res = _beside(url, floor, duration, connections)
     off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
     rounds = [round(1 - c / 100, 3) for c in res.pop("cost_percent_rounds")]
     ratio = round(1 - cost / 100, 3) if cost is not None else None
