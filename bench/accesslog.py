@@ -21,12 +21,13 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
     try:
         res = _alternate({"on": url, "off": url},
                          lambda name: _config(proc.url, "logging", {"access_log": name == "on"}),
-                         duration, connections)
+                         duration, connections, procs={"on": [proc], "off": [proc]})
     finally:
         _config(proc.url, "logging", {"access_log": True})
     lines = sum(1 for line in proc.output().splitlines() if '"service.access"' in line)
     off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
     print(f"  access log on {res['rps']:.0f} req/s, off {off:.0f} req/s: the access log costs {cost}% of req/s "
-          f"({lines} lines written)")
+          f"({lines} lines written); CPU per request {res.get('cpu_us_per_request')} µs on, "
+          f"{res.get('off_cpu_us_per_request')} µs off: {res.get('cpu_cost_percent')}% of it")
     return {**res, "access_log_off_rps": round(off, 1), "access_log_off_errors": off_errors,
             "access_log_cost_percent": cost, "access_log_lines": lines}

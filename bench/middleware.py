@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import psutil
+
 from bench.load import drive
 from tests.helpers import API_KEY, PYTHON, Proc, free_port, service_env
 
@@ -74,22 +76,42 @@ def _median(values: list[float]) -> float:
     return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
-def _alternate(urls: dict, before_round, duration: float, connections: int) -> dict:
+def _cpu(procs: list) -> float:
+    """CPU seconds (user + system) of these processes and their children (a service's workers)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            p = psutil.Process(proc.proc.pid)
+            for q in [p, *p.children(recursive=True)]:
+                t = q.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _alternate(urls: dict, before_round, duration: float, connections: int, procs: dict | None = None) -> dict:
     """ROUNDS rounds driving urls["on"] and urls["off"] back to back, in alternating order.
 
     Returns the `on` figures plus off_rps, off_errors and cost_percent, the
     median over rounds of 1 - on/off: each round compares two runs a second
     apart, so a burst of load from elsewhere on the machine spoils one round,
-    not the result (cost_percent_rounds lists them all)."""
+    not the result (cost_percent_rounds lists them all).  With `procs` (name -> the Procs serving that url)
+    each round also reads their CPU time: cpu_us_per_request for on and off, and cpu_cost_percent, the
+    share of the on requests' CPU the difference is (the figure the machine's drift moves least)."""
     headers = {"X-API-Key": API_KEY}
     per_round = max(MIN_ROUND, duration / ROUNDS)
-    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "rps": []} for k in ("on", "off")}
+    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "rps": [], "cpu": 0.0}
+           for k in ("on", "off")}
     tool = None
     for i in range(ROUNDS):
         for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
             before_round(name)
+            cpu0 = _cpu(procs[name]) if procs else 0.0
             r = drive(urls[name], BODY, headers, per_round, connections)
             a = acc[name]
+            if procs:
+                a["cpu"] += _cpu(procs[name]) - cpu0
             a["requests"] += r["requests"]
             a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
             a["errors"] += r["errors"]
@@ -104,7 +126,15 @@ def _alternate(urls: dict, before_round, duration: float, connections: int) -> d
             "requests": on["requests"], "errors": on["errors"],
             "tool": tool, "off_rps": rps["off"], "off_errors": acc["off"]["errors"],
             "cost_percent": round(_median(rounds), 2) if rounds else None, "cost_percent_rounds": rounds,
-            "rounds": ROUNDS}
+            "rounds": ROUNDS, **_cpu_figures(acc, procs)}
+
+
+def _cpu_figures(acc: dict, procs: dict | None) -> dict:
+    if not procs or not acc["on"]["requests"] or not acc["off"]["requests"]:
+        return {}
+    on, off = (acc[k]["cpu"] / acc[k]["requests"] * 1e6 for k in ("on", "off"))
+    return {"cpu_us_per_request": round(on, 1), "off_cpu_us_per_request": round(off, 1),
+            "cpu_cost_percent": round(100 * (1 - off / on), 2) if on else None}
 
 
 def _warm(url: str, connections: int) -> None:
@@ -130,13 +160,13 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
             "stack_cost_percent": cost, "stack": {s: configured[s] for s in OPTIONAL}}
 
 
-def _beside(url: str, other: Proc, duration: float, connections: int) -> dict:
+def _beside(url: str, other: Proc, duration: float, connections: int, procs: dict | None = None) -> dict:
     """`url` ("on") against the same route of `other` ("off"), alternating rounds; `other` is stopped after."""
     urls = {"on": url, "off": f"{other.url}/v1/text/summarize"}
     try:
         for u in urls.values():
             _warm(u, connections)
-        return _alternate(urls, lambda name: None, duration, connections)
+        return _alternate(urls, lambda name: None, duration, connections, procs)
     finally:
         other.stop()
 
