@@ -8,11 +8,13 @@ admin ones, counted together as route="/internal/*" (the service's own request
 analytics, behind /internal/monitoring, keep each).  `method` is one of
 KNOWN_METHODS, else "OTHER".
 
-Counts and durations are batched (exporter/tally.py): a request adds to
-plain dicts, which reach the Prometheus metrics once a second and on every
-scrape.  Also feeds the request analytics behind /internal/monitoring
-(per-route latency histogram, status mix, payload sizes, operations): a dict
-lookup and a few additions per request, see service/monitoring/analytics.py.
+Counts and durations are batched (exporter/tally.py): each (route, method)
+has a plan (_Plan) holding its histogram cell, its request counter's cells by
+status and its request-analytics accumulator, so a request adds to them in
+place; the cells reach the Prometheus metrics once a second and on every
+scrape.  The request analytics behind /internal/monitoring (per-route latency
+histogram, status mix, payload sizes, operations) are
+service/monitoring/analytics.py's.
 """
 from __future__ import annotations
 
