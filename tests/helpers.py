@@ -357,3 +357,16 @@ def sync_redis(url: str):
         return redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in t.nodes],
                                   username=t.username, password=t.password)
     return redis.Redis.from_url(url)
+
+
+def calls_on_main_thread(monkeypatch, module, name: str) -> list[bool]:
+    """Replace module.name with a spy: the list it returns gets, per call, whether it ran on the main thread."""
+    import threading
+    seen: list[bool] = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, spy)
+    return seen

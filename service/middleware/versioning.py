@@ -210,11 +210,7 @@ class Versioning:
 
     def fast_resolve(self, request: web.Request, path: str):
         """The common case without building the cache key: a /vN/ path and no other hint."""
-        headers = request._headers  # (aiohttp's attributes: see service/middleware/stack.py)
-        if HEADER in headers or "?" in request._message.path:
-            return None
-        accept = headers.get(ACCEPT)
-        if accept is not None and ("version" in accept or "vnd." in accept):
+        if not self.no_hint(request):
             return None
         i = path.find("/", 1)
         hit = self.fast.get(path[:i + 1]) if i > 0 else None

@@ -156,16 +156,10 @@ async def test_a_subscriber_failure_is_a_422_over_http(make_client):
 async def test_the_state_file_is_written_and_flushed_off_the_event_loop(tmp_path, monkeypatch):
     """The fsync waits for the disk: on the loop it held every request that long."""
     import json
-    import threading
 
     from service.config import store as store_module
-    seen = []
-    real = store_module._write_durably
-
-    def spy(*args):
-        seen.append(threading.current_thread() is threading.main_thread())
-        return real(*args)
-    monkeypatch.setattr(store_module, "_write_durably", spy)
+    from tests.helpers import calls_on_main_thread
+    seen = calls_on_main_thread(monkeypatch, store_module, "_write_durably")
     store = ConfigStore(SECTIONS, env={}, state_path=str(tmp_path / "config.json"))
     await store.start()
     await store.update("text", {"max_text_length": 4321}, actor="operator")

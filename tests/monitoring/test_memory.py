@@ -28,16 +28,9 @@ async def test_memory_analysis_reports_process_gc_and_subsystems(mon_client):
 
 async def test_hotspots_are_computed_off_the_event_loop(mon_client, monkeypatch):
     """tracemalloc's snapshot and statistics take seconds on a big heap: they run in a worker thread."""
-    import threading
-
     from service.monitoring import memory
-    seen = []
-    real = memory.hotspots
-
-    def spy(*args):
-        seen.append(threading.current_thread() is threading.main_thread())
-        return real(*args)
-    monkeypatch.setattr(memory, "hotspots", spy)
+    from tests.helpers import calls_on_main_thread
+    seen = calls_on_main_thread(monkeypatch, memory, "hotspots")
     c = await mon_client()
     assert (await c.get(f"{M}/memory-hotspots")).status == 200
     assert seen == [False]
