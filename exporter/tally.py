@@ -152,11 +152,11 @@ class HistogramTally(_Batch):
         self.histogram = histogram
         self.companions = companions  # flushed with it (e.g. the LiveGauge of the same requests)
         self.bounds = list(histogram._upper_bounds)
-        self.size = self._n = len(self.bounds)
+        self.size = len(self.bounds)
         self.cells: dict = {}
 
     def _new(self, key) -> list:
-        c = self.cells[key] = [0] * self._n + [None] * self._n + [0.0]
+        c = self.cells[key] = [0] * self.size + [None] * self.size + [0.0]
         return c
 
     def cell(self, key) -> list:
@@ -175,11 +175,11 @@ class HistogramTally(_Batch):
         p[i] += 1
         p[-1] += value
         if exemplar_id is not None:
-            p[self._n + i] = (exemplar_id, value)
+            p[self.size + i] = (exemplar_id, value)
 
     def flush(self) -> None:
         self._cancel()
-        n = self._n
+        n = self.size
         now = None
         for key, p in self.cells.items():
             if not any(p[:n]):
