@@ -37,8 +37,8 @@ fuzz: install system-deps
 	FUZZ_PROFILE=long $(BIN)/python -m pytest -q -rfE -m fuzz tests/fuzz
 
 bench: install system-deps
-	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian wrk (the load generator)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	@command -v wrk >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || { echo "installing Debian wrk (the load generator) and haproxy (the C relay of uncached_overhead)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk haproxy >/dev/null; }
 	$(BIN)/python -m bench
 
 dashboards: install

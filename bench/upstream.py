@@ -6,7 +6,10 @@ uncached_overhead   p50 the service adds over the upstream called directly, at c
                     50 ms upstream, and p99 at c=64 with the 50 ms upstream (targets: <= 0.5 ms at
                     c=1; p99 within 10 ms at c=64); proxy_floor in the same rounds, so each figure
                     has the floor's own beside it (`floor_added_*`) and the service's excess over it
-                    (`over_floor_*`)
+                    (`over_floor_*`); and a C relay (haproxy, bench/relay.py) in the same rounds when
+                    installed (`relay_added_*`): what forwarding costs this machine when the
+                    forwarder's code is small; and `cold_work` (bench/coldwork.py): the same Python
+                    work back to back and after 50 ms, the machine's price for code that has not run
 proxy_capacity      req/s at c=256 with the 50 ms upstream, the pool sized for it (MAX_CONNECTIONS=1000),
                     against proxy_floor with the same pool (target: >= 0.8x); beside it each process's CPU
                     per request (`cpu_ratio_vs_proxy_floor`: the floor's over the service's, the same
@@ -18,6 +21,7 @@ import json
 
 import psutil
 
+from bench import coldwork, relay
 from bench.load import drive
 from bench.middleware import MIN_ROUND
 from service.providers.base import TextRequest
@@ -104,6 +108,10 @@ def overhead(group: _Group, duration: float, _connections: int) -> dict:
     svc_h = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
     up_h = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     chat = _chat_body()
+    why_no_relay = relay.missing()
+    cold = coldwork.probe()  # the machine's price for code that has not run for a while (bench/coldwork.py)
+    print(f"  the same Python work: {cold['hot_us']} µs back to back, {cold['after_sleep_50ms_us']} µs after 50 ms "
+          f"asleep, {cold['after_busy_50ms_us']} µs after 50 ms busy-waiting")
     out = {}
     for latency, conns, stat in ((0, 1, "p50_ms"), (50, 1, "p50_ms"), (50, 64, "p99_ms")):
         group.stop()
@@ -112,9 +120,12 @@ def overhead(group: _Group, duration: float, _connections: int) -> dict:
         floor = group.floor(up)
         targets = [(f"{svc.url}/v1/text/summarize", BODY, svc_h), (f"{up.url}/v1/chat/completions", chat, up_h),
                    (f"{floor.url}/v1/text/summarize", BODY, {"Content-Type": "application/json"})]
+        if why_no_relay is None:
+            rel = group.keep(relay.start(up.port, dict(group.procs[0].env)))
+            targets.append((f"{rel.url}/v1/chat/completions", chat, up_h))
         for url, body, h in targets:
             drive(url, body, h, 1.0, conns)  # warm: connections, memo
-        rs, rd, rf = _rounds(targets, duration, conns)
+        rs, rd, rf, *rr = _rounds(targets, duration, conns)
         diffs = [s[stat] - d[stat] for s, d in zip(rs, rd)]
         floor_diffs = [f[stat] - d[stat] for f, d in zip(rf, rd)]
         key = f"{latency}ms_c{conns}"
@@ -126,12 +137,18 @@ def overhead(group: _Group, duration: float, _connections: int) -> dict:
                     "over_floor_" + stat: round(_median([s[stat] - f[stat] for s, f in zip(rs, rf)]), 3),
                     "errors": sum(r["errors"] for r in rs)}
         o = out[key]
+        if rr:
+            o["relay_added_" + stat] = round(_median([r[stat] - d[stat] for r, d in zip(rr[0], rd)]), 3)
+            relay_says = f"; a C relay (haproxy) adds {o['relay_added_' + stat]:.3f} ms"
+        else:
+            o["relay_skipped"] = why_no_relay
+            relay_says = f"; no C relay row: {why_no_relay}"
         print(f"  upstream {latency} ms, c={conns}: the service adds {o['added_' + stat]:.3f} ms at {stat[:3]} "
               f"({o['service_' + stat]:.2f} vs {o['direct_' + stat]:.2f} direct); proxy_floor adds "
-              f"{o['floor_added_' + stat]:.3f} ms, the service {o['over_floor_' + stat]:.3f} ms more")
+              f"{o['floor_added_' + stat]:.3f} ms, the service {o['over_floor_' + stat]:.3f} ms more{relay_says}")
     first = out["50ms_c1"]
     return {"rps": 0.0, "p50_ms": first["service_p50_ms"], "p99_ms": out["50ms_c64"]["service_p99_ms"],
-            "requests": 0, "errors": sum(v["errors"] for v in out.values()), "overhead": out}
+            "requests": 0, "errors": sum(v["errors"] for v in out.values()), "overhead": out, "cold_work": cold}
 
 
 def capacity(group: _Group, duration: float, _connections: int) -> dict:
