@@ -11,7 +11,7 @@ import tempfile
 import time
 
 
-def _wrk(url: str, body: bytes, headers: dict, duration: float, connections: int) -> dict:
+def _wrk(url: str, body: bytes, headers: dict, duration: float, connections: int, cpus=None) -> dict:
     lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     lua.write('wrk.method = "POST"\n')
     lua.write(f"wrk.body = {json.dumps(body.decode())}\n")
@@ -24,7 +24,8 @@ def _wrk(url: str, body: bytes, headers: dict, duration: float, connections: int
               'summary.errors.write + summary.errors.timeout))\nend\n')
     lua.close()
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", lua.name, url],
+        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus is not None and shutil.which("taskset") else []
+        out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", lua.name, url],
                              capture_output=True, text=True, timeout=duration + 30).stdout
     finally:
         os.unlink(lua.name)
@@ -63,8 +64,9 @@ async def _bundled(url: str, body, headers: dict, duration: float, connections: 
             "errors": errors, "tool": "bundled"}
 
 
-def drive(url: str, body: bytes, headers: dict, duration: float = 5.0, connections: int = 32) -> dict:
+def drive(url: str, body: bytes, headers: dict, duration: float = 5.0, connections: int = 32, cpus=None) -> dict:
+    """`cpus`: the CPUs wrk may run on (taskset), None for any."""
     headers = {"Content-Type": "application/json", **headers}
     if shutil.which("wrk") and not os.environ.get("BENCH_NO_WRK"):
-        return _wrk(url, body, headers, duration, connections)
+        return _wrk(url, body, headers, duration, connections, cpus)
     return asyncio.run(_bundled(url, body, headers, duration, connections))

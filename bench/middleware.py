@@ -90,28 +90,37 @@ def _cpu(procs: list) -> float:
     return total
 
 
-def _alternate(urls: dict, before_round, duration: float, connections: int, procs: dict | None = None) -> dict:
-    """ROUNDS rounds driving urls["on"] and urls["off"] back to back, in alternating order.
+def _alternate(urls: dict, before_round, duration: float, connections: int, procs: dict | None = None,
+               rounds: int = ROUNDS, per_round: float | None = None, cpus: dict | None = None) -> dict:
+    """`rounds` rounds driving urls["on"] and urls["off"] back to back, in alternating order.
 
     Returns the `on` figures plus off_rps, off_errors and cost_percent, the
     median over rounds of 1 - on/off: each round compares two runs a second
     apart, so a burst of load from elsewhere on the machine spoils one round,
-    not the result (cost_percent_rounds lists them all).  With `procs` (name -> the Procs serving that url)
+    not the result (cost_percent_rounds lists them all, cost_percent_quartiles
+    their spread).  With `procs` (name -> the Procs serving that url)
     each round also reads their CPU time: cpu_us_per_request for on and off, and cpu_cost_percent, the
-    share of the on requests' CPU the difference is (the figure the machine's drift moves least)."""
+    share of the on requests' CPU the difference is (the figure the machine's drift moves least), and the
+    same per round (cpu_cost_percent_rounds, their median cpu_cost_percent_median).  The load generator's
+    own CPU time per request (it is this process's child) is gen_cpu_us_per_request for on and off.
+    `cpus` (name -> CPU numbers) pins the load generator of that side (taskset)."""
     headers = {"X-API-Key": API_KEY}
-    per_round = max(MIN_ROUND, duration / ROUNDS)
-    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "rps": [], "cpu": 0.0}
-           for k in ("on", "off")}
+    per_round = per_round or max(MIN_ROUND, duration / rounds)
+    acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "rps": [], "cpu": 0.0,
+               "cpu_rounds": [], "gen": 0.0} for k in ("on", "off")}
     tool = None
-    for i in range(ROUNDS):
+    for i in range(rounds):
         for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
             before_round(name)
             cpu0 = _cpu(procs[name]) if procs else 0.0
-            r = drive(urls[name], BODY, headers, per_round, connections)
+            gen0 = _children_cpu()
+            r = drive(urls[name], BODY, headers, per_round, connections, cpus=(cpus or {}).get(name))
             a = acc[name]
+            a["gen"] += _children_cpu() - gen0
             if procs:
-                a["cpu"] += _cpu(procs[name]) - cpu0
+                used = _cpu(procs[name]) - cpu0
+                a["cpu"] += used
+                a["cpu_rounds"].append(used / r["requests"] * 1e6 if r["requests"] else 0.0)
             a["requests"] += r["requests"]
             a["seconds"] += r["requests"] / r["rps"] if r["rps"] else per_round
             a["errors"] += r["errors"]
@@ -121,20 +130,49 @@ def _alternate(urls: dict, before_round, duration: float, connections: int, proc
             tool = r.get("tool")
     rps = {k: a["requests"] / a["seconds"] if a["seconds"] else 0.0 for k, a in acc.items()}
     on = acc["on"]
-    rounds = [round(100 * (1 - a / b), 2) for a, b in zip(on["rps"], acc["off"]["rps"]) if b]
+    costs = [round(100 * (1 - a / b), 2) for a, b in zip(on["rps"], acc["off"]["rps"]) if b]
     return {"rps": rps["on"], "p50_ms": _median(on["p50"]), "p99_ms": _median(on["p99"]),
             "requests": on["requests"], "errors": on["errors"],
             "tool": tool, "off_rps": rps["off"], "off_errors": acc["off"]["errors"],
-            "cost_percent": round(_median(rounds), 2) if rounds else None, "cost_percent_rounds": rounds,
-            "rounds": ROUNDS, **_cpu_figures(acc, procs)}
+            "cost_percent": round(_median(costs), 2) if costs else None, "cost_percent_rounds": costs,
+            "cost_percent_quartiles": _quartiles(costs), "rounds": rounds, "round_seconds": per_round,
+            "rps_rounds": [round(x) for x in on["rps"]], "off_rps_rounds": [round(x) for x in acc["off"]["rps"]],
+            **_gen_figures(acc), **_cpu_figures(acc, procs)}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the load generator runs as one)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _quartiles(values: list[float]) -> list[float] | None:
+    """The first quartile, the median and the third quartile (nearest rank), None without values."""
+    if not values:
+        return None
+    v = sorted(values)
+    return [v[(len(v) - 1) // 4], round(_median(v), 2), v[(3 * (len(v) - 1) + 3) // 4]]
+
+
+def _gen_figures(acc: dict) -> dict:
+    if not acc["on"]["requests"] or not acc["off"]["requests"]:
+        return {}
+    return {"gen_cpu_us_per_request": round(acc["on"]["gen"] / acc["on"]["requests"] * 1e6, 1),
+            "off_gen_cpu_us_per_request": round(acc["off"]["gen"] / acc["off"]["requests"] * 1e6, 1)}
 
 
 def _cpu_figures(acc: dict, procs: dict | None) -> dict:
     if not procs or not acc["on"]["requests"] or not acc["off"]["requests"]:
         return {}
     on, off = (acc[k]["cpu"] / acc[k]["requests"] * 1e6 for k in ("on", "off"))
+    rounds = [round(100 * (1 - b / a), 2) for a, b in zip(acc["on"]["cpu_rounds"], acc["off"]["cpu_rounds"]) if a]
     return {"cpu_us_per_request": round(on, 1), "off_cpu_us_per_request": round(off, 1),
-            "cpu_cost_percent": round(100 * (1 - off / on), 2) if on else None}
+            "cpu_cost_percent": round(100 * (1 - off / on), 2) if on else None,
+            "cpu_cost_percent_rounds": rounds,
+            "cpu_cost_percent_median": round(_median(rounds), 2) if rounds else None,
+            "cpu_us_rounds": [round(x, 1) for x in acc["on"]["cpu_rounds"]],
+            "off_cpu_us_rounds": [round(x, 1) for x in acc["off"]["cpu_rounds"]]}
 
 
 def _warm(url: str, connections: int) -> None:

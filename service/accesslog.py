@@ -17,17 +17,32 @@ cheap:
   passes MAX_BUFFER bytes.  A batch is written in chunks of whole lines up to
   PIPE_BUF bytes, so lines of several worker processes sharing one pipe never
   interleave mid-line (to a regular file, in one write);
-- nothing is lost on shutdown: the app's cleanup flushes (it is the last part
-  to stop), and so does an atexit hook for any other exit.
+- the event loop does not wait for a slow sink: it writes a batch itself while
+  the sink keeps up (a pipe that poll says has room for a chunk, a regular file
+  whose last write took under SLOW_WRITE), and hands the rest to the process's
+  writer thread (_Writer), started on the first such batch, until the thread
+  has caught up: a pipe whose reader is slow (a container runtime's log
+  driver) or a disk under writeback throttling blocks that thread, not the
+  requests.  Only when the batches waiting for it pass MAX_PENDING bytes does
+  the loop wait (backpressure: a line is never dropped).  A thread for every
+  batch cost more than it saved: its wake-ups preempted the loop thread
+  (21,500 involuntary context switches in 4 s of cached hits against 780 with
+  the loop writing, 7-10 % of req/s on this 2-core box), while a 64 KB write
+  to a file here takes ~75 µs on disk and on tmpfs alike;
+- nothing is lost on shutdown: the app's cleanup flushes and waits until the
+  thread wrote everything (it is the last part to stop), and so does an atexit
+  hook for any other exit.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import os
 import select
 import stat
 import sys
+import threading
 import time
 from json.encoder import encode_basestring_ascii as _q
 
@@ -35,6 +50,8 @@ BATCH_DELAY = 0.05            # seconds a line may wait in the buffer
 MAX_BUFFER = 64 * 1024        # bytes buffered before an immediate write
 CHUNK = getattr(select, "PIPE_BUF", 4096)
 DURATIONS = 4096              # rendered durations kept (microseconds -> text)
+MAX_PENDING = 8 * 1024 * 1024  # bytes handed to the writer thread and not yet written before the loop waits
+SLOW_WRITE = 0.005            # seconds: a write to a regular file slower than this sends the next batches to the thread
 
 
 class AccessLog:
@@ -114,32 +131,53 @@ class AccessLog:
         self._lines.append(text)
         self._size += len(text)
         if self._size >= MAX_BUFFER:
-            self.flush()
+            self._batch_due()
         elif self._timer is None:
             try:
-                self._timer = asyncio.get_running_loop().call_later(BATCH_DELAY, self.flush)
-            except RuntimeError:  # no loop: write now
-                self.flush()
+                self._timer = asyncio.get_running_loop().call_later(BATCH_DELAY, self._batch_due)
+            except RuntimeError:  # no loop: to the writer now
+                self._batch_due()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
+        """Write the buffered lines: on this thread while the sink keeps up, else through the writer thread;
+        with `wait` (shutdown, tests), return once everything is written."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
-            return
-        lines, self._lines, self._size = self._lines, [], 0
-        data = "".join(lines).encode()
-        fd = self._fd()
-        chunk = self._chunk(fd)
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            data = "".join(lines).encode()
+            fd = self._fd()
+            chunk = self._chunk(fd)
+            if _WRITER.idle():
+                data = self._write_now(fd, data, chunk)
+            if data:
+                _WRITER.put(fd, data, chunk)
+        if wait:
+            _WRITER.wait(_WRITER.queued)
+
+    def _write_now(self, fd: int, data: bytes, chunk: int) -> bytes:
+        """Write what the sink takes without waiting; return the rest, for the writer thread.  A pipe or a
+        terminal takes a chunk while poll says it has room (a chunk of at most PIPE_BUF bytes then fits); a
+        regular file always, unless its last write took over SLOW_WRITE (writeback throttling, a slow
+        disk): then the batches go to the thread until one write there is quick again."""
+        if chunk != CHUNK:
+            if _WRITER.slow:
+                return data
+            t = time.perf_counter()
+            _write_all(fd, data)
+            _WRITER.slow = time.perf_counter() - t > SLOW_WRITE
+            return b""
         view = memoryview(data)
-        start, n = 0, len(data)
-        while start < n:  # chunks of whole lines, each at most `chunk` bytes (a longer line alone)
-            end = start + chunk
-            if end < n:
-                cut = data.rfind(b"\n", start, end)
-                end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or n)
+        for start, end in _chunks(data, chunk):
+            if not select.select((), (fd,), (), 0)[1]:
+                return data[start:]
             _write_all(fd, view[start:end])
-            start = end
+        return b""
+
+    def _batch_due(self) -> None:
+        """The batch timer and a full buffer: the lines go to the writer thread, the loop goes on."""
+        self.flush(wait=False)
 
     def _chunk(self, fd: int) -> int:
         """CHUNK for a pipe or a terminal; a regular file takes a batch in one write (Linux writes it at the
@@ -154,6 +192,94 @@ class AccessLog:
 
     def pending(self) -> int:
         return len(self._lines)
+
+
+class _Writer:
+    """The process's one access-log writer thread: batches are written in the order they were put."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._batches: collections.deque = collections.deque()
+        self._thread: threading.Thread | None = None
+        self.queued = 0         # batches put so far (a batch's sequence number)
+        self.written = 0        # batches written so far
+        self.pending_bytes = 0  # put and not yet written
+        self.waits = 0          # times the loop waited for the sink (MAX_PENDING reached)
+        self.slow = False       # the last write to a regular file took over SLOW_WRITE
+
+    def idle(self) -> bool:
+        """Nothing waits to be written: a new batch may be written by its caller without reordering lines."""
+        return self.written == self.queued
+
+    def put(self, fd: int, data: bytes, chunk: int) -> int:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="access-log-writer", daemon=True)
+                self._thread.start()
+            if self.pending_bytes > MAX_PENDING:  # the sink is stuck: wait for it rather than drop lines
+                self.waits += 1
+                while self.pending_bytes > MAX_PENDING and self._thread.is_alive():
+                    self._cond.wait(1.0)
+            self._batches.append((fd, data, chunk))
+            self.queued += 1
+            self.pending_bytes += len(data)
+            self._cond.notify_all()
+            return self.queued
+
+    def wait(self, seq: int) -> None:
+        """Until batch `seq` and every one before it is written (or the thread is gone: it wrote them here)."""
+        with self._cond:
+            while self.written < seq:
+                if self._thread is None or not self._thread.is_alive():
+                    self._drain()
+                    return
+                self._cond.wait(1.0)
+
+    def _drain(self) -> None:
+        """Write what is left on the calling thread (the writer thread died), under the lock."""
+        while self._batches:
+            fd, data, chunk = self._batches.popleft()
+            _write_batch(fd, data, chunk)
+            self.written += 1
+            self.pending_bytes -= len(data)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._batches:
+                    self._cond.wait()
+                fd, data, chunk = self._batches[0]
+            t = time.perf_counter()
+            try:
+                _write_batch(fd, data, chunk)
+            finally:
+                self.slow = chunk != CHUNK and time.perf_counter() - t > SLOW_WRITE
+                with self._cond:
+                    self._batches.popleft()
+                    self.written += 1
+                    self.pending_bytes -= len(data)
+                    self._cond.notify_all()
+
+
+def _chunks(data: bytes, chunk: int):
+    """(start, end) of each run of whole lines in `data` of at most `chunk` bytes (a longer line alone)."""
+    start, n = 0, len(data)
+    while start < n:
+        end = start + chunk
+        if end < n:
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or n)
+        yield start, end
+        start = end
+
+
+def _write_batch(fd: int, data: bytes, chunk: int) -> None:
+    view = memoryview(data)
+    for start, end in _chunks(data, chunk):
+        _write_all(fd, view[start:end])
+
+
+_WRITER = _Writer()
 
 
 def _write_all(fd: int, data: bytes) -> None:

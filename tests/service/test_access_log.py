@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import select
+import threading
 import urllib.request
 
+from service import accesslog
 from service.accesslog import AccessLog
 from service.log import JsonFormatter, request_id_var
 from tests.helpers import API_KEY
@@ -142,3 +144,79 @@ async def test_a_batch_goes_to_a_regular_file_in_one_write(tmp_path):
     os.close(fd)
     assert len(writes) == 1 and len(writes[0]) > select.PIPE_BUF
     assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == [f"{i:032x}" for i in range(200)]
+
+
+def _drain_pipe(r: int, out: list) -> None:
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            return
+        out.append(chunk)
+
+
+async def test_a_stuck_sink_blocks_the_writer_thread_not_the_caller_and_loses_nothing():
+    r, w = os.pipe()  # blocking, and nobody reads yet: the pipe holds 64 KiB, then a write waits
+    al = AccessLog(fd=w)
+    n = 3000  # ~700 KB: ten times what the pipe holds
+    for i in range(n):
+        al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        if i % 250 == 249:
+            al._batch_due()  # what the batch timer does on the event loop: it returns with the sink full
+    al._batch_due()
+    assert accesslog._WRITER.pending_bytes > 0  # the thread is stuck in a write, the caller went on
+    out: list[bytes] = []
+    reader = threading.Thread(target=_drain_pipe, args=(r, out))
+    reader.start()
+    try:
+        al.flush()  # waits until the thread wrote everything
+    finally:
+        os.close(w)
+        reader.join(10)
+        os.close(r)
+    lines = b"".join(out).decode().splitlines()
+    assert [json.loads(x)["request_id"] for x in lines] == [f"{i:032x}" for i in range(n)]
+
+
+def test_past_max_pending_the_caller_waits_for_the_sink_instead_of_dropping_lines(monkeypatch):
+    monkeypatch.setattr(accesslog, "MAX_PENDING", 16 * 1024)
+    r, w = os.pipe()
+    al = AccessLog(fd=w)
+    waits = accesslog._WRITER.waits
+    out: list[bytes] = []
+    reader = threading.Thread(target=_drain_pipe, args=(r, out))
+
+    def produce():  # no event loop in this thread: each line goes to the writer at once
+        for i in range(2000):
+            al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        al.flush()
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join(0.5)
+    try:
+        assert producer.is_alive()  # held back: the pipe is full and more than MAX_PENDING is waiting
+    finally:
+        reader.start()
+        producer.join(10)
+        os.close(w)
+        reader.join(10)
+        os.close(r)
+    assert not producer.is_alive() and accesslog._WRITER.waits > waits
+    lines = b"".join(out).decode().splitlines()
+    assert [json.loads(x)["request_id"] for x in lines] == [f"{i:032x}" for i in range(2000)]
+
+
+async def test_after_a_slow_write_to_a_file_the_batches_go_to_the_thread_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(accesslog, "SLOW_WRITE", -1.0)  # every write counts as slow
+    monkeypatch.setattr(accesslog._WRITER, "slow", False)
+    path = tmp_path / "access.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    al = AccessLog(fd=fd)
+    threads = accesslog._WRITER.queued
+    for i in range(300):
+        al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        if i % 100 == 99:
+            al._batch_due()
+    al.flush()
+    os.close(fd)
+    assert accesslog._WRITER.queued - threads == 2  # the first batch written by the caller, the next two not
+    assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == [f"{i:032x}" for i in range(300)]
