@@ -25,10 +25,10 @@ cheap:
   driver) or a disk under writeback throttling blocks that thread, not the
   requests.  Only when the batches waiting for it pass MAX_PENDING bytes does
   the loop wait (backpressure: a line is never dropped).  A thread for every
-  batch cost more than it saved: its wake-ups preempted the loop thread
-  (21,500 involuntary context switches in 4 s of cached hits against 780 with
-  the loop writing, 7-10 % of req/s on this 2-core box), while a 64 KB write
-  to a file here takes ~75 µs on disk and on tmpfs alike;
+  batch cost more than it saved: in alternating rounds against the loop
+  writing (2026-12-02, cached hits), 4-7 % more CPU per request, its wake-ups
+  and GIL hand-offs, while a 64 KB write to a file here takes ~75 µs, on disk
+  and on tmpfs alike;
 - nothing is lost on shutdown: the app's cleanup flushes and waits until the
   thread wrote everything (it is the last part to stop), and so does an atexit
   hook for any other exit.
