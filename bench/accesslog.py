@@ -50,7 +50,9 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
           f"target's figure; quartiles {q}); CPU per request {res.get('cpu_us_per_request')} µs on, "
           f"{res.get('off_cpu_us_per_request')} µs off: {res.get('cpu_cost_percent')}% of it over all rounds, "
           f"median of rounds {cpu_q}% (supporting figure); {lines} lines written for the {res['requests']} "
-          f"requests wrk counted while on (the log to a regular file)")
+          f"requests wrk counted while on (the log to a regular file); the box's other load "
+          f"{res['foreign_cores_rounds']} cores in the rounds, the {res['clean_rounds']} rounds without it: "
+          f"{res['cost_percent_clean']}%")
     return {**res, "access_log_off_rps": round(off, 1), "access_log_off_errors": off_errors,
             "access_log_cost_percent": cost, "access_log_lines": lines, "judged_on": "access_log_cost_percent"}
 

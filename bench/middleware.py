@@ -22,6 +22,8 @@ middleware_stack_whole     the whole default stack against the same service with
 from __future__ import annotations
 
 import json
+import os
+import time
 import urllib.request
 
 import psutil
@@ -107,16 +109,20 @@ def _alternate(urls: dict, before_round, duration: float, connections: int, proc
     headers = {"X-API-Key": API_KEY}
     per_round = per_round or max(MIN_ROUND, duration / rounds)
     acc = {k: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "rps": [], "cpu": 0.0,
-               "cpu_rounds": [], "gen": 0.0} for k in ("on", "off")}
+               "cpu_rounds": [], "gen": 0.0, "foreign": []} for k in ("on", "off")}
     tool = None
     for i in range(rounds):
         for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
             before_round(name)
+            mine0 = _cpu([p for ps in procs.values() for p in ps]) if procs else 0.0
             cpu0 = _cpu(procs[name]) if procs else 0.0
-            gen0 = _children_cpu()
+            gen0, box0, t0 = _children_cpu() + _own_cpu(), _box_busy(), time.monotonic()
             r = drive(urls[name], BODY, headers, per_round, connections, cpus=(cpus or {}).get(name))
             a = acc[name]
-            a["gen"] += _children_cpu() - gen0
+            gen = _children_cpu() + _own_cpu() - gen0
+            a["gen"] += gen
+            mine = (_cpu([p for ps in procs.values() for p in ps]) - mine0) if procs else 0.0
+            a["foreign"].append(round(max(0.0, _box_busy() - box0 - gen - mine) / (time.monotonic() - t0), 2))
             if procs:
                 used = _cpu(procs[name]) - cpu0
                 a["cpu"] += used
@@ -137,7 +143,39 @@ def _alternate(urls: dict, before_round, duration: float, connections: int, proc
             "cost_percent": round(_median(costs), 2) if costs else None, "cost_percent_rounds": costs,
             "cost_percent_quartiles": _quartiles(costs), "rounds": rounds, "round_seconds": per_round,
             "rps_rounds": [round(x) for x in on["rps"]], "off_rps_rounds": [round(x) for x in acc["off"]["rps"]],
-            **_gen_figures(acc), **_cpu_figures(acc, procs)}
+            **_foreign_figures(acc, costs), **_gen_figures(acc), **_cpu_figures(acc, procs)}
+
+
+FOREIGN_LIMIT = 0.1  # cores: a round whose runs saw more of the box busy with other work is not "clean"
+
+
+def _foreign_figures(acc: dict, costs: list[float]) -> dict:
+    """What else ran on the box in each round (cores busy beyond the services, the load generator and the
+    bench, from /proc/stat; with `procs` only, else everything but the generator counts) and the median
+    cost over the rounds where neither run saw over FOREIGN_LIMIT of it: the box's other load is the main
+    source of the rounds' spread, so this says how much of it there was and what the rounds without it
+    gave.  The target's figure stays the median over all rounds."""
+    foreign = [max(a, b) for a, b in zip(acc["on"]["foreign"], acc["off"]["foreign"])]
+    clean = [c for c, f in zip(costs, foreign) if f <= FOREIGN_LIMIT]
+    return {"foreign_cores_rounds": foreign, "clean_rounds": len(clean),
+            "cost_percent_clean": round(_median(clean), 2) if len(clean) >= 3 else None}
+
+
+def _box_busy() -> float:
+    """CPU seconds the whole box has been busy (all CPUs, /proc/stat: everything but idle and iowait; steal
+    counts, it is time the hypervisor gave to someone else)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _children_cpu() -> float:
