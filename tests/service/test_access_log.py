@@ -220,3 +220,35 @@ async def test_after_a_slow_write_to_a_file_the_batches_go_to_the_thread_in_orde
     os.close(fd)
     assert accesslog._WRITER.queued - threads == 2  # the first batch written by the caller, the next two not
     assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == [f"{i:032x}" for i in range(300)]
+
+
+def test_the_service_keeps_answering_while_its_log_reader_is_stuck(tmp_path):
+    """stderr into a pipe nobody reads (a stuck log driver): the pipe's 64 KiB fill after ~250 lines; the
+    service answers on (the writer thread waits), and every line arrives once the reader resumes."""
+    import subprocess
+
+    from tests.helpers import PYTHON, ROOT, free_port, service_env, wait_http
+    r, w = os.pipe()
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, "-m", "service"], env=service_env(port, str(tmp_path), LOG_LEVEL="INFO"),
+                            cwd=ROOT, stdout=w, stderr=w)
+    os.close(w)
+    out: list[bytes] = []
+    reader = threading.Thread(target=_drain_pipe, args=(r, out))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/health", proc=proc)  # its lines wait in the pipe: ~1 KB
+        n = 1000  # ~250 KB of lines: four times what the pipe holds
+        for i in range(n):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/text/operations",
+                                         headers={"X-API-Key": API_KEY, "X-Request-ID": f"stuck-{i}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+    finally:
+        reader.start()
+        proc.terminate()
+        proc.wait(30)
+        reader.join(30)
+        os.close(r)
+    ids = [json.loads(x)["request_id"] for x in b"".join(out).decode().splitlines()
+           if '"service.access"' in x and "/v1/text/operations" in x]
+    assert ids == [f"stuck-{i}" for i in range(n)]
