@@ -15,11 +15,11 @@ def test_quartiles_are_nearest_rank_with_the_median_between():
 
 
 def test_the_clean_median_leaves_out_every_round_with_other_load_in_either_run():
-    acc = {"on": {"foreign": [0.0, 0.5, 0.05, 0.0, 0.0]}, "off": {"foreign": [0.02, 0.0, 0.3, 0.1, 0.0]}}
+    acc = {"on": {"foreign": [0.0, 0.5, 0.05, 0.0, 0.0]}, "off": {"foreign": [0.02, 0.0, 0.3, 0.25, 0.0]}}
     r = _foreign_figures(acc, [10.0, 50.0, 40.0, 2.0, 6.0])
-    assert r["foreign_cores_rounds"] == [0.02, 0.5, 0.3, 0.1, 0.0]
-    assert r["clean_rounds"] == 3 and r["cost_percent_clean"] == 6.0   # rounds 0, 3, 4 (0.1 is the limit)
-    assert FOREIGN_LIMIT == 0.1
+    assert r["foreign_cores_rounds"] == [0.02, 0.5, 0.3, 0.25, 0.0]
+    assert r["clean_rounds"] == 3 and r["cost_percent_clean"] == 6.0   # rounds 0, 3, 4 (0.25 is the limit)
+    assert FOREIGN_LIMIT == 0.25
     assert _foreign_figures(acc, [1.0, 2.0, 3.0, 4.0, 5.0][:2])["cost_percent_clean"] is None  # fewer than 3
 
 
