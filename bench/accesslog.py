@@ -12,7 +12,10 @@ file's dirty pages never reached writeback during a run, Dirty grew to 29 MB wit
 no write to the log took over 0.8 ms even under perf trace)."""
 from __future__ import annotations
 
+import time
+
 from bench.middleware import _alternate, _config, _warm
+from service.accesslog import BATCH_DELAY
 from tests.helpers import PYTHON, Proc, free_port, service_env
 
 ROUND_SECONDS = 1.0  # wrk's shortest run: short rounds, many of them, so the box's swings fall into few
@@ -33,6 +36,7 @@ def starter():
 def run(proc: Proc, duration: float, connections: int) -> dict:
     url = f"{proc.url}/v1/text/summarize"
     _warm(url, connections)
+    time.sleep(4 * BATCH_DELAY)  # the warm-up's last lines written
     lines_before = _lines(proc)
     try:
         res = _alternate({"on": url, "off": url},
@@ -41,6 +45,7 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
                          rounds=rounds_for(duration), per_round=ROUND_SECONDS)
     finally:
         _config(proc.url, "logging", {"access_log": True})
+    time.sleep(4 * BATCH_DELAY)  # the last batch is written by the batch timer
     lines = _lines(proc) - lines_before
     off, off_errors, cost = res.pop("off_rps"), res.pop("off_errors"), res.pop("cost_percent")
     q = res.get("cost_percent_quartiles")
