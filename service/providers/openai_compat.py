@@ -1,7 +1,7 @@
 """Any OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM, Ollama,
 llama.cpp server, the bundled fake upstream).
 
-- One shared aiohttp ClientSession; its pool follows the "ai" config section
+- One connection pool (wire.py: HTTP/1.1 keep-alive on asyncio protocols); it follows the "ai" config section
   (max_connections, keepalive_connections, connection_pooling) and is rebuilt
   when those change.  pool_timeout bounds the wait for a pooled connection and
   timeout_seconds the whole call; both are read live on every call.
@@ -24,16 +24,16 @@ import re
 import time
 from typing import Any
 
-import aiohttp
-
 from exporter.metrics import AI_UPSTREAM_REMAINING
 from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
 from service.providers.local import truncate_words, estimate_tokens
-from service.providers.poolmeter import MeteredConnector, PoolMeter
+from service.providers.poolmeter import PoolMeter
+from service.providers.wire import WireError, WirePool, WireTimeout
 
 log = logging.getLogger("service.providers.openai")
 
 POOL_FIELDS = ("max_connections", "keepalive_connections", "connection_pooling")
+USER_AGENT = "llmapi/0.1"
 KEEPALIVE_IDLE_SECONDS = 30.0   # how long an idle keep-alive connection is kept
 HEALTH_CACHE_SECONDS = 5.0
 HEALTH_PROBE_SECONDS = 0.8      # below the 1 s bound of /v1/health
@@ -342,34 +342,20 @@ def parse_retry_after(headers) -> float | None:
 # ---------------------------------------------------------------------------
 # connection pool
 # ---------------------------------------------------------------------------
-class _PoolConnector(MeteredConnector):
-    """The metered TCPConnector (poolmeter.py), keeping at most `max_idle` idle keep-alive connections."""
-
-    def __init__(self, *, max_idle: int, **kw):
-        super().__init__(**kw)
-        self._max_idle = max_idle
-
-    def _release(self, key, protocol, *, should_close: bool = False) -> None:
-        try:
-            if not should_close and sum(map(len, self._conns.values())) >= self._max_idle:
-                should_close = True
-        except Exception:  # aiohttp internals changed: keep the plain behaviour
-            pass
-        super()._release(key, protocol, should_close=should_close)
-
-
 class _Pool:
-    def __init__(self, ai: dict, meter: PoolMeter):
+    """One WirePool (wire.py) to the section's base URL, and the calls in flight through it."""
+
+    def __init__(self, ai: dict, meter: PoolMeter, headers: dict):
         pooling = bool(ai["connection_pooling"]) and ai["keepalive_connections"] > 0
-        kw: dict = {"limit": ai["max_connections"], "limit_per_host": 0, "force_close": not pooling}
-        if pooling:
-            kw["keepalive_timeout"] = KEEPALIVE_IDLE_SECONDS
         self.settings = {k: ai[k] for k in POOL_FIELDS}
-        self.connector = _PoolConnector(max_idle=ai["keepalive_connections"], meter=meter, **kw)
-        meter.attach(self.connector, ai["max_connections"])
-        self.session = aiohttp.ClientSession(connector=self.connector, headers={"User-Agent": "llmapi/0.1"})
+        self.wire = WirePool(ai["base_url"], limit=ai["max_connections"], max_idle=ai["keepalive_connections"],
+                             keepalive_seconds=KEEPALIVE_IDLE_SECONDS, pooling=pooling, meter=meter,
+                             user_agent=USER_AGENT)
+        self.chat_head = self.wire.head("POST", "/chat/completions", headers)  # but for its Content-Length
+        self.models_head = self.wire.head("GET", "/models", {k: v for k, v in headers.items() if k != "Content-Type"})
         self.inflight = 0
         self.retired = False
+        self.closed = False
         self._drained: asyncio.Future | None = None  # what close() waits on while calls are in flight
 
     def done(self) -> None:
@@ -386,7 +372,8 @@ class _Pool:
                 await asyncio.wait_for(self._drained, grace)
             except asyncio.TimeoutError:
                 pass
-        await self.session.close()
+        self.closed = True
+        await self.wire.close()
 
 
 # ---------------------------------------------------------------------------
@@ -405,14 +392,13 @@ class _CallParts:
     """What every chat call of one "ai" section sends.  The body is json.dumps(chat_body(...)) with the
     part around the prompt rendered once: a call encodes only its prompt string."""
 
-    __slots__ = ("ai", "json_mode", "url", "headers", "timeout", "_head", "_tail")
+    __slots__ = ("ai", "json_mode", "total", "connect", "_head", "_tail")
 
-    def __init__(self, ai: dict, json_mode: bool, headers: dict, timeout: aiohttp.ClientTimeout):
+    def __init__(self, ai: dict, json_mode: bool):
         self.ai = ai
         self.json_mode = json_mode
-        self.url = f"{ai['base_url'].rstrip('/')}/chat/completions"
-        self.headers = headers
-        self.timeout = timeout
+        self.total = float(ai["timeout_seconds"])
+        self.connect = min(float(ai["pool_timeout"]), self.total)
         mark = "\x00prompt\x00"
         head, tail = json.dumps(chat_body(ai["model"], ai["temperature"], mark, json_mode)).split(json.dumps(mark))
         self._head, self._tail = head.encode(), tail.encode()
@@ -460,7 +446,7 @@ class OpenAIProvider(Provider):
     def on_config_change(self, section: str, new: dict, old: dict) -> None:
         if section != "ai" or self._closed:
             return
-        if any(new.get(k) != old.get(k) for k in POOL_FIELDS) and self._pool is not None:
+        if any(new.get(k) != old.get(k) for k in POOL_FIELDS + ("base_url",)) and self._pool is not None:
             old_pool, self._pool = self._pool, None
             self._retire(old_pool)
             log.info("openai provider: connection pool settings changed, session rebuilt",
@@ -480,7 +466,10 @@ class OpenAIProvider(Provider):
         if self._closed:
             raise ProviderError("connection", "provider is closed")
         if self._pool is None:
-            self._pool = _Pool(self.store.get("ai"), self.pool_meter)
+            try:
+                self._pool = _Pool(self.store.get("ai"), self.pool_meter, self._headers())
+            except ValueError as e:  # a base URL that is not http(s), a key with a line break
+                raise ProviderError("client", f"the upstream cannot be called: {e}") from None
         pool = self._pool
         pool.inflight += 1
         return pool
@@ -499,37 +488,33 @@ class OpenAIProvider(Provider):
             h["Authorization"] = f"Bearer {self._api_key}"
         return h
 
-    def _timeout(self, ai: dict, total: float | None = None) -> aiohttp.ClientTimeout:
-        total = float(ai["timeout_seconds"]) if total is None else total
-        return aiohttp.ClientTimeout(total=total, connect=min(float(ai["pool_timeout"]), total))
-
     def _parts(self, ai: dict) -> "_CallParts":
-        """The URL, headers, timeout and body around the prompt of a chat call, built once per "ai" section."""
+        """The timeouts and the body around the prompt of a chat call, built once per "ai" section."""
         c = self._call
         if c is None or c.ai is not ai or c.json_mode != self._json_mode:
-            c = self._call = _CallParts(ai, self._json_mode, self._headers(), self._timeout(ai))
+            c = self._call = _CallParts(ai, self._json_mode)
         return c
 
-    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts") -> tuple[int, dict, Any, str]:
+    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts") -> tuple[int, Any, Any, str]:
         pool = self._acquire()
         try:
-            async with pool.session.post(c.url, data=body, headers=c.headers, timeout=c.timeout) as resp:
-                raw = await resp.read()
-                self._quota(resp.headers, ai["model"])
-                text = raw.decode("utf-8", "replace")
-                try:
-                    data = json.loads(text) if resp.status == 200 else None
-                except ValueError:
-                    data = None
-                return resp.status, resp.headers, data, text
-        except asyncio.TimeoutError as e:
-            kind = "pool wait or connect" if isinstance(e, aiohttp.ConnectionTimeoutError) else "call"
-            raise ProviderError("timeout", f"upstream {kind} timed out after "
-                                           f"{ai['timeout_seconds']}s") from None
-        except aiohttp.ClientError as e:
-            raise ProviderError("connection", f"upstream connection failed: {type(e).__name__}") from None
+            async with asyncio.timeout(c.total):
+                a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
+                                            c.connect)
+        except TimeoutError as e:
+            kind = "pool wait or connect" if isinstance(e, WireTimeout) else "call"
+            raise ProviderError("timeout", f"upstream {kind} timed out after {ai['timeout_seconds']}s") from None
+        except WireError as e:
+            raise ProviderError("connection", f"upstream connection failed: {e}") from None
         finally:
             pool.done()
+        self._quota(a.headers, ai["model"])
+        text = a.body.decode("utf-8", "replace")
+        try:
+            data = json.loads(text) if a.status == 200 else None
+        except ValueError:
+            data = None
+        return a.status, a.headers, data, text
 
     @staticmethod
     def _quota(headers, model: str) -> None:
@@ -641,12 +626,11 @@ class OpenAIProvider(Provider):
             pool = self._acquire()
         except ProviderError as e:
             return {**info, "status": "unhealthy", "detail": str(e)}
+        probe = min(HEALTH_PROBE_SECONDS, float(ai["timeout_seconds"]))
         try:
-            async with pool.session.get(f"{self.base_url}/models", headers=self._headers(),
-                                        timeout=self._timeout(ai, min(HEALTH_PROBE_SECONDS,
-                                                                               float(ai["timeout_seconds"])))) as r:
-                await r.read()
-                status = r.status
+            async with asyncio.timeout(probe):
+                status = (await pool.wire.request(pool.models_head + b"\r\n", b"",
+                                                  min(float(ai["pool_timeout"]), probe))).status
             if status == 200 or status == 404:  # some servers have no /models: reachable is enough
                 info.update(status="healthy", upstream_status=status)
             elif status in (401, 403):
@@ -656,8 +640,8 @@ class OpenAIProvider(Provider):
         except asyncio.TimeoutError:
             # the service still answers from cache and fallbacks: degraded, not down
             info.update(status="degraded", detail="upstream did not answer in time")
-        except aiohttp.ClientError as e:
-            info.update(status="degraded", detail=f"upstream unreachable: {type(e).__name__}")
+        except WireError as e:
+            info.update(status="degraded", detail=f"upstream unreachable: {e}")
         finally:
             pool.done()
         self._health_cache = (now, info)

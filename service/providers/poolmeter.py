@@ -10,31 +10,21 @@ Per provider (label `provider`):
   that gave up in the queue (a pool timeout, a cancellation) is observed too;
 * llmapi_ai_pool_max_connections: the pool size (ai.max_connections).
 
-No aiohttp TraceConfig: a trace costs every call several awaited signals and parameter objects, and
-nearly every call finds a free slot.  `MeteredConnector` (the provider's TCPConnector) counts an
-acquisition in `connect`, and only a call that must queue (`_wait_for_available_connection`, where
-aiohttp parks it) pays for timing.  The observations go through a HistogramTally (a scrape flushes
-it, so /metrics is exact).  Each wait is also the span "ai.pool_wait" (inside "ai.call"), which is
+The provider's pool (wire.py's WirePool) reports each acquisition, and only a call that must queue
+pays for timing; nearly every call finds a free slot.  The observations go through a HistogramTally
+(a scrape flushes it, so /metrics is exact).  Each wait is also the span "ai.pool_wait" (inside "ai.call"), which is
 how /internal/monitoring/bottlenecks sees the pool; `stats()` feeds /internal/monitoring/ai-performance.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from contextvars import ContextVar
-from time import perf_counter
-
-import aiohttp
 
 from exporter.metrics import AI_POOL_IN_USE, AI_POOL_LIMIT, AI_POOL_WAIT, AI_POOL_WAITING
 from exporter.tally import HistogramTally
 from service import spans
 
 RECENT_SECONDS = 300.0
-
-# seconds the current task waited in the pool queue for the acquisition under way (-1: already observed,
-# it gave up in the queue); set by MeteredConnector.connect, added to by _wait_for_available_connection
-_waited: ContextVar[float] = ContextVar("pool_waited", default=0.0)
 
 
 class PoolMeter:
@@ -47,7 +37,7 @@ class PoolMeter:
         AI_POOL_WAIT.labels(provider)  # the series at 0 before the first acquisition
         self.wait_h = HistogramTally(AI_POOL_WAIT)
         self._key = (provider,)
-        self.connector = None
+        self.pool = None
         self.waiting = 0
         self.max_waiting = 0
         self.acquired = 0       # acquisitions
@@ -61,25 +51,21 @@ class PoolMeter:
         self.in_use_g.set(0)
 
     # ---- wiring -------------------------------------------------------------------
-    def attach(self, connector, limit: int) -> None:
-        """Measure `connector` (a rebuilt pool attaches again)."""
-        self.connector = connector
+    def attach(self, pool, limit: int) -> None:
+        """Measure `pool` (its `used`: connections handed out or being opened; a rebuilt pool attaches again)."""
+        self.pool = pool
         self.limit_g.set(limit)
 
     def in_use(self) -> int:
-        c = self.connector
-        try:
-            return len(c._acquired) if c is not None else 0  # aiohttp's set of connections handed out
-        except AttributeError:
-            return 0
+        return self.pool.used if self.pool is not None else 0
 
     def sample(self) -> None:
-        """The in-use gauge from the connector: its value written directly (Gauge.set is three calls more
+        """The in-use gauge from the pool: its value written directly (Gauge.set is three calls more
         per sample, two samples per request; exporter/direct.py reads the same `_value`)."""
-        c = self.connector
-        self._in_use_value.set(len(c._acquired) if c is not None else 0)
+        p = self.pool
+        self._in_use_value.set(p.used if p is not None else 0)
 
-    # ---- events (from MeteredConnector) ----------------------------------------------
+    # ---- events (from the pool) ---------------------------------------------------------
     def enter_queue(self) -> None:
         self.waiting += 1
         if self.waiting > self.max_waiting:
@@ -126,43 +112,3 @@ class PoolMeter:
                 "recent": {"window_seconds": RECENT_SECONDS, "acquisitions": n, "queued": sum(r[2] for r in recent),
                            "wait_total_s": round(waited, 6),
                            "wait_avg_ms": round(waited / n * 1000, 3) if n else 0.0}}
-
-
-class MeteredConnector(aiohttp.TCPConnector):
-    """A TCPConnector that reports its acquisitions, queue and connections in use to a PoolMeter."""
-
-    def __init__(self, *, meter: PoolMeter, **kw):
-        super().__init__(**kw)
-        self._meter = meter
-
-    async def connect(self, req, traces, timeout):
-        _waited.set(0.0)
-        try:
-            conn = await super().connect(req, traces, timeout)
-        except BaseException:
-            w = _waited.get()
-            if w >= 0:  # it had its slot (a gave-up in the queue is observed already), then connecting failed
-                self._meter.observe(w)
-            raise
-        m = self._meter
-        m.observe(_waited.get())
-        m.sample()
-        return conn
-
-    async def _wait_for_available_connection(self, key, traces) -> None:
-        m = self._meter
-        m.enter_queue()
-        t = perf_counter()
-        try:
-            await super()._wait_for_available_connection(key, traces)
-        except BaseException:  # gave up in the queue: pool_timeout (connect's timeout) or cancelled
-            m.leave_queue(perf_counter() - t, gave_up=True)
-            _waited.set(-1.0)
-            raise
-        w = perf_counter() - t
-        m.leave_queue(w, gave_up=False)
-        _waited.set(_waited.get() + w)
-
-    def _release_acquired(self, key, proto) -> None:
-        super()._release_acquired(key, proto)
-        self._meter.sample()

@@ -42,13 +42,13 @@ async def test_switches_provider_live_and_closes_the_old_one(manager, store, ups
     h = await manager.health()
     assert h["provider"] == "openai" and h["status"] == "healthy"
     remote = manager.current
-    session = remote._pool.session
-    # back to local: the OpenAI provider and its session are closed
+    pool = remote._pool
+    # back to local: the OpenAI provider and its pool are closed
     await store.update("ai", {"provider": "local"})
     assert isinstance(manager.current, LocalProvider) and manager.current is not local
     assert (await manager.process(REQ)).provider == "local"
     await asyncio.sleep(0.05)
-    assert session.closed and remote._closed
+    assert pool.closed and remote._closed
     assert (await get_json(f"{upstream.url}/_stats"))["calls"] == 1
     assert manager.switches == 2
 

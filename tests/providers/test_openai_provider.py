@@ -93,9 +93,10 @@ async def test_no_key_no_authorization_header(openai_store, upstream):
 
 @pytest.mark.parametrize("json_mode", [True, False])
 def test_the_rendered_body_is_the_json_of_the_chat_request(json_mode):
-    ai = {"base_url": "http://upstream/v1/", "model": 'm "quoted" \\ é', "temperature": 0.25}
-    parts = _CallParts(ai, json_mode, {}, None)
-    assert parts.url == "http://upstream/v1/chat/completions"
+    ai = {"base_url": "http://upstream/v1/", "model": 'm "quoted" \\ é', "temperature": 0.25,
+          "timeout_seconds": 30.0, "pool_timeout": 5.0}
+    parts = _CallParts(ai, json_mode)
+    assert (parts.total, parts.connect) == (30.0, 5.0)
     for prompt in (build_prompt(OPS[4]), 'quotes " \\ \x00 \n \u2713 é', ""):
         assert parts.body(prompt) == json.dumps(chat_body(ai["model"], 0.25, prompt, json_mode)).encode()
 
@@ -249,8 +250,8 @@ async def test_pool_size_limits_upstream_concurrency_and_follows_the_store(provi
     out = await provider.process_batch(reqs, concurrency=8)
     assert all(isinstance(r, ProviderResult) for r in out)
     assert (await stats(upstream))["max_in_flight"] == 2
-    old_session = provider._pool.session
-    # a pool change rebuilds the session and the new limit applies at once
+    old_pool = provider._pool
+    # a pool change rebuilds the pool and the new limit applies at once
     await openai_store.update("ai", {"max_connections": 6})
     assert provider.pool_info() == {"open": False}
     assert (await reset(upstream.url))["stats"]["calls"] == 0
@@ -259,7 +260,7 @@ async def test_pool_size_limits_upstream_concurrency_and_follows_the_store(provi
     assert (await stats(upstream))["max_in_flight"] == 6
     assert provider.pool_info()["max_connections"] == 6
     await asyncio.sleep(0.05)
-    assert old_session.closed
+    assert old_pool.closed
 
 
 async def test_a_retired_pool_closes_once_its_calls_are_done(provider, upstream, openai_store):
@@ -272,13 +273,13 @@ async def test_a_retired_pool_closes_once_its_calls_are_done(provider, upstream,
     old = provider._pool
     await openai_store.update("ai", {"max_connections": 7})  # rebuilds the pool: the old one drains first
     await asyncio.sleep(0.05)
-    assert not old.session.closed and old.inflight == 1
+    assert not old.closed and old.inflight == 1
     assert (await task).payload["result"]
     for _ in range(100):
-        if old.session.closed:
+        if old.closed:
             break
         await asyncio.sleep(0.01)
-    assert old.session.closed and old.inflight == 0
+    assert old.closed and old.inflight == 0
 
 
 async def test_pool_timeout_bounds_the_wait_for_a_connection(provider, upstream, openai_store):
