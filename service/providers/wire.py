@@ -99,12 +99,10 @@ class _Conn(asyncio.Protocol):
             lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
             del buf[:end + 4]
             version, _, rest = lines[0].partition(" ")
-            try:
-                status = int(rest[:3])
-            except ValueError:
-                raise WireError(f"not an HTTP status line: {lines[0][:40]!r}") from None
-            if not version.startswith("HTTP/1."):
-                raise WireError(f"not an HTTP/1.x answer: {lines[0][:40]!r}")
+            code = rest[:3]
+            if not version.startswith("HTTP/1.") or not code.isdigit() or not 100 <= int(code) <= 599:
+                raise WireError(f"not an HTTP/1.x status line: {lines[0][:40]!r}")
+            status = int(code)
             if 100 <= status < 200:  # 100 Continue and the like: the answer follows
                 continue
             headers = CIMultiDict()
@@ -231,9 +229,6 @@ class WirePool:
         self._queue: deque[asyncio.Future] = deque()
         self.closed = False
         meter.attach(self, limit)
-
-    def in_use(self) -> int:
-        return self.used
 
     def head(self, method: str, path: str, headers: dict) -> bytes:
         """A request's head for `path` under the base URL's path, each line ended, but for the blank line

@@ -114,7 +114,7 @@ async def test_pooling_off_asks_for_and_opens_a_connection_per_call():
     assert s.connections == 2 and b"Connection: close" in s.requests[0]
 
 
-@pytest.mark.parametrize("script", [None, b"HTTP/1.1 2x0 OK\r\n\r\n", b"SMTP ready\r\n\r\n",
+@pytest.mark.parametrize("script", [None, b"HTTP/1.1 2x0 OK\r\n\r\n", b"HTTP/1.1 999 Odd\r\n\r\n", b"SMTP ready\r\n\r\n",
                                     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 20\r\n\r\n{\"cut\":"])
 async def test_no_usable_answer_is_a_wire_error(script):
     async with Script([script]) as s:
