@@ -106,8 +106,12 @@ class AccessLog:
                 del table[k]
 
     def memory_stats(self) -> dict:
-        """What memory-analysis reports for the access log's rendered parts."""
-        return {"entries": len(self._shapes), "key_names": len(self._names), "max_entries": self.max_shapes}
+        """What memory-analysis reports: the rendered parts kept, the lines buffered for the next batch, and
+        the bytes handed to the writer thread that a slow sink has not taken yet (with the times the loop
+        waited because they passed max_pending_bytes)."""
+        return {"entries": len(self._shapes), "key_names": len(self._names), "max_entries": self.max_shapes,
+                "buffered_lines": len(self._lines), "pending_bytes": _WRITER.pending_bytes,
+                "max_pending_bytes": MAX_PENDING, "sink_waits": _WRITER.waits}
 
     def line(self, method: str, path: str, status: int, request_id: str, seconds: float,
              key_name: str | None = None) -> None:

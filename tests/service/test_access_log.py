@@ -164,6 +164,7 @@ async def test_a_stuck_sink_blocks_the_writer_thread_not_the_caller_and_loses_no
             al._batch_due()  # what the batch timer does on the event loop: it returns with the sink full
     al._batch_due()
     assert accesslog._WRITER.pending_bytes > 0  # the thread is stuck in a write, the caller went on
+    assert al.memory_stats()["pending_bytes"] == accesslog._WRITER.pending_bytes  # memory-analysis shows it
     out: list[bytes] = []
     reader = threading.Thread(target=_drain_pipe, args=(r, out))
     reader.start()

@@ -43,7 +43,10 @@ async def test_the_access_log_keeps_at_most_access_log_shapes_rendered_live(make
         assert (await client.get(f"/v1/nowhere/{i}")).status == 404
     assert len(al._shapes) == 3 and len(al._names) <= 3
     mem = await (await client.get("/internal/monitoring/memory-analysis")).json()
-    assert mem["subsystems"]["access_log"]["reported"] == {"entries": 3, "key_names": len(al._names), "max_entries": 3}
+    reported = mem["subsystems"]["access_log"]["reported"]
+    assert {k: reported[k] for k in ("entries", "key_names", "max_entries")} == {
+        "entries": 3, "key_names": len(al._names), "max_entries": 3}
+    assert reported["pending_bytes"] >= 0 and reported["max_pending_bytes"] == 8 * 1024 * 1024
     assert (await client.post("/internal/config/logging", json={"access_log_shapes": 100})).status == 200
     for i in range(12, 20):
         await client.get(f"/v1/nowhere/{i}")
