@@ -21,6 +21,7 @@ decoded).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 import zlib
@@ -205,6 +206,13 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The system's default client context (certificates and host names verified), built once: loading the
+    CA bundle takes milliseconds, and a pool is rebuilt on the loop whenever its settings change."""
+    return ssl.create_default_context()
+
+
 class WirePool:
     """Connections to one origin (scheme://host:port) and the queue for them."""
 
@@ -215,7 +223,7 @@ class WirePool:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.host = u.hostname
         self.port = u.port or (443 if u.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if u.scheme == "https" else None
+        self.ssl = _tls() if u.scheme == "https" else None
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.authority = host if u.port is None else f"{host}:{u.port}"
         self.prefix = u.path.rstrip("/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 
 import pytest
 
@@ -152,6 +153,8 @@ def test_heads_name_the_base_path_and_refuse_line_breaks():
     with pytest.raises(ValueError):
         WirePool("ftp://example.com/", limit=1, max_idle=1, keepalive_seconds=1, pooling=True,
                  meter=PoolMeter("wire-test"), user_agent="x")
-    assert WirePool("https://example.com/v1/", limit=1, max_idle=1, keepalive_seconds=1, pooling=True,
-                    meter=PoolMeter("wire-test"), user_agent="x").head("GET", "/m", {}).startswith(
-        b"GET /v1/m HTTP/1.1\r\nHost: example.com\r\n")
+    tls = WirePool("https://example.com/v1/", limit=1, max_idle=1, keepalive_seconds=1, pooling=True,
+                   meter=PoolMeter("wire-test"), user_agent="x")
+    assert tls.head("GET", "/m", {}).startswith(b"GET /v1/m HTTP/1.1\r\nHost: example.com\r\n")
+    assert tls.port == 443 and tls.ssl.verify_mode == ssl.CERT_REQUIRED and tls.ssl.check_hostname
+    assert p.ssl is None
