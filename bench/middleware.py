@@ -146,6 +146,40 @@ def _alternate(urls: dict, before_round, duration: float, connections: int, proc
             **_foreign_figures(acc, costs), **_gen_figures(acc), **_cpu_figures(acc, procs)}
 
 
+def _side_by_side(urls: dict, procs: dict, rounds: int, per_round: float, connections: int) -> dict:
+    """`rounds` rounds driving urls["on"] and urls["off"] at the same time, one wrk (-t1) each: whatever
+    slows the whole machine in a round (the host's other guests, which no counter in this VM shows) slows
+    both sides alike, and each service gets the same share of the cores, so the ratio of their req/s is
+    the ratio of their costs per request.  Returns the median over rounds of 1 - on/off (cost_percent),
+    the rounds, and each side's req/s and CPU time per request."""
+    import threading
+    headers = {"X-API-Key": API_KEY}
+    out = {k: {"rps": [], "cpu": [], "errors": 0} for k in ("on", "off")}
+    for _ in range(rounds):
+        res: dict = {}
+        cpu0 = {k: _cpu(procs[k]) for k in urls}
+
+        def one(name):
+            res[name] = drive(urls[name], BODY, headers, per_round, connections)
+        threads = [threading.Thread(target=one, args=(k,)) for k in urls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in urls:
+            r = res[k]
+            out[k]["rps"].append(r["rps"])
+            out[k]["errors"] += r["errors"]
+            out[k]["cpu"].append((_cpu(procs[k]) - cpu0[k]) / r["requests"] * 1e6 if r["requests"] else 0.0)
+    costs = [round(100 * (1 - a / b), 2) for a, b in zip(out["on"]["rps"], out["off"]["rps"]) if b]
+    return {"cost_percent": round(_median(costs), 2) if costs else None, "cost_percent_rounds": costs,
+            "cost_percent_quartiles": _quartiles(costs), "rounds": rounds, "round_seconds": per_round,
+            "rps": round(_median(out["on"]["rps"]), 1), "off_rps": round(_median(out["off"]["rps"]), 1),
+            "errors": out["on"]["errors"], "off_errors": out["off"]["errors"],
+            "cpu_us_per_request": round(_median(out["on"]["cpu"]), 1),
+            "off_cpu_us_per_request": round(_median(out["off"]["cpu"]), 1)}
+
+
 FOREIGN_LIMIT = 0.25  # cores: a round whose runs saw more of the box busy with other work is not "clean"
 # (idle services, kernel threads of this shared box: 0.13-0.2 with nothing heavy running)
 

@@ -49,6 +49,11 @@ def test_access_log_cost_runs_and_its_log_holds_a_line_per_request(tmp_path):
     assert len(res["foreign_cores_rounds"]) == 2
     # every request the log was on for has its line (wrk does not count the ones it cut off at the end)
     assert res["access_log_lines"] >= res["requests"] > 0
+    side = res["side_by_side"]  # the same service with ACCESS_LOG=false beside it, both driven at once
+    assert side["rounds"] == 2 and len(side["cost_percent_rounds"]) == 2 and side["errors"] == side["off_errors"] == 0
+    assert res["access_log_cost_percent_side_by_side"] == side["cost_percent"] == pytest.approx(
+        _median_of(side["cost_percent_rounds"]), abs=0.01)
+    assert side["rps"] > 0 and side["off_rps"] > 0 and side["cpu_us_per_request"] > 0
 
 
 def test_workers_scaling_runs_and_its_ratio_is_the_rounds_median(tmp_path):
