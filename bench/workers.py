@@ -19,8 +19,8 @@ ROUND_SECONDS = 1.0
 
 
 def rounds_for(duration: float) -> int:
-    """Rounds (pairs of runs) for `--duration`: 12 at the default 5 s, at least 2, an even number."""
-    return max(2, min(24, 2 * round(1.2 * duration)))
+    """Rounds (pairs of runs) for `--duration`: 16 at the default 5 s, at least 2, an even number."""
+    return max(2, min(24, 2 * round(1.6 * duration)))
 
 
 def starter():

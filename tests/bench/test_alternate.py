@@ -30,7 +30,7 @@ def test_the_box_busy_clock_moves_with_work():
 
 
 def test_rounds_grow_with_the_duration_and_stay_even():
-    assert accesslog.rounds_for(5) == 16 and workers.rounds_for(5) == 12
+    assert accesslog.rounds_for(5) == 16 and workers.rounds_for(5) == 16
     assert accesslog.rounds_for(0.1) == 2 and workers.rounds_for(0.1) == 2
     assert all(accesslog.rounds_for(d) % 2 == 0 and workers.rounds_for(d) % 2 == 0 for d in (1, 2.5, 7, 60))
 
