@@ -111,18 +111,27 @@ def build(layers: list, prof) -> web.middleware:
     finish = prof.finish
     countdown = prof.every
     every = list(layers)
-    everyone = (None, *_steps(every))
-    plans: dict = {}  # matched route -> (the fixed route or None, *_steps(the layers that act on it))
+    everyone = Plan(None, every)
+    plans: dict = {}  # matched route -> its Plan
     prof.store.subscribe(lambda section, new, old: plans.clear())
 
-    def plan(route) -> tuple:
+    def plan(route) -> Plan:
         if type(route.resource) is not PlainResource:
             return everyone
         path, method = route.resource.canonical, route.method
-        return route, *_steps([layer for layer in every if not layer.skips(path, method)])
+        return Plan(route, [layer for layer in every if not layer.skips(path, method)])
+
+    async def sampled(request, handler):
+        ts: list = []
+        try:
+            return await _run(Plan(None, [Timed(layer, ts) for layer in every], compiled=False), request,
+                              _timed(handler, ts), ts)
+        finally:
+            finish(ts)
 
     @web.middleware
-    async def stack(request: web.Request, handler):
+    def stack(request: web.Request, handler):
+        """(Not a coroutine function: it gives the plan's coroutine, which aiohttp awaits.)"""
         nonlocal countdown
         countdown -= 1
         info = request._match_info  # (set before the middlewares run; `match_info` is a reify)
@@ -130,70 +139,147 @@ def build(layers: list, prof) -> web.middleware:
             p = plans.get(info._route)
             if p is None:
                 p = plans[info._route] = plan(info._route)
-            route, layers, enters, leaves, outward = p
         else:
-            route, layers, enters, leaves, outward = everyone
-        request._state[ROUTE] = route  # (the request's dict: see service/context.py)
-        if countdown <= 0:  # a sampled request: every layer's steps, each between two timestamps
-            countdown = prof.every
-            ts = []
-            layers, enters, leaves, outward = _steps([Timed(layer, ts) for layer in every])
-            handler = _timed(handler, ts)
-        else:
-            ts = None
-        req = request
-        split = 0  # layers from this index on see the re-routed request
-        states = []
-        exc = None
-        try:
-            for enter in enters:
-                st = enter(req)
-                if type(st) is Wait:
-                    st = await layers[len(states)].wait(req, st.state)
-                    if type(st) is Rerouted:
-                        req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
-                        req._state[ROUTE] = fixed_route(req)
-                        split = len(states) + 1
-                states.append(st)
-            resp = await handler(req)
-        except Answer as a:
-            resp = a.response
-        except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
-            exc = e
-        for i in (outward if len(states) == len(layers) else [i for i in outward if i < len(states)]):
-            r = req if i >= split else request
-            if exc is None:
-                try:
-                    w = leaves[i](r, resp, states[i])
-                    if w is not None:
-                        resp = await w
-                except BaseException as e:
-                    exc = e
-            else:
-                try:
-                    out = layers[i].fail(r, exc, states[i])
-                except BaseException as e:
-                    exc = e
-                    continue
-                if out is not None:
-                    resp = out
-                    drop_tracebacks(exc)  # (else a reference cycle per failed request: service/errors.py)
-                    exc = None
-        if ts is not None:
-            finish(ts)
-        if exc is not None:
-            raise exc
-        return resp
+            p = everyone
+        request._state[ROUTE] = p.route  # (the request's dict: see service/context.py)
+        if countdown > 0:
+            return p.run(request, handler)
+        countdown = prof.every  # a sampled request: every layer's steps, each between two timestamps
+        return sampled(request, handler)
 
     return stack
 
 
-def _steps(layers: list) -> tuple:
-    """(the layers, their bound enter and leave steps, innermost first the indices of those with a leave or a
-    fail step of their own: a layer with neither, like auth, has nothing to do on the way out)."""
-    return (layers, [layer.enter for layer in layers], [layer.leave for layer in layers],
-            [i for i in range(len(layers) - 1, -1, -1)
-             if type(layers[i]).leave is not Layer.leave or type(layers[i]).fail is not Layer.fail])
+class Plan:
+    """The layers a route runs, their bound steps, and `run(request, handler)`, the coroutine function that
+    runs them.
+
+    `outward`: innermost first, the indices of the layers with a leave or a fail step of their own (a layer
+    with neither, like auth, has nothing to do on the way out).  `run` is generated for the list (see
+    _source): the enters and the leaves one after the other, each step called directly, for the common
+    case where no enter waits and nothing fails.  At the first Wait, Answer or exception it hands the
+    request, with the states so far, to the general runner (_run, _unwind), which does the same steps in
+    loops."""
+    __slots__ = ("route", "layers", "enters", "leaves", "fails", "outward", "run")
+
+    def __init__(self, route, layers: list, compiled: bool = True):
+        self.route = route  # the fixed route (see fixed_route) or None
+        self.layers = layers
+        self.enters = [layer.enter for layer in layers]
+        self.leaves = [layer.leave for layer in layers]
+        self.fails = [layer.fail for layer in layers]
+        self.outward = [i for i in range(len(layers) - 1, -1, -1)
+                        if type(layers[i]).leave is not Layer.leave or type(layers[i]).fail is not Layer.fail]
+        self.run = _compile(self) if compiled else None
+
+
+def _source(plan: Plan) -> str:
+    """The source of a plan's run(request, handler): for layers [a, b] with leaves of their own, in effect
+
+        try: s0 = enter0(request)
+        except BaseException as e: return await failed(plan, request, [], e)
+        if type(s0) is Wait: return await _run(plan, request, handler, None, [], s0)
+        ... (s1 the same) ...
+        try: resp = await handler(request)
+        except BaseException as e: return await failed(plan, request, [s0, s1], e)
+        try: w = leave1(request, resp, s1); if w is not None: resp = await w
+        except BaseException as e: return await _unwind(plan, request, request, 0, [s0, s1], resp, e, 1)
+        ... (leave0 the same, from position 2 of outward) ...
+        return resp
+    """
+    n = len(plan.layers)
+    out = ["async def run(request, handler):"]
+    for i in range(n):
+        states = ", ".join(f"s{j}" for j in range(i))
+        out += [f"    try:", f"        s{i} = enter{i}(request)",
+                f"    except BaseException as e:", f"        return await failed(plan, request, [{states}], e)",
+                f"    if type(s{i}) is Wait:", f"        return await run_all(plan, request, handler, None, [{states}], s{i})"]
+    states = ", ".join(f"s{j}" for j in range(n))
+    out += ["    try:", "        resp = await handler(request)",
+            "    except BaseException as e:", f"        return await failed(plan, request, [{states}], e)"]
+    for pos, i in enumerate(plan.outward):
+        if type(plan.layers[i]).leave is Layer.leave:
+            continue  # (a fail step only)
+        out += ["    try:", f"        w = leave{i}(request, resp, s{i})", "        if w is not None:",
+                "            resp = await w",
+                "    except BaseException as e:", f"        return await unwind(plan, request, request, 0, [{states}], resp, e, {pos + 1})"]
+    out.append("    return resp")
+    return "\n".join(out) + "\n"
+
+
+def _compile(plan: Plan):
+    names = {"Wait": Wait, "plan": plan, "failed": _failed, "run_all": _run, "unwind": _unwind}
+    for i, layer in enumerate(plan.layers):
+        names[f"enter{i}"], names[f"leave{i}"] = plan.enters[i], plan.leaves[i]
+    route = plan.route
+    where = f"<stack {route.method} {route.resource.canonical}>" if route is not None else "<stack>"
+    exec(compile(_source(plan), where, "exec"), names)
+    return names["run"]
+
+
+async def _failed(plan: Plan, request, states: list, exc: BaseException):
+    """An enter (of layer len(states)) or the handler raised `exc`: an Answer is the response, the layers
+    entered leave with it; anything else, they fail with it."""
+    if isinstance(exc, Answer):
+        return await _unwind(plan, request, request, 0, states, exc.response, None, 0)
+    return await _unwind(plan, request, request, 0, states, None, exc, 0)
+
+
+async def _run(plan: Plan, request, handler, ts=None, states=None, pending=None):
+    """The general runner: the enters from layer len(states) (whose enter gave `pending`, a Wait, if any),
+    the handler, then the way out.  `ts`: a sampled request's timestamps (Timed layers)."""
+    layers = plan.layers
+    req = request
+    split = 0  # layers from this index on see the re-routed request
+    states = [] if states is None else states
+    resp = exc = None
+    try:
+        for i in range(len(states), len(layers)):
+            st = plan.enters[i](req) if pending is None else pending
+            pending = None
+            if type(st) is Wait:
+                st = await layers[i].wait(req, st.state)
+                if type(st) is Rerouted:
+                    req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
+                    req._state[ROUTE] = fixed_route(req)
+                    split = i + 1
+            states.append(st)
+        resp = await handler(req)
+    except Answer as a:
+        resp = a.response
+    except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
+        exc = e
+    return await _unwind(plan, request, req, split, states, resp, exc, 0)
+
+
+async def _unwind(plan: Plan, request, req, split: int, states: list, resp, exc, pos: int):
+    """The way out from position `pos` of plan.outward, for the layers entered (those with a state): each
+    leaves with the response, or fails with the exception; the layers from `split` on see `req`."""
+    leaves, fails, entered = plan.leaves, plan.fails, len(states)
+    for i in plan.outward[pos:]:
+        if i >= entered:
+            continue
+        r = req if i >= split else request
+        if exc is None:
+            try:
+                w = leaves[i](r, resp, states[i])
+                if w is not None:
+                    resp = await w
+            except BaseException as e:
+                exc = e
+        else:
+            try:
+                out = fails[i](r, exc, states[i])
+            except BaseException as e:
+                exc = e
+                continue
+            if out is not None:
+                resp = out
+                drop_tracebacks(exc)  # (else a reference cycle per failed request: service/errors.py)
+                exc = None
+    if exc is not None:
+        raise exc
+    return resp
 
 
 class Timed:

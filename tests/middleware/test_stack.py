@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
 from service.config.sections import SECTIONS
@@ -48,6 +49,13 @@ def _prof(every: int = 1_000_000) -> StackProfiler:
     return prof
 
 
+@pytest.fixture(params=["generated", "general"])
+def prof(request) -> StackProfiler:
+    """Each behaviour test runs twice: through a route's generated runner (Plan.run), and sampled, through
+    the general runner (_run) with every step timed."""
+    return _prof(every=1_000_000 if request.param == "generated" else 1)
+
+
 async def _client(aiohttp_client, layers, handler=None, prof=None):
     async def ok(request):
         return web.Response(text="ok")
@@ -56,24 +64,25 @@ async def _client(aiohttp_client, layers, handler=None, prof=None):
     return await aiohttp_client(app)
 
 
-async def test_enters_outside_in_leaves_inside_out_with_their_states(aiohttp_client):
+async def test_enters_outside_in_leaves_inside_out_with_their_states(aiohttp_client, prof):
     log: list = []
-    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log, wait=True), Recorder("c", log)])
+    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log, wait=True), Recorder("c", log)],
+                           prof=prof)
     r = await client.get("/x")
     assert r.status == 200 and r.headers["X-b"] == "b!" and r.headers["X-a"] == "a"
     assert log == ["enter a", "enter b", "wait b", "enter c", "leave c c 200", "leave b b! 200", "leave a a 200"]
 
 
-async def test_a_refusal_unwinds_only_the_layers_entered_and_an_outer_one_answers(aiohttp_client):
+async def test_a_refusal_unwinds_only_the_layers_entered_and_an_outer_one_answers(aiohttp_client, prof):
     log: list = []
     layers = [Recorder("a", log, rescue=True), Recorder("b", log), Recorder("c", log, refuse=ValueError("no")),
               Recorder("d", log)]
-    r = await (await _client(aiohttp_client, layers)).get("/x")
+    r = await (await _client(aiohttp_client, layers, prof=prof)).get("/x")
     assert r.status == 418
     assert log == ["enter a", "enter b", "enter c", "fail b ValueError", "fail a ValueError"]
 
 
-async def test_a_failure_raised_in_place_of_another_reaches_the_outer_layers(aiohttp_client):
+async def test_a_failure_raised_in_place_of_another_reaches_the_outer_layers(aiohttp_client, prof):
     log: list = []
 
     class Swap(Recorder):
@@ -85,20 +94,35 @@ async def test_a_failure_raised_in_place_of_another_reaches_the_outer_layers(aio
 
     async def boom(request):
         raise ValueError("handler")
-    r = await (await _client(aiohttp_client, layers, boom)).get("/x")
+    r = await (await _client(aiohttp_client, layers, boom, prof=prof)).get("/x")
     assert r.status == 418
     assert log == ["enter a", "enter b", "fail b ValueError", "fail a KeyError"]
 
 
-async def test_an_answer_skips_the_inner_layers_and_the_outer_ones_leave(aiohttp_client):
+async def test_a_leave_that_raises_is_failed_by_the_outer_layers_only(aiohttp_client, prof):
+    log: list = []
+
+    class Broken(Recorder):
+        def leave(self, request, resp, state):
+            super().leave(request, resp, state)
+            raise RuntimeError("leave")
+
+    layers = [Recorder("a", log, rescue=True), Recorder("b", log), Broken("c", log), Recorder("d", log)]
+    r = await (await _client(aiohttp_client, layers, prof=prof)).get("/x")
+    assert r.status == 418
+    assert log == ["enter a", "enter b", "enter c", "enter d", "leave d d 200", "leave c c 200",
+                   "fail b RuntimeError", "fail a RuntimeError"]
+
+
+async def test_an_answer_skips_the_inner_layers_and_the_outer_ones_leave(aiohttp_client, prof):
     log: list = []
     layers = [Recorder("a", log), Recorder("b", log, answer=True), Recorder("c", log)]
-    r = await (await _client(aiohttp_client, layers)).get("/x")
+    r = await (await _client(aiohttp_client, layers, prof=prof)).get("/x")
     assert r.status == 204 and r.headers["X-a"] == "a"
     assert log == ["enter a", "enter b", "leave a a 204"]
 
 
-async def test_a_rerouted_request_reaches_the_inner_layers_and_the_new_handler(aiohttp_client):
+async def test_a_rerouted_request_reaches_the_inner_layers_and_the_new_handler(aiohttp_client, prof):
     seen: dict = {}
 
     class Route(Layer):
@@ -124,12 +148,12 @@ async def test_a_rerouted_request_reaches_the_inner_layers_and_the_new_handler(a
         def leave(self, request, resp, state):
             seen["outer"] = request.headers.get("X-Clone")
 
-    r = await (await _client(aiohttp_client, [Outer(), Route(), Inner()])).get("/x")
+    r = await (await _client(aiohttp_client, [Outer(), Route(), Inner()], prof=prof)).get("/x")
     assert await r.text() == "yes"
     assert seen == {"inner": "yes", "outer": None}
 
 
-async def test_a_leave_that_waits_gives_the_response(aiohttp_client):
+async def test_a_leave_that_waits_gives_the_response(aiohttp_client, prof):
     class Later(Layer):
         name = "later"
 
@@ -139,11 +163,11 @@ async def test_a_leave_that_waits_gives_the_response(aiohttp_client):
                 return web.Response(text="later")
             return swap()
 
-    r = await (await _client(aiohttp_client, [Later()])).get("/x")
+    r = await (await _client(aiohttp_client, [Later()], prof=prof)).get("/x")
     assert await r.text() == "later"
 
 
-async def test_a_cancelled_request_runs_every_entered_fail_step(aiohttp_client):
+async def test_a_cancelled_request_runs_every_entered_fail_step(aiohttp_client, prof):
     log: list = []
     started = asyncio.Event()
 
@@ -151,7 +175,7 @@ async def test_a_cancelled_request_runs_every_entered_fail_step(aiohttp_client):
         started.set()
         await asyncio.sleep(30)
         return web.Response(text="never")
-    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log)], slow)
+    client = await _client(aiohttp_client, [Recorder("a", log), Recorder("b", log)], slow, prof=prof)
     task = asyncio.ensure_future(client.get("/x"))
     await started.wait()
     task.cancel()  # the client goes away: aiohttp cancels the handler
@@ -175,7 +199,7 @@ async def test_a_sampled_request_times_every_step(aiohttp_client):
     assert snap["breakdown"]["auth"]["avg_ms"] > 0  # its wait (a loop turn) counts as its own time
 
 
-async def test_an_answered_failure_is_freed_without_the_garbage_collector(aiohttp_client):
+async def test_an_answered_failure_is_freed_without_the_garbage_collector(aiohttp_client, prof):
     # the errors layer's render re-raises the exception in a frame that holds it, so its traceback and
     # that frame form a cycle; once answered the runner cuts it and the exception dies with the request
     import gc
@@ -199,7 +223,7 @@ async def test_an_answered_failure_is_freed_without_the_garbage_collector(aiohtt
         e = Boom("handler")
         refs.append(weakref.ref(e))
         raise e
-    client = await _client(aiohttp_client, [Render()], boom)
+    client = await _client(aiohttp_client, [Render()], boom, prof=prof)
     gc.disable()
     try:
         r = await client.get("/x")
@@ -255,7 +279,7 @@ async def test_a_sampled_request_runs_every_layer_even_one_that_skips_its_route(
 
 
 async def test_a_layer_with_no_leave_or_fail_of_its_own_is_not_called_on_the_way_out(aiohttp_client):
-    from service.middleware.stack import _steps
+    from service.middleware.stack import Plan
     log: list = []
 
     class EnterOnly(Layer):
@@ -265,7 +289,7 @@ async def test_a_layer_with_no_leave_or_fail_of_its_own_is_not_called_on_the_way
             log.append("enter only")
 
     layers = [Recorder("a", log), EnterOnly(), Recorder("c", log)]
-    assert _steps(layers)[3] == [2, 0]  # innermost first, without the enter-only layer
+    assert Plan(None, layers).outward == [2, 0]  # innermost first, without the enter-only layer
     client = await _client(aiohttp_client, layers)
     assert (await client.get("/x")).status == 200
     assert log == ["enter a", "enter only", "enter c", "leave c c 200", "leave a a 200"]
