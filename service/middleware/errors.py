@@ -31,14 +31,25 @@ _HTTP_DETAILS = {404: lambda r: {"field": "path"},
                  405: lambda r: {"field": "method", "method": r.method}}
 
 
-# 32 hex digits like uuid4().hex, unique without the 2 us uuid4 costs: a random
-# per-process prefix and a counter
+# 32 hex digits like uuid4().hex, unique without the 2 us uuid4 costs: a random per-process prefix and a
+# 64-bit counter.  Its 13 high hex digits are rendered once every 4,096 ids, its 3 low ones come from a table.
 _RID_PREFIX = os.urandom(8).hex()
-_rid_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+_LOW = tuple(f"{i:03x}" for i in range(4096))
+_rid_blocks = itertools.count(int.from_bytes(os.urandom(2), "big"))  # the high digits: a block of 4,096 ids
+_rid = ["", iter(())]  # the current block's prefix and high digits, and the iterator over its low digits
+
+
+def _next_block() -> None:
+    _rid[0] = _RID_PREFIX + next(_rid_blocks).to_bytes(7, "big").hex()[1:]
+    _rid[1] = iter(_LOW)
 
 
 def new_request_id() -> str:
-    return _RID_PREFIX + next(_rid_counter).to_bytes(8, "big").hex()  # (half the cost of a :016x format)
+    try:
+        return _rid[0] + next(_rid[1])
+    except StopIteration:
+        _next_block()
+        return _rid[0] + next(_rid[1])
 
 
 REQUEST_ID_HEADER = istr("X-Request-ID")
@@ -70,26 +81,27 @@ class ErrorsLayer(Layer):
                 self.access_log.bound(new["access_log_shapes"])
 
     def enter(self, request):
+        """The request id, also in the request_id context variable for the log lines.  It is not reset on the
+        way out: aiohttp runs each request in a task of its own, with a copy of the context, so the variable
+        dies with the request (tests/middleware/test_aiohttp_internals.py)."""
         rid = _request_id(request)
         request._state[REQUEST_ID] = rid  # (the request's dict: see service/context.py)
-        return rid, request_id_var.set(rid), perf_counter()
+        request_id_var.set(rid)
+        return rid, perf_counter()
 
     def leave(self, request, resp, state):
-        rid, token, start = state
+        rid, start = state
         resp._headers[REQUEST_ID_HEADER] = rid
         if self.log_access:
             self.access_log.line(request._method, request.path, resp._status, rid, perf_counter() - start,
                                  request._state.get(KEY_NAME))
-        request_id_var.reset(token)
 
     def fail(self, request, exc, state):
         if not isinstance(exc, Exception):  # CancelledError and the like: nobody to answer
-            request_id_var.reset(state[1])
             return None
         try:
             resp = render(request, exc)
         except web.HTTPException:  # (< 400: a redirect, passed on as it is)
-            request_id_var.reset(state[1])
             return None
         self.leave(request, resp, state)
         return resp
