@@ -33,7 +33,7 @@ from service.config.schema import ConfigValidationError
 from service.context import OPERATION, REQUEST_ID
 from service.errors import ApiError
 from service.middleware.stack import Layer
-from service.monitoring.analytics import RequestAnalytics, add
+from service.monitoring.analytics import LAT_EDGES, RequestAnalytics, add, bucket_map
 
 
 PROCESS_ROUTE = "/v1/text/process"  # the one route whose operation is in the body (the handler names it)
@@ -99,7 +99,7 @@ def _body_bytes(resp) -> int | None:
 class _Plan:
     """What one (route, method) adds to: its histogram cell, its request counter cells by status, and its
     request-analytics accumulator (taken again when the analytics start a new interval)."""
-    __slots__ = ("route", "method", "api", "hist", "bounds", "size", "counts", "counted", "acc", "gen")
+    __slots__ = ("route", "method", "api", "hist", "bounds", "size", "buckets", "counts", "counted", "acc", "gen")
 
     def __init__(self, layer: "MetricsLayer", route: str, method: str):
         group = route_group(route)
@@ -107,6 +107,7 @@ class _Plan:
         self.route, self.method, self.api = route, method, group is None
         self.hist = tally.cell((route, method) if group is None else (group,))
         self.bounds, self.size = tally.bounds, tally.size
+        self.buckets = layer.bucket_maps(tally.bounds)  # the analytics' latency bucket -> the histogram's
         self.counts: dict = {}  # status -> the request counter's cell
         self.counted = INTERNAL_ROUTES if group == "internal" else route
         self.acc, self.gen = None, -1
@@ -125,6 +126,14 @@ class MetricsLayer(Layer):
         self.others = HistogramTally(HTTP_OTHER_DURATION)
         ctx.extras["http_tallies"] = (self.requests, self.durations, self.others)
         self.plans: dict = {}  # (matched route, method) -> _Plan: one dict lookup a request
+        self._maps: dict = {}
+
+    def bucket_maps(self, bounds: list) -> tuple:
+        """bucket_map(bounds) (service/monitoring/analytics.py), worked out once per histogram."""
+        key = tuple(bounds)
+        if key not in self._maps:
+            self._maps[key] = bucket_map(key)
+        return self._maps[key]
 
     def enter(self, request):
         IN_FLIGHT.value += 1
@@ -147,8 +156,11 @@ class MetricsLayer(Layer):
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = _Plan(self, "unmatched" if key[0] is None else route_template(request), method)
+        fine = bisect_left(LAT_EDGES, elapsed)  # the analytics' latency bucket, and through it the histogram's
+        i = plan.buckets[fine]
+        if i < 0:  # (one of the histogram's bounds is inside that bucket)
+            i = bisect_left(plan.bounds, elapsed)
         h = plan.hist  # the histogram cell: one bucket, the sum, the request id as the bucket's exemplar
-        i = bisect_left(plan.bounds, elapsed)
         h[i] += 1
         h[-1] += elapsed
         if plan.api:
@@ -163,7 +175,7 @@ class MetricsLayer(Layer):
         if plan.gen != analytics.gen:
             plan.acc, plan.gen = analytics.acc(method, plan.route), analytics.gen
         body = request._read_bytes  # (the body the handler read, else what its Content-Length says)
-        add(plan.acc, status, elapsed, request.content_length if body is None else len(body), resp_bytes)
+        add(plan.acc, status, elapsed, request.content_length if body is None else len(body), resp_bytes, fine)
         if plan.route == PROCESS_ROUTE:
             op = request._state.get(OPERATION)
             if op is not None:

@@ -25,27 +25,27 @@ SIZE_LABELS: tuple[str, ...] = ("<=64B", "<=256B", "<=1KiB", "<=4KiB", "<=16KiB"
 
 
 class RouteAcc:
-    __slots__ = ("n", "sum", "max", "lat", "status", "req_n", "req_sum", "req", "resp_n", "resp_sum", "resp")
+    """One (method, route)'s live interval.  The request counts (n, req_n, resp_n) are not kept apart: each is
+    the sum of its histogram, worked out when the interval is read (to_dict)."""
+    __slots__ = ("sum", "max", "lat", "status", "req_sum", "req", "resp_sum", "resp")
 
     def __init__(self):
-        self.n = 0
         self.sum = 0.0
         self.max = 0.0
         self.lat = [0] * (len(LAT_EDGES) + 1)
         self.status: dict[int, int] = {}
-        self.req_n = 0
         self.req_sum = 0
         self.req = [0] * (len(SIZE_EDGES) + 1)
-        self.resp_n = 0
         self.resp_sum = 0
         self.resp = [0] * (len(SIZE_EDGES) + 1)
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "sum": self.sum, "max": self.max,
+        return {"n": sum(self.lat), "sum": self.sum, "max": self.max,
                 "lat": {str(i): c for i, c in enumerate(self.lat) if c},
                 "status": {str(k): v for k, v in self.status.items()},
-                "req_n": self.req_n, "req_sum": self.req_sum, "req": {str(i): c for i, c in enumerate(self.req) if c},
-                "resp_n": self.resp_n, "resp_sum": self.resp_sum,
+                "req_n": sum(self.req), "req_sum": self.req_sum,
+                "req": {str(i): c for i, c in enumerate(self.req) if c},
+                "resp_n": sum(self.resp), "resp_sum": self.resp_sum,
                 "resp": {str(i): c for i, c in enumerate(self.resp) if c}}
 
 
@@ -84,23 +84,30 @@ class RequestAnalytics:
         return ({f"{m} {r}": acc.to_dict() for (m, r), acc in routes.items()}, ops)
 
 
-def add(acc: RouteAcc, status: int, elapsed: float, req_bytes: int | None, resp_bytes: int | None) -> None:
-    """One request into an accumulator."""
-    acc.n += 1
+def add(acc: RouteAcc, status: int, elapsed: float, req_bytes: int | None, resp_bytes: int | None,
+        i: int | None = None) -> None:
+    """One request into an accumulator (`i`: its latency bucket, bisect_left(LAT_EDGES, elapsed), if known)."""
     acc.sum += elapsed
     if elapsed > acc.max:
         acc.max = elapsed
-    acc.lat[bisect_left(LAT_EDGES, elapsed)] += 1
+    acc.lat[bisect_left(LAT_EDGES, elapsed) if i is None else i] += 1
     st = acc.status
     st[status] = st.get(status, 0) + 1
     if req_bytes is not None:
-        acc.req_n += 1
         acc.req_sum += req_bytes
         acc.req[bisect_left(SIZE_EDGES, req_bytes)] += 1
     if resp_bytes is not None:
-        acc.resp_n += 1
         acc.resp_sum += resp_bytes
         acc.resp[bisect_left(SIZE_EDGES, resp_bytes)] += 1
+
+
+def bucket_map(bounds) -> tuple:
+    """For each latency bucket of LAT_EDGES, the index of the bucket of `bounds` (a Prometheus histogram's
+    upper bounds, +Inf last) that holds every value of it, or -1 when a bound splits it: then
+    bisect_left(bounds, x) == table[bisect_left(LAT_EDGES, x)] for every x whose entry is not -1."""
+    edges = (float("-inf"), *LAT_EDGES, float("inf"))
+    return tuple(-1 if any(lo < b < hi for b in bounds) else sum(b <= lo for b in bounds)
+                 for lo, hi in zip(edges, edges[1:]))
 
 
 # ---- reading the dicts back --------------------------------------------

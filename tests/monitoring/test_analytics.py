@@ -107,3 +107,31 @@ async def test_max_events_and_compression():
     assert all(isinstance(b, dict) for _, b in h.minutes)
     s = _snap(now, 1, 3, 5)
     assert decode(encode(s, True)) == decode(encode(s, False))
+
+
+def test_a_histogram_bucket_read_through_the_latency_bucket_is_the_bisected_one():
+    # the metrics layer finds a request's Prometheus bucket from its analytics bucket (one bisect, not two)
+    import random
+    from bisect import bisect_left
+
+    from exporter.metrics import HTTP_BUCKETS, OTHER_HTTP_BUCKETS
+    from service.monitoring.analytics import LAT_EDGES, bucket_map
+    rng = random.Random(7)
+    for bounds in ((*HTTP_BUCKETS, float("inf")), (*OTHER_HTTP_BUCKETS, float("inf")), (0.0012345, float("inf"))):
+        table = bucket_map(bounds)
+        assert len(table) == len(LAT_EDGES) + 1 and -1 in table  # (some bound splits a bucket: bisected then)
+        xs = [*bounds[:-1], *LAT_EDGES, 0.0, 1e-9, 500.0, 1e6] + [10 ** rng.uniform(-6, 3) for _ in range(20_000)]
+        for x in xs:
+            j = table[bisect_left(LAT_EDGES, x)]
+            assert j == -1 or j == bisect_left(bounds, x), (bounds, x)
+
+
+def test_the_request_counts_are_the_histograms_sums():
+    from service.monitoring.analytics import RouteAcc, add
+    acc = RouteAcc()
+    add(acc, 200, 0.001, 100, None)
+    add(acc, 404, 0.5, None, 30)
+    add(acc, 200, 0.002, 5000, 70)
+    d = acc.to_dict()
+    assert (d["n"], d["req_n"], d["resp_n"], d["status"]) == (3, 2, 2, {"200": 2, "404": 1})
+    assert (d["req_sum"], d["resp_sum"], d["max"]) == (5100, 100, 0.5)
