@@ -112,6 +112,9 @@ class SecurityLayer(Layer):
     def __init__(self, sec: Security):
         self.sec = sec
 
+    def passes(self, path: str, method: str) -> bool:
+        return not (self.sec.cors_enabled and method in ("OPTIONS", "*"))  # (only a preflight is answered here)
+
     def enter(self, request):
         sec = self.sec
         if sec.cors_enabled and request._method == "OPTIONS":

@@ -95,6 +95,12 @@ class Layer:
         fixed route (path, method) under the current config?  Asked once per route after each config change."""
         return False
 
+    def passes(self, path: str, method: str) -> bool:
+        """Is this layer's enter a step that does nothing (None, no effect) for every request matched to the
+        fixed route (path, method) under the current config?  Then that route's runner does not call it (its
+        leave and fail still run).  Asked with skips."""
+        return False
+
 
 def fixed_route(request: web.Request):
     """The route a request matched when its path is fixed (a PlainResource: one route, one path), else None:
@@ -160,11 +166,13 @@ class Plan:
     case where no enter waits and nothing fails.  At the first Wait, Answer or exception it hands the
     request, with the states so far, to the general runner (_run, _unwind), which does the same steps in
     loops."""
-    __slots__ = ("route", "layers", "enters", "leaves", "fails", "outward", "run")
+    __slots__ = ("route", "layers", "passed", "enters", "leaves", "fails", "outward", "run")
 
     def __init__(self, route, layers: list, compiled: bool = True):
         self.route = route  # the fixed route (see fixed_route) or None
         self.layers = layers
+        where = (route.resource.canonical, route.method) if route is not None else None
+        self.passed = [where is not None and layer.passes(*where) for layer in layers]  # enters run() leaves out
         self.enters = [layer.enter for layer in layers]
         self.leaves = [layer.leave for layer in layers]
         self.fails = [layer.fail for layer in layers]
@@ -191,6 +199,9 @@ def _source(plan: Plan) -> str:
     out = ["async def run(request, handler):"]
     for i in range(n):
         states = ", ".join(f"s{j}" for j in range(i))
+        if plan.passed[i]:
+            out.append(f"    s{i} = None  # ({plan.layers[i].name}: nothing to do on this route)")
+            continue
         out += [f"    try:", f"        s{i} = enter{i}(request)",
                 f"    except BaseException as e:", f"        return await failed(plan, request, [{states}], e)",
                 f"    if type(s{i}) is Wait:", f"        return await run_all(plan, request, handler, None, [{states}], s{i})"]

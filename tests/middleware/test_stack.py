@@ -298,3 +298,26 @@ async def test_a_layer_with_no_leave_or_fail_of_its_own_is_not_called_on_the_way
     client = await _client(aiohttp_client, layers)
     assert (await client.get("/x")).status == 403
     assert log == ["enter a", "enter only", "enter c", "fail a HTTPForbidden"]
+
+
+async def test_an_enter_that_passes_a_fixed_route_is_not_called_there_but_its_leave_is(aiohttp_client):
+    log: list = []
+
+    class Passer(Recorder):
+        def passes(self, path, method):
+            return path == "/x"
+
+        def leave(self, request, resp, state):
+            self.log.append(f"leave {self.name} {state} {resp.status}")
+
+    async def ok(request):
+        return web.Response(text="ok")
+    app = web.Application(middlewares=[build([Recorder("a", log), Passer("p", log)], _prof())])
+    app.router.add_get("/x", ok)
+    app.router.add_get("/y", ok)
+    client = await aiohttp_client(app)
+    assert (await client.get("/x")).status == 200
+    assert log == ["enter a", "leave p None 200", "leave a a 200"]
+    log.clear()
+    assert (await client.get("/y")).status == 200
+    assert log == ["enter a", "enter p", "leave p p 200", "leave a a 200"]
