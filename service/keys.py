@@ -54,7 +54,11 @@ class KeyConfigError(ValueError):
 
 
 def digest(key: str) -> bytes:
-    return _sha256(key.encode("utf-8", "surrogatepass")).digest()
+    try:
+        raw = key.encode()  # (half the instructions of an encode with an error handler)
+    except UnicodeEncodeError:  # a header's undecodable bytes, as aiohttp gives them (surrogates)
+        raw = key.encode("utf-8", "surrogatepass")
+    return _sha256(raw).digest()
 
 
 def effective_scopes(scopes) -> frozenset:

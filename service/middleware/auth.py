@@ -133,7 +133,7 @@ class AuthLayer(Layer):
             shared[KEY_NAME] = ANONYMOUS
             shared[SCOPES] = NO_SCOPES
             return None
-        raw = presented_key(request)
+        raw = headers.get(API_KEY_HEADER) or presented_key(request)
         if raw is not None and self.webhook_token is not None and webhook_identity(request, raw, self.webhook_token):
             return None  # key name alertmanager, scope alerts (service/remediation/credential.py)
         if raw is not None:
