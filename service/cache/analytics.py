@@ -13,14 +13,18 @@ MB = 1024 * 1024
 MIN_SAMPLES = 20       # lookups before a recommendation is made from ratios
 
 
+OUTCOMES = ("memory", "redis", "miss")  # the slots of a count cell
+
+
 class Analytics:
     def __init__(self, ghost_keys: int = 4096):
         self.started = time.time()
         self.ghost_keys = ghost_keys       # cache.ghost_keys: recently evicted keys remembered
-        # (operation, text-size tier, outcome) -> count; outcome: memory | redis | miss
-        self.counts: dict[tuple, int] = defaultdict(int)
+        # (operation, text-size tier) -> [memory hits, redis hits, misses]: a cached entry keeps its own
+        self.cells: dict[tuple, list] = {}
         self.minutes: deque[list] = deque(maxlen=1440)  # [minute, hits, misses], last 24 h
         self.cur = [int(time.time() // 60), 0, 0]
+        self.cur_end = (self.cur[0] + 1) * 60.0  # when the current minute ends
         self.minutes.append(self.cur)
         self.expired_misses = 0            # the key was cached but had expired
         self.popular_expired_misses = 0    # ... and it was a popular key (warming would have helped)
@@ -40,21 +44,37 @@ class Analytics:
         self.warming = {"refreshed": 0, "failed": 0, "deferred": 0, "scans": 0}
 
     # ---- request path ---------------------------------------------------------
-    def _minute(self, now: float) -> list:
+    def cell(self, op: str, size_tier: str) -> list:
+        """(operation, text-size tier)'s counts: [memory hits, redis hits, misses]."""
+        c = self.cells.get((op, size_tier))
+        if c is None:
+            c = self.cells[(op, size_tier)] = [0, 0, 0]
+        return c
+
+    @property
+    def counts(self) -> dict[tuple, int]:
+        """(operation, text-size tier, outcome) -> count; outcome: memory | redis | miss."""
+        return {(op, t, outcome): c[i] for (op, t), c in self.cells.items() for i, outcome in enumerate(OUTCOMES)
+                if c[i]}
+
+    def minute(self, now: float) -> list:
+        """`now`'s [minute, hits, misses] (a new one when it is not the current one's).  The cache's hit path
+        adds to the current one without asking while `now` is before cur_end."""
         m = int(now // 60)
         cur = self.cur
         if cur[0] != m:
             cur = self.cur = [m, 0, 0]
             self.minutes.append(cur)
+            self.cur_end = (m + 1) * 60.0
         return cur
 
     def hit(self, op: str, size_tier: str, tier: str, now: float) -> None:
-        self.counts[(op, size_tier, tier)] += 1
-        self._minute(now)[1] += 1
+        self.cell(op, size_tier)[0 if tier == "memory" else 1] += 1
+        self.minute(now)[1] += 1
 
     def miss(self, op: str, size_tier: str, now: float) -> None:
-        self.counts[(op, size_tier, "miss")] += 1
-        self._minute(now)[2] += 1
+        self.cell(op, size_tier)[2] += 1
+        self.minute(now)[2] += 1
 
     def evicted(self, key: str, reason: str) -> None:
         self.evictions[reason] += 1

@@ -153,8 +153,16 @@ class ResponseCache:
         e.recent += 1
         if e.hits >= self._pop_thr and not e.popular:
             self._make_popular(e, req)
-        self.stats.hit(e.op, e.tier, "memory", now)
-        self.hit_counts.add(("memory", e.op))
+        cells = e.cells  # its (operation, size tier)'s hit counts: the analytics' and the metric's
+        if cells is None:
+            cells = e.cells = (self.stats.cell(e.op, e.tier), self.hit_counts.cell(("memory", e.op)))
+        cells[0][0] += 1
+        cells[1][0] += 1
+        stats = self.stats
+        if now < stats.cur_end:  # (the hits of the current minute; minute() starts the next one)
+            stats.cur[1] += 1
+        else:
+            stats.minute(now)[1] += 1
         if e.usage is not None:
             self.savings.hit(e.usage)
         return zlib.decompress(e.value) if e.compressed else e.value

@@ -41,7 +41,7 @@ _STR_HDR = sys.getsizeof("")
 
 class Entry:
     __slots__ = ("key", "value", "compressed", "size", "op", "tier", "stored_at", "expires_at", "ttl",
-                 "hits", "recent", "fp", "req", "popular", "warming", "slot", "usage")
+                 "hits", "recent", "fp", "req", "popular", "warming", "slot", "usage", "cells")
 
     def __init__(self, key: str, value: bytes, compressed: bool, op: str, tier: str, stored_at: float,
                  ttl: float, fp: bytes | None = None):
@@ -61,6 +61,7 @@ class Entry:
         self.warming = False
         self.slot = -1      # index in MemoryTier.slots while stored
         self.usage = None   # the Usage of the call that computed it (what a hit saves)
+        self.cells = None   # the hit counts a memory hit adds to (service/cache/core.py: lookup)
         self.size = entry_size(key, value)
 
     def attach(self, req) -> int:

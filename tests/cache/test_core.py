@@ -28,6 +28,25 @@ async def test_second_identical_request_is_a_memory_hit(make_cache):
     assert cache.stats.totals()["hit_ratio"] == 0.5
 
 
+async def test_memory_hits_count_in_the_breakdown_the_minute_series_and_the_metric(make_cache):
+    # a hit adds to its entry's cells and to the current minute without looking either up
+    cache = await make_cache()
+    p = Provider()
+    hits0 = sample("llmapi_cache_hits_total", tier="memory", operation="summarize")
+    await cache.get_or_compute(req(), p)
+    for _ in range(3):
+        assert (await cache.get_or_compute(req(), p))[1] is True
+    stats = cache.stats
+    assert stats.breakdown(0)["summarize"]["memory_hits"] == 3
+    assert stats.totals()["memory_hits"] == 3 and stats.totals()["misses"] == 1
+    assert stats.series(1)[-1]["hits"] == 3
+    assert sample("llmapi_cache_hits_total", tier="memory", operation="summarize") == hits0 + 3
+    stats.cur[0] -= 1  # the current minute is over: the next hit starts a new one
+    stats.cur_end -= 60.0
+    assert (await cache.get_or_compute(req(), p))[1] is True
+    assert stats.series(1)[-1]["hits"] == 1 and stats.totals()["memory_hits"] == 4
+
+
 async def test_single_flight_one_compute_for_concurrent_identical_misses(make_cache):
     cache = await make_cache()
     p = Provider(delay=0.05)

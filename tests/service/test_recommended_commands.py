@@ -49,8 +49,8 @@ def _cache_commands(cache) -> list[dict]:
     """The cache's recommendations with every measured cause present."""
     fill(cache, 40, expired_share=1.0)  # entries waiting for eviction: auto cleanup is advised
     st = cache.stats
-    st.counts[("summarize", "small", "miss")] = 1000
-    st.counts[("summarize", "small", "memory")] = 10
+    st.cell("summarize", "small")[2] = 1000  # misses
+    st.cell("summarize", "small")[0] = 10  # memory hits
     st.capacity_misses, st.expired_misses, st.popular_expired_misses = 300, 400, 10
     st.normalization_misses = 100
     st.sets, st.set_bytes = 100, 100 * 8192
