@@ -33,17 +33,22 @@ def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
     return _encode(doc).encode()[:-1]
 
 
-_second = [-1, ""]  # (epoch second, its ISO text up to the seconds): shared by the requests of that second
+DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # "000".."999": a lookup, not a 3,000-instruction format spec
+_stamp = [-1, "", -1, ""]  # (epoch second, its ISO text; epoch millisecond, the whole stamp): shared by requests
 
 
 def timestamp() -> str:
-    """Now as ISO 8601 UTC with milliseconds: 2026-11-26T16:05:09.123Z."""
-    now = time.time()
-    s = int(now)
-    if s != _second[0]:
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
-        _second[0] = s
-    return f"{_second[1]}.{int(now * 1000) % 1000:03d}Z"
+    """Now as ISO 8601 UTC with milliseconds: 2026-11-26T16:05:09.123Z (rendered once a millisecond)."""
+    ms = int(time.time() * 1000)
+    st = _stamp
+    if ms != st[2]:
+        s = ms // 1000
+        if s != st[0]:
+            st[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+            st[0] = s
+        st[3] = f"{st[1]}.{DIGITS3[ms % 1000]}Z"
+        st[2] = ms
+    return st[3]
 
 
 _FALLBACK = ',"fallback":true'
@@ -53,7 +58,7 @@ STALE = "stale_cache"  # reason label of a degraded answer
 def finish(prefix: bytes, hit: bool, start: float, request_id: str, fallback: bool = False) -> bytes:
     us = int((time.perf_counter() - start) * 1_000_000)
     rid = f'"{request_id}"' if request_id.isalnum() else json.dumps(request_id)
-    tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{us // 1000}.{us % 1000:03d},'
+    tail = (f',"cache_hit":{"true" if hit else "false"},"processing_time_ms":{us // 1000}.{DIGITS3[us % 1000]},'
             f'"request_id":{rid},"timestamp":"{timestamp()}"{_FALLBACK if fallback else ""}}}')
     return prefix + tail.encode()
 
