@@ -1,6 +1,7 @@
 """Start real services (redis-server, the service, the fake upstream) on free loopback ports."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -104,13 +105,27 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+_LOGS: list[str] = []  # every Proc's log file, removed when the process that started them exits
+
+
+@atexit.register
+def _remove_logs() -> None:
+    for path in _LOGS:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 class Proc:
-    """A service or fake-upstream subprocess with its own port and log file."""
+    """A service or fake-upstream subprocess with its own port and log file (kept until this process exits,
+    so output() still reads it after stop())."""
 
     def __init__(self, args: list[str], env: dict, port: int, health_path: str):
         self.port = port
         self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix="svc-", suffix=".log", delete=False)
+        _LOGS.append(self.log.name)
         self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         try:
             wait_http(f"{self.url}{health_path}", proc=self.proc)
