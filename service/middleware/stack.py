@@ -30,10 +30,11 @@ that route's list, which is rebuilt after any config change.  The route is
 in request[ROUTE] (None when the path is not fixed), so layers can key
 their own per-route decisions on it.
 
-Timing (service/middleware/stackperf.py): for one request in
-`middleware.sample_every` each layer is wrapped in Timed, which records
-perf_counter() around every step, so each
-layer's own time, the handler's and the runner's own are measured directly.
+Timing (service/middleware/stackperf.py): one request in
+`middleware.sample_every` runs every layer through the general runner, which
+records perf_counter() around every step (each enter, the handler, each
+leave), so each layer's own time, the handler's and the runner's own are
+measured directly.
 """
 from __future__ import annotations
 
@@ -127,11 +128,12 @@ def build(layers: list, prof) -> web.middleware:
         path, method = route.resource.canonical, route.method
         return Plan(route, [layer for layer in every if not layer.skips(path, method)])
 
+    timed = Plan(None, every, timed=True)
+
     async def sampled(request, handler):
         ts: list = []
         try:
-            return await _run(Plan(None, [Timed(layer, ts) for layer in every], compiled=False), request,
-                              _timed(handler, ts), ts)
+            return await _run(timed, request, handler, ts)
         finally:
             finish(ts)
 
@@ -168,7 +170,7 @@ class Plan:
     loops."""
     __slots__ = ("route", "layers", "passed", "enters", "leaves", "fails", "outward", "run")
 
-    def __init__(self, route, layers: list, compiled: bool = True):
+    def __init__(self, route, layers: list, timed: bool = False):
         self.route = route  # the fixed route (see fixed_route) or None
         self.layers = layers
         where = (route.resource.canonical, route.method) if route is not None else None
@@ -176,9 +178,9 @@ class Plan:
         self.enters = [layer.enter for layer in layers]
         self.leaves = [layer.leave for layer in layers]
         self.fails = [layer.fail for layer in layers]
-        self.outward = [i for i in range(len(layers) - 1, -1, -1)
-                        if type(layers[i]).leave is not Layer.leave or type(layers[i]).fail is not Layer.fail]
-        self.run = _compile(self) if compiled else None
+        self.outward = [i for i in range(len(layers) - 1, -1, -1)  # (a timed plan: every layer leaves, timed)
+                        if timed or type(layers[i]).leave is not Layer.leave or type(layers[i]).fail is not Layer.fail]
+        self.run = None if timed else _compile(self)
 
 
 def _source(plan: Plan) -> str:
@@ -238,7 +240,8 @@ async def _failed(plan: Plan, request, states: list, exc: BaseException):
 
 async def _run(plan: Plan, request, handler, ts=None, states=None, pending=None):
     """The general runner: the enters from layer len(states) (whose enter gave `pending`, a Wait, if any),
-    the handler, then the way out.  `ts`: a sampled request's timestamps (Timed layers)."""
+    the handler, then the way out.  `ts`: a sampled request's timestamps, taken before and after each
+    enter (its wait included), the handler and each leave (service/middleware/stackperf.py)."""
     layers = plan.layers
     req = request
     split = 0  # layers from this index on see the re-routed request
@@ -246,26 +249,38 @@ async def _run(plan: Plan, request, handler, ts=None, states=None, pending=None)
     resp = exc = None
     try:
         for i in range(len(states), len(layers)):
-            st = plan.enters[i](req) if pending is None else pending
-            pending = None
+            if pending is None:
+                if ts is not None:
+                    ts.append(perf_counter())
+                st = plan.enters[i](req)
+            else:
+                st, pending = pending, None
             if type(st) is Wait:
                 st = await layers[i].wait(req, st.state)
                 if type(st) is Rerouted:
-                    req, handler = st.request, (st.handler if ts is None else _timed(st.handler, ts))
+                    req, handler = st.request, st.handler
                     req._state[ROUTE] = fixed_route(req)
                     split = i + 1
+            if ts is not None:
+                ts.append(perf_counter())
             states.append(st)
-        resp = await handler(req)
+        if ts is None:
+            resp = await handler(req)
+        else:
+            ts.append(perf_counter())
+            resp = await handler(req)
+            ts.append(perf_counter())
     except Answer as a:
         resp = a.response
     except BaseException as e:  # (CancelledError too: the layers' fail steps release what they hold)
         exc = e
-    return await _unwind(plan, request, req, split, states, resp, exc, 0)
+    return await _unwind(plan, request, req, split, states, resp, exc, 0, ts)
 
 
-async def _unwind(plan: Plan, request, req, split: int, states: list, resp, exc, pos: int):
+async def _unwind(plan: Plan, request, req, split: int, states: list, resp, exc, pos: int, ts=None):
     """The way out from position `pos` of plan.outward, for the layers entered (those with a state): each
-    leaves with the response, or fails with the exception; the layers from `split` on see `req`."""
+    leaves with the response, or fails with the exception; the layers from `split` on see `req`.  `ts`:
+    a sampled request's timestamps, before and after each leave."""
     leaves, fails, entered = plan.leaves, plan.fails, len(states)
     for i in plan.outward[pos:]:
         if i >= entered:
@@ -273,9 +288,13 @@ async def _unwind(plan: Plan, request, req, split: int, states: list, resp, exc,
         r = req if i >= split else request
         if exc is None:
             try:
+                if ts is not None:
+                    ts.append(perf_counter())
                 w = leaves[i](r, resp, states[i])
                 if w is not None:
                     resp = await w
+                if ts is not None:
+                    ts.append(perf_counter())
             except BaseException as e:
                 exc = e
         else:
@@ -291,54 +310,3 @@ async def _unwind(plan: Plan, request, req, split: int, states: list, resp, exc,
     if exc is not None:
         raise exc
     return resp
-
-
-class Timed:
-    """A layer of a sampled request: perf_counter() before and after each of its steps, into `ts`.
-    A complete sample is [enter_0 start, end, ..., handler start, end, leave_(n-1) start, end, ...,
-    leave_0 start, end]; one cut short by an exception has fewer and is not used."""
-    __slots__ = ("layer", "ts", "name")
-
-    def __init__(self, layer: Layer, ts: list):
-        self.layer = layer
-        self.ts = ts
-        self.name = layer.name
-
-    def enter(self, request):
-        ts = self.ts
-        ts.append(perf_counter())
-        st = self.layer.enter(request)
-        if type(st) is not Wait:
-            ts.append(perf_counter())
-        return st
-
-    async def wait(self, request, state):
-        st = await self.layer.wait(request, state)
-        self.ts.append(perf_counter())
-        return st
-
-    def leave(self, request, resp, state):
-        ts = self.ts
-        ts.append(perf_counter())
-        w = self.layer.leave(request, resp, state)
-        if w is None:
-            ts.append(perf_counter())
-            return None
-        return self._finish(w)
-
-    async def _finish(self, w):
-        resp = await w
-        self.ts.append(perf_counter())
-        return resp
-
-    def fail(self, request, exc, state):
-        return self.layer.fail(request, exc, state)
-
-
-def _timed(handler, ts: list):
-    async def timed(request):
-        ts.append(perf_counter())
-        resp = await handler(request)
-        ts.append(perf_counter())
-        return resp
-    return timed

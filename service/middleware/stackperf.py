@@ -17,6 +17,7 @@ An unsampled request costs one countdown.
 from __future__ import annotations
 
 from collections import deque
+from operator import sub
 from time import perf_counter
 
 from exporter.metrics import MIDDLEWARE_OVERHEAD
@@ -46,6 +47,8 @@ class StackProfiler:
         for label in self.labels:
             if label != HANDLER:
                 MIDDLEWARE_OVERHEAD.labels(label)
+        self._keys = [(label,) for label in self.names + [RUNNER]]  # the summary's label values, in row order
+        self._rows = None  # self.stats' rows in the order finish() adds to them (made at the first sample)
         self._hist = SummaryTally(MIDDLEWARE_OVERHEAD)  # (a direct observation: a lock and ~7 k instructions, 20 a sample)
         self.probe_cost = probe_cost()
         store.subscribe(self._on_config)
@@ -62,38 +65,38 @@ class StackProfiler:
         return forward + [HANDLER] + backward
 
     def finish(self, ts: list) -> None:
+        """One sample's timestamps: for n layers, gap 2i is layer i's enter, gap 4n - 2i its leave, gap 2n the
+        handler, and every odd gap the runner's own time between two calls (see _gap_labels)."""
         if len(ts) != self.expected:
             self.incomplete += 1
             return
         self.complete += 1
-        per: dict[str, float] = {}
-        prev = ts[0]
         cost = self.probe_cost
-        for label, t in zip(self.labels, ts[1:]):
-            d = t - prev
-            per[label] = per.get(label, 0.0) + (d - cost if d > cost else 0.0)
-            prev = t
-        handler = per.pop(HANDLER, 0.0)
-        stats = self.stats
+        g = [d - cost if d > cost else 0.0 for d in map(sub, ts[1:], ts)]
+        rows = self._rows
+        if rows is None:  # [count, total_s, max_s] of each layer, then the runner's, then the handler's
+            rows = self._rows = [self.stats.setdefault(label, [0, 0.0, 0.0]) for label in self.names + [RUNNER]]
+            rows.append(self.stats.setdefault(HANDLER, [0, 0.0, 0.0]))
+        n = len(self.names)
+        last = 4 * n
         observe = self._hist.observe
-        for label, d in per.items():
-            s = stats.get(label)
-            if s is None:
-                s = stats[label] = [0, 0.0, 0.0]
-            s[0] += 1
-            s[1] += d
-            if d > s[2]:
-                s[2] = d
-            observe((label,), d)
-        s = stats.get(HANDLER)
-        if s is None:
-            s = stats[HANDLER] = [0, 0.0, 0.0]
-        s[0] += 1
-        s[1] += handler
-        if handler > s[2]:
-            s[2] = handler
-        overhead = sum(per.values())
-        self.totals.append((overhead, handler))
+        keys = self._keys
+        overhead = 0.0
+        for i, row in enumerate(rows):
+            if i < n:
+                d = g[2 * i] + g[last - 2 * i]
+            elif i == n:
+                d = sum(g[1::2])
+            else:
+                d = g[2 * n]
+            row[0] += 1
+            row[1] += d
+            if d > row[2]:
+                row[2] = d
+            if i <= n:
+                observe(keys[i], d)
+                overhead += d
+        self.totals.append((overhead, d))
         spans.record("middleware.stack", overhead)
 
     # ---- views -------------------------------------------------------------
@@ -122,6 +125,7 @@ class StackProfiler:
 
     def reset(self) -> None:
         self.stats.clear()
+        self._rows = None
         self.totals.clear()
         self.complete = self.incomplete = 0
 
