@@ -107,7 +107,7 @@ class _Plan:
         self.route, self.method, self.api = route, method, group is None
         self.hist = tally.cell((route, method) if group is None else (group,))
         self.bounds, self.size = tally.bounds, tally.size
-        self.buckets = layer.bucket_maps(tally.bounds)  # the analytics' latency bucket -> the histogram's
+        self.buckets = layer.buckets[tally]  # the analytics' latency bucket -> the histogram's (bucket_map)
         self.counts: dict = {}  # status -> the request counter's cell
         self.counted = INTERNAL_ROUTES if group == "internal" else route
         self.acc, self.gen = None, -1
@@ -126,14 +126,7 @@ class MetricsLayer(Layer):
         self.others = HistogramTally(HTTP_OTHER_DURATION)
         ctx.extras["http_tallies"] = (self.requests, self.durations, self.others)
         self.plans: dict = {}  # (matched route, method) -> _Plan: one dict lookup a request
-        self._maps: dict = {}
-
-    def bucket_maps(self, bounds: list) -> tuple:
-        """bucket_map(bounds) (service/monitoring/analytics.py), worked out once per histogram."""
-        key = tuple(bounds)
-        if key not in self._maps:
-            self._maps[key] = bucket_map(key)
-        return self._maps[key]
+        self.buckets = {tally: bucket_map(tally.bounds) for tally in (self.durations, self.others)}
 
     def enter(self, request):
         IN_FLIGHT.value += 1

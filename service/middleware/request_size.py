@@ -54,7 +54,6 @@ def classify(content_type: str) -> str:
 class RequestSize:
     def __init__(self, store):
         self.store = store
-        self.classes: dict[str, tuple[str, int]] = {}  # Content-Type value -> (its class, the class's limit)
         self.limits: dict[str, int] = {}
         self.sizes = {c: [0] * 40 for c in CLASSES}      # log2 histogram of accepted body sizes
         self.max_seen = dict.fromkeys(CLASSES, 0)
@@ -77,7 +76,7 @@ class RequestSize:
         self.limits = {c: cfg[f] for c, f in LIMIT_FIELD.items()}
         self.enabled, self.streaming, self.check_async = cfg["enabled"], cfg["enable_streaming"], cfg["check_async"]
         self.lengths: dict[str, int] = {}  # Content-Length value -> its number (int() costs 1,100 instructions)
-        self.classes = {}
+        self.classes: dict[str, tuple[str, int]] = {}  # Content-Type value -> (its class, the class's limit)
 
     def classify(self, content_type: str) -> tuple[str, int]:
         """(the content class, its limit) of a Content-Type value, memoised until the config changes."""
