@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
+from service.answer import Answer
 from service.context import REQUEST_ID
 
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -70,8 +71,7 @@ def error_response(request: web.Request | None, status: int, error_code: str, me
     rid = request.get(REQUEST_ID) if request is not None else request_id
     body = {"error": REASONS.get(status, "Error"), "error_code": error_code, "message": message,
             "details": details or {}, "request_id": rid}
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json",
-                        headers=headers)
+    return Answer(json.dumps(body).encode(), status, headers)
 
 
 def validation_error(field: str, message: str, code: str = "VALIDATION_ERROR") -> ApiError:

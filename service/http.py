@@ -9,6 +9,7 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from service import jsonbody
+from service.answer import Answer
 from service.context import CTX
 from service.errors import ApiError, parse_reason, safe_field
 
@@ -120,8 +121,7 @@ async def read_object(request: web.Request, allow_empty: bool = True) -> dict:
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(body=json.dumps(data, default=str).encode(), status=status,
-                        content_type="application/json", headers=headers)
+    return Answer(json.dumps(data, default=str).encode(), status, headers)
 
 
 def query_number(request: web.Request, name: str, default: float, lo: float, hi: float, integer: bool = False):

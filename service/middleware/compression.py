@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp.hdrs import ACCEPT_ENCODING, CONTENT_ENCODING
 
 from exporter.metrics import COMPRESSION_IN, COMPRESSION_OUT, COMPRESSION_SECONDS, DECOMPRESSION_REJECTIONS
+from service.answer import WHOLE
 from service.errors import ApiError, safe_field
 from service.middleware.security import add_vary
 from service.middleware.stack import Layer
@@ -164,7 +165,7 @@ class Compression:
 
     def maybe_compress(self, resp, accept_encoding: str, cfg: dict):
         """Compress resp's body in place; None, or an awaitable when a large body compresses in a thread."""
-        if type(resp) is not web.Response or resp.status < 200 or resp.status in (204, 304):
+        if type(resp) not in WHOLE or resp.status < 200 or resp.status in (204, 304):
             self.skipped["streamed"] += 1
             return None
         body = resp.body

@@ -29,6 +29,7 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from exporter.metrics import (API_ROUTE_PREFIX, HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_OTHER_DURATION, HTTP_REQUESTS,
                               KNOWN_METHODS)
 from exporter.tally import HistogramTally, LiveGauge, Tally
+from service.answer import WHOLE
 from service.config.schema import ConfigValidationError
 from service.context import OPERATION, REQUEST_ID
 from service.errors import ApiError
@@ -87,7 +88,7 @@ def _status(exc: BaseException) -> int:
 def _body_bytes(resp) -> int | None:
     """The bytes of a Response's body (its content_length, without the property's 3,500 instructions), None
     for a streamed answer.  (type(): isinstance would go through ABCMeta, StreamResponse is a MutableMapping.)"""
-    if type(resp) is not web.Response:
+    if type(resp) not in WHOLE:
         return None
     body = resp._body
     if type(body) is bytes and resp._compressed_body is None and not resp._chunked \

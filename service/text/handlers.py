@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 from aiohttp.hdrs import CONTENT_TYPE
 
+from service.answer import Answer
 from service.context import CTX, KEY_NAME, OPERATION, REQUEST_ID
 from service.errors import ApiError
 from service.http import decode_json, json_response, read_body, read_json
@@ -15,7 +16,6 @@ from service.providers.base import OPERATIONS
 from service.text.service import STALE
 from service.text.schemas import OPTION_LIMITS, parse_text_request
 
-JSON = "application/json"
 UNNAMED = "unnamed"  # the key_name label of a request the auth middleware named no key for
 
 OPERATION_INFO = {
@@ -47,7 +47,7 @@ def _op_handler(operation: str | None):
         out = text.cached(req, key, rid)
         if out is None:
             out = await text.process(req, rid, key)
-        return web.Response(body=out, content_type=JSON)
+        return Answer(out)
     handler.__name__ = f"text_{operation or 'process'}"
     return handler
 
