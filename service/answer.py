@@ -77,7 +77,7 @@ def _has_prepare_hook(request: web.BaseRequest) -> bool:
     match_info = request._match_info
     if match_info is not None:
         for app in match_info._apps:
-            if app.on_response_prepare:
+            if app._on_response_prepare:  # (the signal behind the property)
                 return True
     return False
 

@@ -71,7 +71,7 @@ async def read_body(request: web.Request) -> bytes:
     checked the way read() checks it, so a chunked or decompressed body over
     the limit still gets its 413.
     """
-    content = request.content
+    content = request._payload  # (what the `content` property returns)
     if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
         return await read_request(request)
     raw = content.read_nowait()

@@ -165,10 +165,10 @@ class Compression:
 
     def maybe_compress(self, resp, accept_encoding: str, cfg: dict):
         """Compress resp's body in place; None, or an awaitable when a large body compresses in a thread."""
-        if type(resp) not in WHOLE or resp.status < 200 or resp.status in (204, 304):
+        if type(resp) not in WHOLE or resp._status < 200 or resp._status in (204, 304):  # (attributes, not properties)
             self.skipped["streamed"] += 1
             return None
-        body = resp.body
+        body = resp._body
         if not isinstance(body, (bytes, bytearray)):
             self.skipped["streamed"] += 1
             return None

@@ -27,10 +27,10 @@ OPERATION_INFO = {
 }
 
 
-def _op_handler(operation: str | None):
+def _op_handler(operation: str | None, ctx):
     """The handler of one operation's route (None: /process, the operation is in the body)."""
     async def handler(request: web.Request) -> web.Response:
-        text = request.app[CTX].text
+        text = ctx.text
         raw = await read_body(request)
         route = (operation, request._headers.get(CONTENT_TYPE))  # (aiohttp's attribute behind `headers`)
         parsed = text.memo.get(route, raw)  # (TextRequest, cache key) of a body validated before
@@ -50,9 +50,6 @@ def _op_handler(operation: str | None):
         return Answer(out)
     handler.__name__ = f"text_{operation or 'process'}"
     return handler
-
-
-process = _op_handler(None)
 
 
 async def batch(request: web.Request) -> web.Response:
@@ -105,7 +102,7 @@ async def operations(request: web.Request) -> web.Response:
 
 def register(app: web.Application, ctx) -> None:
     for op in OPERATIONS:
-        app.router.add_post(f"/v1/text/{op}", _op_handler(op))
-    app.router.add_post("/v1/text/process", process)
+        app.router.add_post(f"/v1/text/{op}", _op_handler(op, ctx))
+    app.router.add_post("/v1/text/process", _op_handler(None, ctx))
     app.router.add_post("/v1/text/batch", batch)
     app.router.add_get("/v1/text/operations", operations)

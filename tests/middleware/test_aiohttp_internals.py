@@ -18,9 +18,12 @@ async def test_request_attributes_are_what_the_properties_return(aiohttp_client)
         seen.update(method=(request._method, request.method), headers=(request._headers, request.headers),
                     raw_path=(request._message.path, request.raw_path), info=(request._match_info, request.match_info),
                     route=(request._match_info._route, request.match_info.route),
-                    matched=type(request._match_info) is UrlMappingMatchInfo, body=(request._read_bytes, body))
+                    matched=type(request._match_info) is UrlMappingMatchInfo, body=(request._read_bytes, body),
+                    content=(request._payload, request.content),
+                    prepare=(request.app._on_response_prepare, request.app.on_response_prepare))
         resp = web.Response(text="ok", status=201)
-        seen.update(status=(resp._status, resp.status), resp_headers=(resp._headers, resp.headers))
+        seen.update(status=(resp._status, resp.status), resp_headers=(resp._headers, resp.headers),
+                    resp_body=(resp._body, resp.body))
         return resp
 
     @web.middleware
@@ -40,6 +43,8 @@ async def test_request_attributes_are_what_the_properties_return(aiohttp_client)
     assert seen["info"][0] is seen["info"][1] and seen["route"][0] is seen["route"][1] and seen["matched"]
     assert seen["body"] == (b"hello", b"hello")
     assert seen["status"] == (201, 201) and seen["resp_headers"][0] is seen["resp_headers"][1]
+    assert seen["content"][0] is seen["content"][1] and seen["prepare"][0] is seen["prepare"][1]
+    assert seen["resp_body"][0] is seen["resp_body"][1] == b"ok"
     assert (await client.get("/nowhere")).status == 404
     assert seen["unmatched"] is False  # a 404's match info is a MatchInfoError
 
