@@ -101,14 +101,14 @@ class ResponseCache:
         while len(self.stats.ghosts) > cfg["ghost_keys"]:
             self.stats.ghosts.popitem(last=False)
         self._tiers = sorted((v, k) for k, v in cfg["text_size_tiers"].items())
-        self._enabled = self.store.values.get("monitoring", {}).get("enable_caching", True)
+        self.enabled = self.store.values.get("monitoring", {}).get("enable_caching", True)
 
     def _mon(self) -> dict | None:
         return self.store.values.get("monitoring")
 
     def _on_config(self, name: str, new: dict, old: dict) -> None:
         if name == "monitoring":
-            self._enabled = new.get("enable_caching", True)
+            self.enabled = new.get("enable_caching", True)
             return
         if name == "ai":
             self.keys.configure(self.store.get("cache"), new)
@@ -140,7 +140,7 @@ class ResponseCache:
 
         Synchronous: a hit needs no await, only this dict lookup and a few additions.
         """
-        if not self._enabled:
+        if not self.enabled:
             return None
         e = self.l1.data.get(key)
         if e is None:
@@ -170,7 +170,7 @@ class ResponseCache:
     async def get_or_compute(self, req, compute, key: str | None = None):
         t0 = perf_counter()
         self._compute = compute
-        if not self._enabled:
+        if not self.enabled:
             return await compute(req), False
         if key is None:
             key = self.keys.key_for(req)

@@ -75,7 +75,7 @@ async def stats(cache) -> dict:
         "hit_ratio": tot["hit_ratio"], "hit_ratio_percent": _r(tot["hit_ratio"] * 100, 2),
         "hits": tot["hits"], "misses": tot["misses"], "lookups": tot["lookups"],
         "hits_by_tier": {"memory": tot["memory_hits"], "redis": tot["redis_hits"]},
-        "enabled": cache._enabled, "backend": "memory+redis" if cache.l2.configured else "memory",
+        "enabled": cache.enabled, "backend": "memory+redis" if cache.l2.configured else "memory",
         **_memory(cache),
         "sets": st.sets, "evictions": dict(st.evictions), "single_flight_joins": st.single_flight_joins,
         "stale_served": dict(st.stale_served), "in_flight": len(cache._flights),

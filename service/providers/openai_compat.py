@@ -25,10 +25,11 @@ import time
 from typing import Any
 
 from exporter.metrics import AI_UPSTREAM_REMAINING
+from service.jsonc import loads, quote
 from service.providers.base import OPERATIONS, Provider, ProviderError, ProviderResult, TextRequest
 from service.providers.local import truncate_words, estimate_tokens
 from service.providers.poolmeter import PoolMeter
-from service.providers.wire import WireError, WirePool, WireTimeout
+from service.providers.wire import WireDeadline, WireError, WirePool, WireTimeout
 
 log = logging.getLogger("service.providers.openai")
 
@@ -57,35 +58,40 @@ TEXT_OPEN, TEXT_CLOSE = "Text:\n<<<\n", "\n>>>"
 QUESTION_OPEN, QUESTION_CLOSE = "Question:\n<<<\n", "\n>>>\n"
 
 
-def _opt(req: TextRequest, key: str, default: int) -> int:
-    return _opt_value(req.options or {}, key, default)
+# per operation: the instruction (with "{}" for the option's value), the option and its default
+INSTRUCTIONS = {
+    "summarize": ("Summarize the text below in at most {} words, keeping its key facts.", "max_length", 100),
+    "sentiment": ("Classify the overall sentiment of the text below as positive, negative or neutral, give "
+                  "a confidence between 0 and 1, and explain which words or phrases drove it.", None, 0),
+    "key_points": ("List at most {} key points of the text below, each as one short sentence, most important "
+                   "first.", "max_points", 5),
+    "questions": ("Write {} distinct questions that the text below answers or raises.", "num_questions", 5),
+    "qa": ("Answer the question using only the text below, in one or two sentences. If the text does not "
+           "answer it, say so.", None, 0),
+}
+# each operation's prompt up to its instruction, and from it to the text: what build_prompt joins around them
+_PROMPT_HEADS = {op: f"Task: {op}\n" for op in OPERATIONS}
+_PROMPT_SHAPES = {op: f"\nRespond with only a JSON object of the form {SHAPES[op]}.\n" for op in OPERATIONS}
 
 
 def instruction(req: TextRequest) -> str:
-    op = req.operation
-    if op == "summarize":
-        return (f"Summarize the text below in at most {_opt(req, 'max_length', 100)} words, "
-                "keeping its key facts.")
-    if op == "sentiment":
-        return ("Classify the overall sentiment of the text below as positive, negative or neutral, give "
-                "a confidence between 0 and 1, and explain which words or phrases drove it.")
-    if op == "key_points":
-        return (f"List at most {_opt(req, 'max_points', 5)} key points of the text below, "
-                "each as one short sentence, most important first.")
-    if op == "questions":
-        return (f"Write {_opt(req, 'num_questions', 5)} distinct questions that the text below "
-                "answers or raises.")
-    return ("Answer the question using only the text below, in one or two sentences. If the text "
-            "does not answer it, say so.")
+    text, key, default = INSTRUCTIONS[req.operation]
+    return text if key is None else text.format(_opt_value(req.options or {}, key, default))
 
 
 def build_prompt(req: TextRequest) -> str:
-    parts = [f"Task: {req.operation}", instruction(req),
-             f"Respond with only a JSON object of the form {SHAPES[req.operation]}."]
-    if req.operation == "qa":
-        parts.append(f"{QUESTION_OPEN}{req.question or ''}{QUESTION_CLOSE.rstrip()}")
-    parts.append(f"{TEXT_OPEN}{req.text}{TEXT_CLOSE}")
-    return "\n".join(parts)
+    """The user message of an operation: its task line, instruction, answer shape, question (qa) and text,
+    one per line.  (One function: it runs on every uncached request.)"""
+    op = req.operation
+    text, key, default = INSTRUCTIONS[op]
+    if key is not None:
+        v = (req.options or {}).get(key, default)
+        text = text.format(int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1
+                           else default)
+    if op == "qa":
+        return (f"{_PROMPT_HEADS[op]}{text}{_PROMPT_SHAPES[op]}{QUESTION_OPEN}{req.question or ''}"
+                f"{QUESTION_CLOSE.rstrip()}\n{TEXT_OPEN}{req.text}{TEXT_CLOSE}")
+    return f"{_PROMPT_HEADS[op]}{text}{_PROMPT_SHAPES[op]}{TEXT_OPEN}{req.text}{TEXT_CLOSE}"
 
 
 _OPTION_PATTERNS = {
@@ -144,7 +150,7 @@ def extract_json(content: str) -> Any:
     s = content.strip()
     if s[:1] in "{[":  # the usual answer (JSON mode): no fence scan, no slices
         try:
-            return json.loads(s)
+            return loads(s)
         except ValueError:
             pass
     candidates = [m.group(1).strip() for m in _FENCE.finditer(s)]
@@ -246,23 +252,33 @@ def _label(v: Any) -> str | None:
     return "neutral" if lab == "mixed" else lab
 
 
+_TEXT_KEYS = {"summarize": ("summary", "result", "text", "answer"), "qa": ("answer", "result", "text", "response", "summary")}
+
+
 def parse_output(op: str, content: str, options: dict | None = None) -> dict:
     """Turn a model's answer into the operation's payload, or raise ProviderError("parse")."""
     options = options or {}
     if not isinstance(content, str) or not content.strip():
         raise ProviderError("parse", "upstream returned empty content")
-    data = extract_json(content)
+    data = None
+    if content[:1] in "{[":  # JSON mode's answer: extract_json's first step, without its call
+        try:
+            data = loads(content)
+        except ValueError:
+            pass
+    if data is None:
+        data = extract_json(content)
     if op in ("summarize", "qa"):
         text = None
         if isinstance(data, dict):
-            keys = ("summary", "result", "text", "answer") if op == "summarize" else \
-                ("answer", "result", "text", "response", "summary")
-            text = _as_text(_first(data, *keys))
+            keys = _TEXT_KEYS[op]
+            v = data.get(keys[0])  # the key the prompt asks for, holding a string: what _first would find
+            text = v.strip() if type(v) is str and v else _as_text(_first(data, *keys))
         elif isinstance(data, (list, str)):
             text = _as_text(data)
         if text is None:
             text = _plain(content)
-        if not _words_ok(text):
+        if not (text and _HAS_WORD.search(text)):  # (_words_ok)
             raise ProviderError("parse", f"no {op} text in upstream answer")
         if op == "summarize":
             text = truncate_words(text, _opt_value(options, "max_length", 100))
@@ -404,7 +420,7 @@ class _CallParts:
         self._head, self._tail = head.encode(), tail.encode()
 
     def body(self, prompt: str) -> bytes:
-        return self._head + json.dumps(prompt).encode() + self._tail
+        return self._head + quote(prompt).encode() + self._tail  # (quote(s) is json.dumps(s) for a str)
 
 
 # ---------------------------------------------------------------------------
@@ -495,15 +511,21 @@ class OpenAIProvider(Provider):
             c = self._call = _CallParts(ai, self._json_mode)
         return c
 
-    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts") -> tuple[int, Any, Any, str]:
+    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts", until: float,
+                         theirs: bool) -> tuple[int, Any, Any, str]:
+        """One chat call, answered by loop time `until` (`theirs`: the caller's deadline, not timeout_seconds:
+        a plain TimeoutError then, which the resilience layer words itself)."""
         pool = self._acquire()
         try:
-            async with asyncio.timeout(c.total):
-                a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
-                                            c.connect)
-        except TimeoutError as e:
-            kind = "pool wait or connect" if isinstance(e, WireTimeout) else "call"
-            raise ProviderError("timeout", f"upstream {kind} timed out after {ai['timeout_seconds']}s") from None
+            a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
+                                        c.connect, until)
+        except WireDeadline:
+            if theirs:
+                raise TimeoutError() from None
+            raise ProviderError("timeout", f"upstream call timed out after {ai['timeout_seconds']}s") from None
+        except WireTimeout:
+            raise ProviderError("timeout", f"upstream pool wait or connect timed out after {ai['timeout_seconds']}s"
+                                ) from None
         except WireError as e:
             raise ProviderError("connection", f"upstream connection failed: {e}") from None
         finally:
@@ -511,7 +533,7 @@ class OpenAIProvider(Provider):
         self._quota(a.headers, ai["model"])
         text = a.body.decode("utf-8", "replace")
         try:
-            data = json.loads(text) if a.status == 200 else None
+            data = loads(text) if a.status == 200 else None
         except ValueError:
             data = None
         return a.status, a.headers, data, text
@@ -527,7 +549,10 @@ class OpenAIProvider(Provider):
                 except ValueError:
                     pass
 
-    async def process(self, req: TextRequest) -> ProviderResult:
+    async def process(self, req: TextRequest, until: float | None = None) -> ProviderResult:
+        """One call, bounded by ai.timeout_seconds and by `until` (loop time) when given: the wait for the
+        answer is a timer on it (wire.py), not an asyncio.timeout around it.  A call past `until` raises a
+        plain TimeoutError, one past timeout_seconds ProviderError("timeout")."""
         started = time.perf_counter()
         try:  # (the body in this one coroutine: a second one per call only to log its failure cost a frame)
             if req.operation not in OPERATIONS:
@@ -537,13 +562,19 @@ class OpenAIProvider(Provider):
             ai = self.store.get("ai")
             prompt = build_prompt(req)
             self.usage["calls"] += 1
-            c = self._parts(ai)
-            status, headers, data, text = await self._post_chat(c.body(prompt), ai, c)
+            c = self._call
+            if c is None or c.ai is not ai or c.json_mode != self._json_mode:  # (_parts, inline)
+                c = self._parts(ai)
+            own = asyncio.get_running_loop().time() + c.total
+            theirs = until is not None and until <= own
+            if not theirs:
+                until = own
+            status, headers, data, text = await self._post_chat(c.body(prompt), ai, c, until, theirs)
             if status == 400 and self._json_mode and "response_format" in text:
                 # the server does not do JSON mode: the prompt still asks for JSON
                 self._json_mode = False
                 c = self._parts(ai)
-                status, headers, data, text = await self._post_chat(c.body(prompt), ai, c)
+                status, headers, data, text = await self._post_chat(c.body(prompt), ai, c, until, theirs)
             if status != 200:
                 raise self._status_error(status, headers, text)
             if not isinstance(data, dict):
@@ -572,6 +603,8 @@ class OpenAIProvider(Provider):
                                                                "operation": req.operation,
                                                                "elapsed_s": round(time.perf_counter() - started, 4)})
             raise
+
+    process.takes_deadline = True  # process(req, until=...): the resilience layer's attempt deadline (loop time)
 
     @staticmethod
     def _tokens(usage: Any, prompt: str, content: str) -> dict:

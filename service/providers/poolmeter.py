@@ -3,7 +3,8 @@
 Per provider (label `provider`):
 
 * llmapi_ai_pool_connections_in_use: connections serving a request (or being opened), read from the
-  connector when one is handed out and when one comes back;
+  pool when the gauge is flushed: by every scrape of the process, and once a second with the wait
+  histogram (so a worker that is not scraped itself is at most a second behind, WORKERS > 1);
 * llmapi_ai_pool_waiting_requests: requests queued for a free slot;
 * llmapi_ai_pool_wait_seconds: per acquisition, the time queued for a slot (0 when a slot was free:
   a reused connection or a new one; the TCP connect that may follow is not pool wait).  A request
@@ -21,22 +22,37 @@ import time
 from collections import deque
 
 from exporter.metrics import AI_POOL_IN_USE, AI_POOL_LIMIT, AI_POOL_WAIT, AI_POOL_WAITING
-from exporter.tally import HistogramTally
+from exporter.tally import HistogramTally, LiveGauge
 from service import spans
 
 RECENT_SECONDS = 300.0
+
+
+class _InUse(LiveGauge):
+    """The in-use gauge, read from the pool when flushed (no write per acquisition and release)."""
+
+    def __init__(self, gauge, meter: "PoolMeter"):
+        super().__init__(gauge)
+        self.meter = meter
+
+    def flush(self) -> None:
+        self.gauge.set(self.meter.in_use())
 
 
 class PoolMeter:
     def __init__(self, provider: str):
         self.provider = provider
         self.in_use_g = AI_POOL_IN_USE.labels(provider)
-        self._in_use_value = self.in_use_g._value
         self.waiting_g = AI_POOL_WAITING.labels(provider)
         self.limit_g = AI_POOL_LIMIT.labels(provider)
         AI_POOL_WAIT.labels(provider)  # the series at 0 before the first acquisition
-        self.wait_h = HistogramTally(AI_POOL_WAIT)
+        self.in_use_live = _InUse(self.in_use_g, self)
+        self.wait_h = HistogramTally(AI_POOL_WAIT, companions=(self.in_use_live,))
         self._key = (provider,)
+        # the usual acquisition (a free slot: 0 s, the first bucket) adds to these in place (free_slot); a held
+        # cell makes the histogram flush once a second while the loop runs, and the in-use gauge with it
+        self._free_cell = self.wait_h.cell(self._key)
+        self._free_span: list | None = None  # the span's cell, taken at the first acquisition
         self.pool = None
         self.waiting = 0
         self.max_waiting = 0
@@ -59,11 +75,6 @@ class PoolMeter:
     def in_use(self) -> int:
         return self.pool.used if self.pool is not None else 0
 
-    def sample(self) -> None:
-        """The in-use gauge from the pool: its value written directly (Gauge.set is three calls more
-        per sample, two samples per request; exporter/direct.py reads the same `_value`)."""
-        p = self.pool
-        self._in_use_value.set(p.used if p is not None else 0)
 
     # ---- events (from the pool) ---------------------------------------------------------
     def enter_queue(self) -> None:
@@ -78,6 +89,23 @@ class PoolMeter:
         if gave_up:
             self.timeouts += 1
             self.observe(seconds)
+
+    def free_slot(self) -> None:
+        """observe(0.0) for an acquisition that found a slot free, without its calls: the counts, the
+        second's tally, the histogram's first bucket (+0 to its sum) and the span's count (+0 s)."""
+        self.acquired += 1
+        now = int(time.time())
+        recent = self.recent
+        r = recent[-1] if recent else None
+        if r is None or r[0] != now:
+            r = [now, 0, 0, 0.0]
+            recent.append(r)
+        r[1] += 1
+        self._free_cell[0] += 1
+        span = self._free_span
+        if span is None:
+            span = self._free_span = spans.cell("ai.pool_wait")
+        span[0] += 1
 
     def observe(self, wait: float) -> None:
         """One acquisition that waited `wait` seconds for a slot (0: a slot was free)."""

@@ -43,6 +43,16 @@ class WireTimeout(asyncio.TimeoutError):
     """No slot and connection within connect_timeout (`phase` "pool wait or connect")."""
 
 
+class WireDeadline(asyncio.TimeoutError):
+    """No answer by the call's deadline (`until`, loop time), from the pool wait to the answer's last byte."""
+
+
+def _expire(w: asyncio.Future) -> None:
+    """A call's deadline passed: its answer's waiter fails (the caller closes the connection)."""
+    if not w.done():
+        w.set_exception(WireDeadline("no answer by the deadline"))
+
+
 class Answer:
     __slots__ = ("status", "headers", "body")
 
@@ -249,34 +259,47 @@ class WirePool:
             lines.append("Connection: close")
         return "".join(line + "\r\n" for line in lines).encode("latin-1")
 
-    async def request(self, head: bytes, body: bytes, connect_timeout: float) -> Answer:
+    async def request(self, head: bytes, body: bytes, connect_timeout: float, until: float | None = None) -> Answer:
+        """The answer to one request; WireTimeout when no connection came within `connect_timeout`,
+        WireDeadline when the answer was not read by `until` (loop time; None: no bound here).  The
+        deadline is one timer on the answer's waiter: no asyncio.timeout, no cancellation of the task."""
         conn = None
         if not self._queue and not (self.limit and self.used >= self.limit) and not self.closed:
             conn = self._take_idle_slot()  # the usual call: a free slot and an idle connection, no wait
+        loop = asyncio.get_running_loop()
         if conn is None:
-            conn = await self._acquire(connect_timeout)
+            conn = await self._acquire(connect_timeout, until)
         else:
             self.used += 1
-            self.meter.observe(0.0)
-            self.meter.sample()
+            self.meter.free_slot()
         reuse = False
+        timer = None
         try:
-            w = asyncio.get_running_loop().create_future()
+            w = loop.create_future()
             conn.send(head + body if body else head, w)
+            if until is not None:
+                timer = loop.call_at(until, _expire, w)
             answer = await w
             reuse = conn.keep_alive
             return answer
         finally:
+            if timer is not None:
+                timer.cancel()
             self._release(conn, reuse)
 
-    async def _acquire(self, timeout: float) -> _Conn:
-        """A slot, then an idle connection or a new one, within `timeout`; the meter sees the acquisition
-        (and a call that gave up in the queue as such)."""
+    async def _acquire(self, timeout: float, until: float | None = None) -> _Conn:
+        """A slot, then an idle connection or a new one, within `timeout` and by `until` (loop time: past it,
+        WireDeadline); the meter sees the acquisition (and a call that gave up in the queue as such)."""
         if self.closed:
             raise WireError("the pool is closed")
         m = self.meter
         waited = 0.0
         queued_at = None
+        deadline_first = False
+        if until is not None:
+            left = until - asyncio.get_running_loop().time()
+            if left < timeout:
+                timeout, deadline_first = max(0.0, left), True
         try:
             async with asyncio.timeout(timeout):
                 if self._queue or (self.limit and self.used >= self.limit):
@@ -302,12 +325,13 @@ class WirePool:
             else:  # it had its slot, then connecting failed
                 m.observe(waited)
             if isinstance(e, TimeoutError):
+                if deadline_first:
+                    raise WireDeadline("no connection by the deadline") from None
                 raise WireTimeout("pool wait or connect") from None
             if isinstance(e, OSError):
                 raise WireError(f"cannot connect: {type(e).__name__}") from None
             raise
         m.observe(waited)
-        m.sample()
         return c
 
     def _take_idle_slot(self) -> _Conn | None:
@@ -359,7 +383,6 @@ class WirePool:
             self._idle.append(conn)
         else:
             conn.close()
-        self.meter.sample()
         if self._queue:
             self._wake()
 

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import NamedTuple
 
 from exporter.metrics import BREAKER_REJECTIONS, BREAKER_STATES, BREAKER_TRANSITIONS, FALLBACKS, RETRIES
 from service import spans
@@ -34,7 +35,7 @@ from service.providers.base import OPERATIONS, ProviderError, ProviderResult, Te
 from service.resilience.analysis import Stats
 from service.resilience.batching import Batcher
 from service.resilience.breaker import OPEN, Breaker, BreakerOpen
-from service.resilience.meter import AiMeter
+from service.resilience.meter import AiMeter, CallKeys
 from service.resilience.retry import decide
 from service.resilience.strategies import Effective, effective
 
@@ -53,6 +54,20 @@ class AIUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class _Plan(NamedTuple):
+    """What every call of one operation reads, valid while the "ai", "resilience" and "pricing" section
+    objects and the current provider are the ones it was made from (call() checks them by identity)."""
+    ai: dict
+    res: dict
+    pricing: dict
+    current: object      # the provider
+    eff: Effective
+    provider: str        # its name
+    model: str           # the bounded model label (AiMeter.model)
+    br: Breaker
+    keys: CallKeys       # AiMeter.success's label keys and prices
+
+
 class Resilience:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -62,6 +77,7 @@ class Resilience:
         self.batcher = Batcher(ctx)
         self.optimizations: deque[dict] = deque(maxlen=50)
         self._eff: dict[str, tuple] = {}
+        self._plans: dict[str, _Plan] = {}  # per operation: what call() reads (see _Plan)
         from service.resilience.benchmark import BenchmarkJobs
         from service.resilience.shared import SharedBreakers
         self.benchmarks = BenchmarkJobs(self)
@@ -113,13 +129,30 @@ class Resilience:
         return out
 
     # ---- the call -------------------------------------------------------------------
-    async def call(self, req: TextRequest) -> ProviderResult:
-        op = req.operation
+    def _plan(self, op: str, current) -> "_Plan":
+        """What every call of `op` to the current provider reads, worked out once per section objects."""
+        store = self.ctx.store
         eff = self.effective(op)
-        provider = self.ctx.providers.current.name
         meter = self.meter
         model = meter.model()
-        br = self.breaker(provider, op)
+        p = _Plan(store.get("ai"), store.get("resilience"), store.get("pricing"), current, eff, current.name,
+                  model, self.breaker(current.name, op), meter.keys(op, current.name, model))
+        self._plans[op] = p
+        return p
+
+    async def call(self, req: TextRequest) -> ProviderResult:
+        op = req.operation
+        current = self.ctx.providers.current
+        vals = self.ctx.store.values  # (the store's live sections: a change replaces the section's dict)
+        plan = self._plans.get(op)
+        if plan is None or plan.ai is not vals["ai"] or plan.res is not vals["resilience"] \
+                or plan.pricing is not vals["pricing"] or plan.current is not current:
+            plan = self._plan(op, current)
+        eff = plan.eff
+        provider = plan.provider
+        meter = self.meter
+        model = plan.model
+        br = plan.br
         st = self.stats
         start = time.perf_counter()
         deadline = start + eff.timeout_seconds
@@ -139,15 +172,21 @@ class Resilience:
                     raise self._give_up(op, start, retries, backoff, "CIRCUIT_BREAKER_OPEN",
                                         f"the AI service is failing; {e} (retry in {e.retry_after:.1f}s)",
                                         e.retry_after)
-                attempt_timeout = min(deadline - time.perf_counter(), eff.attempt_timeout_seconds)
                 t0 = time.perf_counter()
+                attempt_timeout = min(deadline - t0, eff.attempt_timeout_seconds)
                 try:
-                    async with asyncio.timeout(attempt_timeout):  # (in this task: wait_for would start another)
-                        if self.ctx.store.get("ai")["batch_processing"]:
+                    if self.ctx.store.values["ai"]["batch_processing"]:
+                        async with asyncio.timeout(attempt_timeout):  # (in this task: wait_for would start another)
                             result = await self.batcher.submit(req)
-                        else:  # the provider itself: no ProviderManager.process, no _attempt coroutine between
-                            self.batcher.provider_calls += 1
-                            result = await self.ctx.providers.current.process(req)
+                    else:  # the provider itself: no ProviderManager.process, no _attempt coroutine between
+                        self.batcher.provider_calls += 1
+                        process = current.process
+                        if getattr(process, "takes_deadline", False):
+                            # it bounds its own wait (a timer on it): no asyncio.timeout, no cancellation
+                            result = await process(req, until=asyncio.get_running_loop().time() + attempt_timeout)
+                        else:
+                            async with asyncio.timeout(attempt_timeout):
+                                result = await process(req)
                 except asyncio.CancelledError:
                     br.release(ticket)
                     raise
@@ -159,14 +198,13 @@ class Resilience:
                     log.exception("AI provider raised an unexpected error", extra={"operation": op})
                     err = ProviderError("internal", f"provider failed: {type(e).__name__}")
                 else:
-                    dt = time.perf_counter() - t0
+                    end = time.perf_counter()
+                    dt = end - t0
                     br.record(ticket, failed=False)
-                    meter.attempt(provider, model, "success", dt)
-                    tok = result.tokens or {}
-                    st.attempt(op, dt, True, None, retries > 0, tok)
-                    total = time.perf_counter() - start
-                    result.usage = meter.call(op, provider, model, total, "", meter.add_tokens(billed, tok))
-                    st.call(op, total, True, None, retries, backoff, dt)
+                    total = end - start
+                    tok = result.tokens
+                    result.usage = meter.success(plan.keys, dt, total, billed, tok)
+                    st.success(op, dt, total, retries, backoff, tok)
                     spans.record("ai.call", total)
                     return result
 

@@ -115,6 +115,30 @@ class Stats:
                 s.rejections += 1
                 s.rejection_seconds += seconds
 
+    def success(self, op: str, attempt_seconds: float, call_seconds: float, retries: int, backoff: float,
+                tokens=None) -> None:
+        """A call whose last attempt succeeded: attempt(op, attempt_seconds, True, None, retries > 0, tokens)
+        and call(op, call_seconds, True, None, retries, backoff, attempt_seconds) in one step."""
+        s = self.ops.get(op) or self.op(op)
+        now = time.time()
+        s.attempts += 1
+        s.attempt_seconds += attempt_seconds
+        s.recent_attempts.append((now, attempt_seconds, True, None))
+        if tokens:
+            t = s.tokens
+            for k in ("prompt", "completion", "total"):
+                t[k] += int(tokens.get(k, 0) or 0)
+        s.calls += 1
+        s.successes += 1
+        s.call_seconds += call_seconds
+        s.recent_calls.append((now, call_seconds, True))
+        if retries:
+            s.retry_successes += 1
+            s.retries += retries
+            s.backoff_seconds += backoff
+            s.recovered_calls += 1
+            s.retry_added_seconds += max(0.0, call_seconds - attempt_seconds)
+
     def cancelled(self, op: str) -> None:
         self.op(op).cancelled += 1
 

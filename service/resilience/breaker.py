@@ -94,12 +94,20 @@ class Breaker:
         self.cb = pybreaker.CircuitBreaker(fail_max=threshold, reset_timeout=recovery_timeout, name=name,
                                            listeners=[_Listener(self)])
         self._limits = (threshold, recovery_timeout)  # what admit() last gave the pybreaker
+        # the state and failure counter as pybreaker keeps them (CircuitMemoryStorage's `_state` and
+        # `_fail_counter` in the pinned version: what `cb.current_state` and `cb.fail_counter` return through
+        # three and two property calls; admit and record read them on every call; tests/resilience/
+        # test_breaker.py checks they follow the public properties, so a library change fails a test)
+        self._mem = self.cb._state_storage
+        if not isinstance(self._mem, pybreaker.CircuitMemoryStorage) or not hasattr(self._mem, "_state") \
+                or not hasattr(self._mem, "_fail_counter"):
+            raise TypeError("Breaker reads pybreaker's CircuitMemoryStorage internals")
         export_state(name, CLOSED)
 
     # ---- state -----------------------------------------------------------
     @property
     def state(self) -> str:
-        return self.cb.current_state
+        return self._mem._state  # (cb.current_state)
 
     def _on_state_change(self, old: str | None, new: str) -> None:
         if old == new:
@@ -130,7 +138,7 @@ class Breaker:
             if threshold != self._limits[0] or recovery_timeout != self._limits[1]:  # (live config: set on change)
                 self.cb.fail_max, self.cb.reset_timeout = threshold, recovery_timeout
                 self._limits = (threshold, recovery_timeout)
-            state = self.state
+            state = self._mem._state  # (self.state)
             if state == OPEN:
                 remaining = self.open_remaining(recovery_timeout)
                 if remaining > 0:
@@ -168,10 +176,11 @@ class Breaker:
         if ticket.probe:
             self.probes -= 1
         self.counts["failures" if failed else "successes"] += 1
-        state = self.state
+        mem = self._mem
+        state = mem._state  # (self.state)
         if ticket.generation != self.generation or state == OPEN:
             self.counts["ignored"] += 1
-        elif not failed and not ticket.probe and state == CLOSED and self.cb.fail_counter == 0:
+        elif not failed and not ticket.probe and state == CLOSED and mem._fail_counter == 0:  # (cb.fail_counter)
             pass  # pybreaker would reset a counter at 0 and call the listeners' no-op success(): nothing changes
         else:
             try:

@@ -40,6 +40,19 @@ class Usage(NamedTuple):
     cost: float         # USD at the prices of the moment of the call
 
 
+class CallKeys(NamedTuple):
+    """What AiMeter.success adds to, for one (operation, provider, model label)."""
+    operation: str
+    model: str
+    attempt: tuple      # llmapi_ai_request_duration_seconds{provider, model, outcome="success"}
+    call: tuple         # gen_ai_client_operation_duration_seconds{..., error_type=""}
+    input: tuple        # gen_ai_client_token_usage{..., gen_ai_token_type="input"}
+    output: tuple
+    cost: tuple         # llmapi_ai_cost_usd_total{model, operation}
+    input_price: float  # USD per million tokens
+    output_price: float
+
+
 class AiMeter:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -106,6 +119,36 @@ class AiMeter:
         cost = self.cost(model, tin, tout)
         self._costs.add(keys[2], cost)
         return None if error_type else Usage(op, model, tin + tout, cost)
+
+    def keys(self, op: str, provider: str, model: str) -> "CallKeys":
+        """The label keys and prices of one (operation, provider, model label) for `success`, at the prices
+        of the "pricing" section now (a caller keeps them only while that section object is the same)."""
+        p = self.ctx.store.get("pricing")
+        return CallKeys(op, model, (provider, model, "success"), (op, provider, model, ""),
+                        (op, provider, model, "input"), (op, provider, model, "output"), (model, op),
+                        p["input_usd_per_million"].get(model, 0.0), p["output_usd_per_million"].get(model, 0.0))
+
+    def success(self, k: "CallKeys", attempt_seconds: float, call_seconds: float, billed: dict | None,
+                tokens: dict | None) -> Usage | None:
+        """A call whose last attempt succeeded: attempt(..., "success", attempt_seconds) and
+        call(..., call_seconds, "", add_tokens(billed, tokens)) in one step; its Usage (None when no
+        tokens are known)."""
+        rid = request_id_var.get() or None
+        self._attempts.observe(k.attempt, attempt_seconds, rid)
+        self._durations.observe(k.call, call_seconds, rid)
+        if tokens:
+            tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
+            if billed is not None:
+                tin, tout = tin + billed["prompt"], tout + billed["completion"]
+        elif billed is not None:
+            tin, tout = billed["prompt"], billed["completion"]
+        else:
+            return None
+        self._tokens.observe(k.input, tin)
+        self._tokens.observe(k.output, tout)
+        cost = (tin * k.input_price + tout * k.output_price) / 1e6  # (what cost() gives)
+        self._costs.add(k.cost, cost)
+        return Usage(k.operation, k.model, tin + tout, cost)
 
     def preinit(self) -> None:
         """Create the series of the current provider and model at 0, so rate() shows 0 before the first call."""

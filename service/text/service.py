@@ -16,12 +16,10 @@ from exporter.tally import Tally
 from service import spans
 from service.cache.codec import answer
 from service.errors import ApiError
+from service.jsonc import dumps_compact
 from service.providers.base import OPERATIONS, ProviderError, ProviderResult, TextRequest
 from service.resilience import AIUnavailable
 from service.text.memo import ValidationMemo
-
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps with separators builds an encoder per call)
 
 
 def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
@@ -30,7 +28,7 @@ def render_prefix(req: TextRequest, result: ProviderResult) -> bytes:
     doc.update(result.payload)
     doc["metadata"] = {"word_count": len(req.text.split()), "provider": result.provider,
                        "model": result.model, "tokens": result.tokens}
-    return _encode(doc).encode()[:-1]
+    return dumps_compact(doc).encode()[:-1]
 
 
 DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # "000".."999": a lookup, not a 3,000-instruction format spec
@@ -90,8 +88,11 @@ class TextService:
 
     def cached(self, req: TextRequest, key: str, request_id: str) -> bytes | None:
         """The answer from a fresh memory-cache hit, without an await; None otherwise."""
+        cache = self.ctx.cache
+        if not cache.enabled:
+            return None
         start = time.perf_counter()
-        prefix = self.ctx.cache.lookup(key, req)
+        prefix = cache.lookup(key, req)
         if prefix is None:
             return None
         spans.record("cache.lookup", time.perf_counter() - start)
@@ -104,7 +105,10 @@ class TextService:
         start = time.perf_counter()
         cache = self.ctx.cache
         try:
-            prefix, hit = await cache.get_or_compute(req, self._compute, key)
+            if cache.enabled:
+                prefix, hit = await cache.get_or_compute(req, self._compute, key)
+            else:  # ENABLE_CACHING=false: the call itself (no cache frame, no Answer to keep a Usage for it)
+                prefix, hit = render_prefix(req, await self.ctx.resilience.call(req)), False
         except AIUnavailable as e:
             stale = await cache.get_stale(req)
             self.ctx.resilience.record_fallback(req, "unavailable" if stale is None else "stale_cache")
