@@ -377,6 +377,11 @@ class _Pool:
     def done(self) -> None:
         """A call through this pool ended (no Event set and cleared on every call: only a closing pool waits)."""
         self.inflight -= 1
+        if self._drained is not None:
+            self.settle()
+
+    def settle(self) -> None:
+        """Wake a closing pool's wait once no call is left in flight."""
         d = self._drained
         if self.inflight <= 0 and d is not None and not d.done():
             d.set_result(None)
@@ -515,7 +520,11 @@ class OpenAIProvider(Provider):
                          theirs: bool) -> tuple[int, Any, Any, str]:
         """One chat call, answered by loop time `until` (`theirs`: the caller's deadline, not timeout_seconds:
         a plain TimeoutError then, which the resilience layer words itself)."""
-        pool = self._acquire()
+        pool = self._pool
+        if pool is None or self._closed:
+            pool = self._acquire()
+        else:  # (_acquire's usual case, inline: the pool is open)
+            pool.inflight += 1
         try:
             a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
                                         c.connect, until)
@@ -529,7 +538,9 @@ class OpenAIProvider(Provider):
         except WireError as e:
             raise ProviderError("connection", f"upstream connection failed: {e}") from None
         finally:
-            pool.done()
+            pool.inflight -= 1  # (pool.done(), inline)
+            if pool._drained is not None:
+                pool.settle()
         self._quota(a.headers, ai["model"])
         text = a.body.decode("utf-8", "replace")
         try:
@@ -559,7 +570,7 @@ class OpenAIProvider(Provider):
                 raise ProviderError("client", f"unknown operation {req.operation!r}")
             if req.operation == "qa" and not (req.question and str(req.question).strip()):
                 raise ProviderError("client", "qa needs a question")
-            ai = self.store.get("ai")
+            ai = self.store.values["ai"]  # (store.get("ai"))
             prompt = build_prompt(req)
             self.usage["calls"] += 1
             c = self._call

@@ -23,6 +23,7 @@ so that every hit can count what it saved (service/cache/savings.py).
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import NamedTuple
 
 from exporter.metrics import (AI_COST, AI_DURATION, CACHE_SAVED_COST, CACHE_SAVED_TOKENS, GENAI_DURATION,
@@ -44,11 +45,12 @@ class CallKeys(NamedTuple):
     """What AiMeter.success adds to, for one (operation, provider, model label)."""
     operation: str
     model: str
-    attempt: tuple      # llmapi_ai_request_duration_seconds{provider, model, outcome="success"}
-    call: tuple         # gen_ai_client_operation_duration_seconds{..., error_type=""}
-    input: tuple        # gen_ai_client_token_usage{..., gen_ai_token_type="input"}
-    output: tuple
-    cost: tuple         # llmapi_ai_cost_usd_total{model, operation}
+    # the tallies' cells (exporter/tally.py, added to in place) of:
+    attempt: list       # llmapi_ai_request_duration_seconds{provider, model, outcome="success"}
+    call: list          # gen_ai_client_operation_duration_seconds{..., error_type=""}
+    input: list         # gen_ai_client_token_usage{..., gen_ai_token_type="input"}
+    output: list
+    cost: list          # llmapi_ai_cost_usd_total{model, operation}
     input_price: float  # USD per million tokens
     output_price: float
 
@@ -124,8 +126,10 @@ class AiMeter:
         """The label keys and prices of one (operation, provider, model label) for `success`, at the prices
         of the "pricing" section now (a caller keeps them only while that section object is the same)."""
         p = self.ctx.store.get("pricing")
-        return CallKeys(op, model, (provider, model, "success"), (op, provider, model, ""),
-                        (op, provider, model, "input"), (op, provider, model, "output"), (model, op),
+        return CallKeys(op, model, self._attempts.cell((provider, model, "success")),
+                        self._durations.cell((op, provider, model, "")),
+                        self._tokens.cell((op, provider, model, "input")),
+                        self._tokens.cell((op, provider, model, "output")), self._costs.cell((model, op)),
                         p["input_usd_per_million"].get(model, 0.0), p["output_usd_per_million"].get(model, 0.0))
 
     def success(self, k: "CallKeys", attempt_seconds: float, call_seconds: float, billed: dict | None,
@@ -134,8 +138,21 @@ class AiMeter:
         call(..., call_seconds, "", add_tokens(billed, tokens)) in one step; its Usage (None when no
         tokens are known)."""
         rid = request_id_var.get() or None
-        self._attempts.observe(k.attempt, attempt_seconds, rid)
-        self._durations.observe(k.call, call_seconds, rid)
+        # HistogramTally.observe's steps on the cells in place (exporter/tally.py: counts, exemplars, sum)
+        h = self._attempts
+        c = k.attempt
+        i = bisect_left(h.bounds, attempt_seconds)
+        c[i] += 1
+        c[-1] += attempt_seconds
+        if rid is not None:
+            c[h.size + i] = (rid, attempt_seconds)
+        h = self._durations
+        c = k.call
+        i = bisect_left(h.bounds, call_seconds)
+        c[i] += 1
+        c[-1] += call_seconds
+        if rid is not None:
+            c[h.size + i] = (rid, call_seconds)
         if tokens:
             tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
             if billed is not None:
@@ -144,10 +161,15 @@ class AiMeter:
             tin, tout = billed["prompt"], billed["completion"]
         else:
             return None
-        self._tokens.observe(k.input, tin)
-        self._tokens.observe(k.output, tout)
+        bounds = self._tokens.bounds
+        c = k.input
+        c[bisect_left(bounds, tin)] += 1
+        c[-1] += tin
+        c = k.output
+        c[bisect_left(bounds, tout)] += 1
+        c[-1] += tout
         cost = (tin * k.input_price + tout * k.output_price) / 1e6  # (what cost() gives)
-        self._costs.add(k.cost, cost)
+        k.cost[0] += cost
         return Usage(k.operation, k.model, tin + tout, cost)
 
     def preinit(self) -> None:
