@@ -28,15 +28,21 @@ from service import spans
 RECENT_SECONDS = 300.0
 
 
+_attached: dict = {}  # provider label -> the PoolMeter whose pool was attached last: the one its gauge shows
+
+
 class _InUse(LiveGauge):
-    """The in-use gauge, read from the pool when flushed (no write per acquisition and release)."""
+    """The in-use gauge, read from the pool when flushed (no write per acquisition and release); of the
+    meters of one provider label (a provider made again), only the last attached writes it."""
 
     def __init__(self, gauge, meter: "PoolMeter"):
         super().__init__(gauge)
         self.meter = meter
 
     def flush(self) -> None:
-        self.gauge.set(self.meter.in_use())
+        m = self.meter
+        if _attached.get(m.provider) is m:
+            self.gauge.set(m.in_use())
 
 
 class PoolMeter:
@@ -70,6 +76,7 @@ class PoolMeter:
     def attach(self, pool, limit: int) -> None:
         """Measure `pool` (its `used`: connections handed out or being opened; a rebuilt pool attaches again)."""
         self.pool = pool
+        _attached[self.provider] = self
         self.limit_g.set(limit)
 
     def in_use(self) -> int:

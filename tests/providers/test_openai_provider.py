@@ -122,6 +122,35 @@ async def test_latency_above_timeout_is_a_timeout(provider, upstream, openai_sto
     assert (await provider.process(OPS[0])).payload["result"]
 
 
+async def test_a_callers_deadline_bounds_the_call_as_a_plain_timeout(provider, upstream, openai_store):
+    """process(req, until=...) (the resilience layer's attempt deadline): past it a plain TimeoutError, which
+    the caller words itself, and the connection is not reused; past timeout_seconds first, ProviderError."""
+    await control(upstream.url, latency_ms=600)
+    loop = asyncio.get_running_loop()
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as ei:
+        await provider.process(OPS[0], until=loop.time() + 0.15)
+    assert not isinstance(ei.value, ProviderError) and time.monotonic() - t0 < 0.5
+    assert provider.usage["errors"] == 0  # not the provider's failure: the caller gave up
+    assert provider._pool.inflight == 0 and provider._pool.wire.used == 0 and not provider._pool.wire._idle
+    await openai_store.update("ai", {"timeout_seconds": 0.15})
+    with pytest.raises(ProviderError) as ep:  # its own bound is the earlier one
+        await provider.process(OPS[0], until=loop.time() + 3.0)
+    assert ep.value.kind == "timeout" and "timed out after 0.15s" in str(ep.value)
+    await openai_store.update("ai", {"timeout_seconds": 3.0})
+    assert (await provider.process(OPS[0], until=loop.time() + 2.0)).payload["result"]
+
+
+def test_the_prompt_reads_each_operations_option_or_its_default():
+    assert "at most 7 words" in build_prompt(TextRequest("summarize", "t", {"max_length": 7}))
+    for bad in (None, {}, {"max_length": 0}, {"max_length": True}, {"max_length": "7"}):
+        assert "at most 100 words" in build_prompt(TextRequest("summarize", "t", bad))
+    assert "at most 3 key points" in build_prompt(TextRequest("key_points", "t", {"max_points": 3.9}))
+    assert "Write 5 distinct" in build_prompt(TextRequest("questions", "t", {"num_questions": -1}))
+    qa = build_prompt(TextRequest("qa", "the text", {}, "why?"))
+    assert qa.startswith("Task: qa\nAnswer the question") and "Question:\n<<<\nwhy?\n>>>\nText:\n<<<\nthe text\n>>>" in qa
+
+
 async def test_429_with_retry_after_seconds(provider, upstream):
     await control(upstream.url, error_rate=1.0, error_status=429, retry_after=7)
     e = await failure(provider)

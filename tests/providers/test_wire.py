@@ -9,7 +9,10 @@ import ssl
 import pytest
 
 from service.providers.poolmeter import PoolMeter
-from service.providers.wire import WireError, WirePool, WireTimeout
+from exporter.metrics import AI_POOL_IN_USE
+from exporter.tally import flush_all
+from service import spans
+from service.providers.wire import WireDeadline, WireError, WirePool, WireTimeout
 
 JSON = b'{"ok": true}'
 
@@ -158,3 +161,58 @@ def test_heads_name_the_base_path_and_refuse_line_breaks():
     assert tls.head("GET", "/m", {}).startswith(b"GET /v1/m HTTP/1.1\r\nHost: example.com\r\n")
     assert tls.port == 443 and tls.ssl.verify_mode == ssl.CERT_REQUIRED and tls.ssl.check_hostname
     assert p.ssl is None
+
+
+async def test_a_deadline_fails_the_wait_for_the_answer_and_drops_its_connection():
+    seen = []
+
+    async def hold(reader, writer):  # reads a request and never answers
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    p = pool(server.sockets[0].getsockname()[1])
+    loop = asyncio.get_running_loop()
+    head = p.head("GET", "/models", {}) + b"\r\n"
+    try:
+        t0 = loop.time()
+        with pytest.raises(WireDeadline):
+            await p.request(head, b"", 2.0, until=t0 + 0.1)
+        assert 0.09 <= loop.time() - t0 < 1.0 and len(seen) == 1
+        assert p.used == 0 and not p._idle  # closed, never handed out again
+        # the deadline counts from the pool's queue on: one slot, taken, and a deadline before connect_timeout
+        p.limit, p.used = 1, 1
+        with pytest.raises(WireDeadline):
+            await p.request(head, b"", 5.0, until=loop.time() + 0.05)
+        with pytest.raises(WireTimeout):  # connect_timeout first: the pool wait's own kind
+            await p.request(head, b"", 0.05, until=loop.time() + 5.0)
+        assert p.meter.stats(1)["queue_timeouts"] == 2 and p.meter.waiting == 0
+    finally:
+        p.used = 0
+        await p.close()
+        server.close()
+
+
+async def test_the_usual_acquisition_is_counted_in_place_and_in_use_is_read_at_flush():
+    """free_slot: the acquisition, its second, the first bucket of the wait histogram and the span; the
+    in-use gauge holds what the pool holds when a flush (a scrape) reads it, not when a call changes it."""
+    async with Script([answer(), answer()]) as s:
+        p = pool(s.port)
+        m = p.meter
+        span0 = spans.snapshot().get("ai.pool_wait", {}).get("count", 0)
+        await post(p)
+        await post(p)
+        assert m.acquired == 2 and m.queued == 0 and m.recent[-1][1] >= 1
+        assert spans.snapshot()["ai.pool_wait"]["count"] - span0 == 2
+        assert m._free_cell[0] == 2  # pending in the tally's cell (bucket 0: no wait)
+        gauge = AI_POOL_IN_USE.labels("wire-test")
+        p.used = 3  # three calls in flight, as flushed
+        flush_all()
+        assert gauge._value.get() == 3 and m._free_cell[0] == 0
+        p.used = 0
+        flush_all()
+        assert gauge._value.get() == 0
+        await p.close()

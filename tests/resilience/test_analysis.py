@@ -1,6 +1,8 @@
 """config-performance-analysis counts every rate inside one window."""
 import time
 
+import pytest
+
 from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
 from service.context import Context
@@ -33,3 +35,20 @@ async def test_old_timeouts_do_not_count_against_recent_attempts(monkeypatch):
         res.stats.attempt("summarize", 1.0, False, "timeout", False)
     recs = _timeout_recs(res)
     assert len(recs) == 1 and "20 timeouts in 120 attempts" in recs[0]["reason"]
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_success_counts_as_its_attempt_and_its_call(retries):
+    """Stats.success (the hot path's one step) leaves what attempt() and call() leave."""
+    from service.resilience.analysis import Stats
+
+    tokens = {"prompt": 12, "completion": 5, "total": 17}
+    a, b = Stats(), Stats()
+    a.attempt("summarize", 0.25, True, None, retries > 0, tokens)
+    a.call("summarize", 0.75, True, None, retries, 0.3 if retries else 0.0, 0.25)
+    b.success("summarize", 0.25, 0.75, retries, 0.3 if retries else 0.0, tokens)
+    sa, sb = a.ops["summarize"], b.ops["summarize"]
+    for s in (sa, sb):  # the windows' timestamps differ by microseconds
+        s.recent_calls = [x[1:] for x in s.recent_calls]
+        s.recent_attempts = [x[1:] for x in s.recent_attempts]
+    assert vars(sa) == vars(sb)

@@ -196,3 +196,26 @@ async def test_each_state_change_logged_once(caplog):
     assert _transitions("t.log", "closed") == 1
     assert BREAKER_STATE.labels("t.log", "open")._value.get() == 0 and BREAKER_STATE.labels("t.log", "closed")._value.get() == 1
     assert BREAKER_TRANSITIONS is not None
+
+
+async def test_the_state_and_counter_read_on_every_call_follow_pybreaker():
+    """admit and record read CircuitMemoryStorage's `_state` and `_fail_counter` (pybreaker internals of the
+    pinned version): they must be what cb.current_state and cb.fail_counter say, in every state."""
+    b = Breaker("internals.summarize", threshold=2, recovery_timeout=0.05)
+
+    def same():
+        assert b.state == b.cb.current_state and b._mem._fail_counter == b.cb.fail_counter
+
+    same()
+    with pytest.raises(RuntimeError):
+        await _call(b, _fail, threshold=2, recovery=0.05)
+    same()
+    assert b.cb.fail_counter == 1
+    with pytest.raises(RuntimeError):
+        await _call(b, _fail, threshold=2, recovery=0.05)
+    same()
+    assert b.state == OPEN
+    await asyncio.sleep(0.06)
+    assert await _call(b, _ok, threshold=2, recovery=0.05) == "ok"  # the probe closes it
+    same()
+    assert b.state == CLOSED and b.cb.fail_counter == 0

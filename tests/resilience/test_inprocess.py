@@ -162,3 +162,52 @@ async def test_a_failed_attempt_is_freed_without_the_garbage_collector(stack):
         assert [r() for r in refs] == [None, None]
     finally:
         gc.enable()
+
+
+async def test_the_meters_one_step_of_a_success_adds_what_its_parts_add(stack):
+    """AiMeter.success (cells added to in place) against attempt() + call(add_tokens()) of a second meter:
+    the same counts, sums and exemplars pending in every tally."""
+    from service.log import request_id_var
+    from service.resilience.meter import AiMeter
+
+    up, ctx = await stack()
+    await ctx.store.update("pricing", {"input_usd_per_million": {"gpt-4o-mini": 0.15},
+                                       "output_usd_per_million": {"gpt-4o-mini": 0.6}})
+    a, b = AiMeter(ctx), AiMeter(ctx)
+    model = a.model()
+    token = request_id_var.set("req-1")
+    try:
+        for billed, tokens in ((None, {"prompt": 30, "completion": 7, "total": 37}),
+                               ({"prompt": 4, "completion": 2}, {"prompt": 30, "completion": 7}),
+                               ({"prompt": 4, "completion": 2}, None), (None, None)):
+            a.attempt("openai", model, "success", 0.21)
+            ua = a.call("summarize", "openai", model, 0.43, "", a.add_tokens(billed, tokens))
+            ub = b.success(b.keys("summarize", "openai", model), 0.21, 0.43, billed, tokens)
+            assert ua == ub
+    finally:
+        request_id_var.reset(token)
+    assert ub is None and ua is None  # (no tokens known: no Usage)
+    for t in ("_attempts", "_durations", "_tokens", "_costs"):
+        ca, cb = getattr(a, t).cells, getattr(b, t).cells
+        assert {k: v for k, v in ca.items() if any(v)} == {k: v for k, v in cb.items() if any(v)}, t
+    assert sum(b._costs.cells[(model, "summarize")]) > 0
+
+
+async def test_a_price_or_provider_change_acts_on_the_next_call(stack):
+    """The per-operation plan of Resilience.call is made again when a section object or the provider changes."""
+    up, ctx = await stack()
+    res = ctx.resilience
+    first = await res.call(TextRequest("summarize", TEXT))
+    assert first.usage.cost == 0.0
+    model = first.usage.model
+    await ctx.store.update("pricing", {"input_usd_per_million": {model: 1000.0}})
+    priced = await res.call(TextRequest("summarize", TEXT))
+    assert priced.usage.cost > 0
+    assert res._plans["summarize"].eff.strategy != "aggressive"
+    await ctx.store.update("resilience", {"preset": "aggressive"})
+    await res.call(TextRequest("summarize", TEXT))
+    assert res._plans["summarize"].eff.strategy == "aggressive"
+    await ctx.store.update("ai", {"provider": "local"})
+    local = await res.call(TextRequest("summarize", TEXT))
+    assert local.provider == ctx.providers.current.name == "local"
+    assert res._plans["summarize"].br.name == "local.summarize"
