@@ -516,39 +516,6 @@ class OpenAIProvider(Provider):
             c = self._call = _CallParts(ai, self._json_mode)
         return c
 
-    async def _post_chat(self, body: bytes, ai: dict, c: "_CallParts", until: float,
-                         theirs: bool) -> tuple[int, Any, Any, str]:
-        """One chat call, answered by loop time `until` (`theirs`: the caller's deadline, not timeout_seconds:
-        a plain TimeoutError then, which the resilience layer words itself)."""
-        pool = self._pool
-        if pool is None or self._closed:
-            pool = self._acquire()
-        else:  # (_acquire's usual case, inline: the pool is open)
-            pool.inflight += 1
-        try:
-            a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
-                                        c.connect, until)
-        except WireDeadline:
-            if theirs:
-                raise TimeoutError() from None
-            raise ProviderError("timeout", f"upstream call timed out after {ai['timeout_seconds']}s") from None
-        except WireTimeout:
-            raise ProviderError("timeout", f"upstream pool wait or connect timed out after {ai['timeout_seconds']}s"
-                                ) from None
-        except WireError as e:
-            raise ProviderError("connection", f"upstream connection failed: {e}") from None
-        finally:
-            pool.inflight -= 1  # (pool.done(), inline)
-            if pool._drained is not None:
-                pool.settle()
-        self._quota(a.headers, ai["model"])
-        text = a.body.decode("utf-8", "replace")
-        try:
-            data = loads(text) if a.status == 200 else None
-        except ValueError:
-            data = None
-        return a.status, a.headers, data, text
-
     @staticmethod
     def _quota(headers, model: str) -> None:
         """llmapi_ai_upstream_remaining from the x-ratelimit-remaining-* headers, when the upstream sends them."""
@@ -577,15 +544,45 @@ class OpenAIProvider(Provider):
             if c is None or c.ai is not ai or c.json_mode != self._json_mode:  # (_parts, inline)
                 c = self._parts(ai)
             own = asyncio.get_running_loop().time() + c.total
-            theirs = until is not None and until <= own
-            if not theirs:
+            theirs = until is not None and until <= own  # (past the caller's deadline: a plain TimeoutError,
+            if not theirs:                                # which the resilience layer words itself)
                 until = own
-            status, headers, data, text = await self._post_chat(c.body(prompt), ai, c, until, theirs)
-            if status == 400 and self._json_mode and "response_format" in text:
-                # the server does not do JSON mode: the prompt still asks for JSON
-                self._json_mode = False
-                c = self._parts(ai)
-                status, headers, data, text = await self._post_chat(c.body(prompt), ai, c, until, theirs)
+            while True:  # the chat call (in this coroutine: a second one per call cost a frame on the way back)
+                body = c.body(prompt)
+                pool = self._pool
+                if pool is None or self._closed:
+                    pool = self._acquire()
+                else:  # (_acquire's usual case, inline: the pool is open)
+                    pool.inflight += 1
+                try:
+                    a = await pool.wire.request(pool.chat_head + b"Content-Length: %d\r\n\r\n" % len(body), body,
+                                                c.connect, until)
+                except WireDeadline:
+                    if theirs:
+                        raise TimeoutError() from None
+                    raise ProviderError("timeout", f"upstream call timed out after {ai['timeout_seconds']}s") from None
+                except WireTimeout:
+                    raise ProviderError("timeout", "upstream pool wait or connect timed out after "
+                                                   f"{ai['timeout_seconds']}s") from None
+                except WireError as e:
+                    raise ProviderError("connection", f"upstream connection failed: {e}") from None
+                finally:
+                    pool.inflight -= 1  # (pool.done(), inline)
+                    if pool._drained is not None:
+                        pool.settle()
+                status, headers = a.status, a.headers
+                self._quota(headers, ai["model"])
+                text = a.body.decode("utf-8", "replace")
+                if status == 400 and self._json_mode and "response_format" in text:
+                    # the server does not do JSON mode: the prompt still asks for JSON
+                    self._json_mode = False
+                    c = self._parts(ai)
+                    continue
+                break
+            try:
+                data = loads(text) if status == 200 else None
+            except ValueError:
+                data = None
             if status != 200:
                 raise self._status_error(status, headers, text)
             if not isinstance(data, dict):
