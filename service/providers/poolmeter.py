@@ -56,9 +56,11 @@ class PoolMeter:
         self.wait_h = HistogramTally(AI_POOL_WAIT, companions=(self.in_use_live,))
         self._key = (provider,)
         # the usual acquisition (a free slot: 0 s, the first bucket) adds to these in place (free_slot); a held
-        # cell makes the histogram flush once a second while the loop runs, and the in-use gauge with it
-        self._free_cell = self.wait_h.cell(self._key)
-        self._free_span: list | None = None  # the span's cell, taken at the first acquisition
+        # cell makes the histogram flush once a second while the loop runs, and the in-use gauge with it.  Both
+        # are taken at the first such acquisition, on the loop (the meter is made before it runs: a cell
+        # taken then would arm no timer, and a worker nobody scrapes would never flush)
+        self._free_cell: list | None = None
+        self._free_span: list | None = None
         self.pool = None
         self.waiting = 0
         self.max_waiting = 0
@@ -108,10 +110,11 @@ class PoolMeter:
             r = [now, 0, 0, 0.0]
             recent.append(r)
         r[1] += 1
-        self._free_cell[0] += 1
-        span = self._free_span
-        if span is None:
+        cell, span = self._free_cell, self._free_span
+        if cell is None:
+            cell = self._free_cell = self.wait_h.cell(self._key)
             span = self._free_span = spans.cell("ai.pool_wait")
+        cell[0] += 1
         span[0] += 1
 
     def observe(self, wait: float) -> None:

@@ -216,3 +216,19 @@ async def test_the_usual_acquisition_is_counted_in_place_and_in_use_is_read_at_f
         flush_all()
         assert gauge._value.get() == 0
         await p.close()
+
+
+def test_a_meter_made_before_the_loop_flushes_on_its_own_once_calls_come():
+    """The provider (and its PoolMeter) is made before the loop runs; its free-slot counts must still reach
+    Prometheus within a second, without a scrape of that process (a worker of several)."""
+    m = PoolMeter("wire-test-early")
+
+    async def calls():
+        m.free_slot()
+        m.free_slot()
+        assert m.wait_h._timer is not None  # armed: the histogram (and the in-use gauge) flush within 1 s
+        m.wait_h.flush()
+        return m._free_cell[0]
+
+    assert asyncio.run(calls()) == 0
+    m.wait_h.close()
