@@ -82,8 +82,8 @@ class ErrorsLayer(Layer):
 
     def enter(self, request):
         """The request id, also in the request_id context variable for the log lines.  It is not reset on the
-        way out: aiohttp runs each request in a task of its own, with a copy of the context, so the variable
-        dies with the request (tests/middleware/test_aiohttp_internals.py)."""
+        way out here: the request's task (aiohttp's on Python 3.12 and later) or the end of the inline request
+        (service/protocol.py, 3.11) leaves it unset for the next request (tests/service/test_protocol.py)."""
         rid = _request_id(request)
         request._state[REQUEST_ID] = rid  # (the request's dict: see service/context.py)
         request_id_var.set(rid)

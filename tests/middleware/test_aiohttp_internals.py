@@ -61,24 +61,3 @@ def test_body_bytes_is_content_length_for_every_kind_of_response():
     for resp in (plain, text, declared, compressed, chunked, empty):
         assert _body_bytes(resp) == resp.content_length
     assert _body_bytes(web.StreamResponse()) is None
-
-
-async def test_each_request_runs_in_a_task_of_its_own_so_a_context_variable_set_in_it_dies_with_it(aiohttp_client):
-    # the errors layer sets the request_id context variable and never resets it: this is what makes that safe
-    import asyncio
-    import contextvars
-    var: contextvars.ContextVar = contextvars.ContextVar("rid", default=None)
-    seen = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append((var.get(), asyncio.current_task()))
-        var.set(request.query["n"])
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/x", handler)
-    client = await aiohttp_client(app)
-    for n in range(3):  # one keep-alive connection
-        assert (await client.get(f"/x?n={n}")).status == 200
-    assert [v for v, _ in seen] == [None, None, None]
-    assert len({id(t) for _, t in seen}) == 3
