@@ -23,7 +23,8 @@ from service.context import CTX, Context
 from service.keys import KeyRing
 from service.lifecycle import drain_on_sigterm
 from service.log import setup_logging
-from service.middleware import build_stack
+from service.middleware import around, build_stack
+from service.middleware.around import STACK, wrap_routes
 from service.monitoring.loopholds import labelled
 from service.providers.manager import ProviderManager
 from service.resilience import Resilience
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     store = build_store(settings, env)
     setup_logging(store.get("logging")["level"])
     protocol.install()  # a request the HTTP parser rejects gets the JSON error shape too
+    around.install()  # an unmatched request runs through the stack too
     store.subscribe(lambda name, new, old: name == "logging" and logging.getLogger().setLevel(new["level"]))
     check_bind_safety(settings)
 
@@ -97,8 +99,11 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     ctx.resilience = Resilience(ctx)
     ctx.text = TextService(ctx)
 
-    app = web.Application(middlewares=build_stack(ctx), client_max_size=1024 ** 3)
+    (stack,) = build_stack(ctx)
+    app = web.Application(client_max_size=1024 ** 3)  # no aiohttp middleware: the stack is around each handler
     app[CTX] = ctx
+    app[STACK] = stack
+    app.on_startup.insert(0, wrap_routes)  # (service/middleware/around.py)
     for name in ROUTE_MODULES:
         importlib.import_module(name).register(app, ctx)
     from exporter.handler import metrics_handler

@@ -8,6 +8,7 @@ from aiohttp import web
 from service import __version__
 from service.config.sections import SECTIONS as CONFIG_SECTIONS
 from service.http import json_response
+from service.middleware.around import inner
 from service.providers.base import OPERATIONS
 from service.text.schemas import OPTION_LIMITS
 
@@ -158,7 +159,7 @@ def build_document(app: web.Application) -> dict:
         if route.method in ("HEAD", "*") or route.resource is None:
             continue
         path = route.resource.canonical
-        paths.setdefault(path, {})[route.method.lower()] = _operation(route.method, path, route.handler)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route.method, path, inner(route.handler))
     return {"openapi": "3.0.3",
             "info": {"title": "LLM text-processing API", "version": __version__},
             "paths": dict(sorted(paths.items())),

@@ -37,6 +37,7 @@ from multidict import istr
 from exporter.metrics import API_VERSION_REQUESTS
 from service.context import ROUTE
 from service.errors import ApiError, safe_field
+from service.middleware.around import inner
 from service.middleware.stack import Layer, Rerouted, Wait
 from exporter.tally import Tally
 
@@ -232,7 +233,7 @@ class Versioning:
         new._match_info = match_info
         request._match_info = match_info  # the outer layers (metrics) see the real route
         self.rewrites += 1
-        return new, match_info.handler
+        return new, inner(match_info.handler)  # (the route's own handler: the stack is already running)
 
     def stats(self) -> dict:
         total = self.hits + self.misses
