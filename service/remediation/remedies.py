@@ -125,7 +125,7 @@ async def apply(ctx, remedy: str, body: dict, actor: str, request_id: str | None
     audit = {"actor": actor, "request_id": request_id, "remote": remote, "source": f"remediation:{remedy}"}
     if remedy == "cache/emergency-cleanup":
         plan(ctx, remedy, body)
-        return _step(remedy, [], store, ctx.cache.emergency_cleanup())
+        return _step(remedy, [], store, await ctx.cache.emergency_cleanup())
     if remedy == "monitoring/emergency-mode":
         _emergency_plan(ctx, body)
         _, _, entries = await emergency.enable(store, None, **audit)

@@ -243,6 +243,7 @@ async def test_ineffective_action_escalates_to_the_next_and_resolve_reverts_both
     rem.kpi_check = lambda kpi: (False, f"{kpi} still high")
     first = (await post(c, load("memory_firing")))["results"][0]
     assert first["outcome"] == "applied" and first["action"] == "POST /internal/cache/emergency-cleanup"
+    assert {"before", "after", "evicted", "bytes_freed"} <= set(first["result"]), first["result"]  # the cleanup ran
     await rem.check(time.time() + 1)
     hist = (await (await c.get("/internal/remediation/history")).json())["history"]
     assert [h["outcome"] for h in hist[:2]] == ["escalated", "ineffective"]
