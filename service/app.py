@@ -24,7 +24,7 @@ from service.keys import KeyRing
 from service.lifecycle import drain_on_sigterm
 from service.log import setup_logging
 from service.middleware import around, build_stack
-from service.middleware.around import STACK, wrap_routes
+from service.middleware.around import STACK
 from service.monitoring.loopholds import labelled
 from service.providers.manager import ProviderManager
 from service.resilience import Resilience
@@ -102,8 +102,7 @@ def create_app(settings: Settings | None = None, env=None) -> web.Application:
     (stack,) = build_stack(ctx)
     app = web.Application(client_max_size=1024 ** 3)  # no aiohttp middleware: the stack is around each handler
     app[CTX] = ctx
-    app[STACK] = stack
-    app.on_startup.insert(0, wrap_routes)  # (service/middleware/around.py)
+    app[STACK] = stack  # put around every route's handler when the app is served (service/middleware/around.py)
     for name in ROUTE_MODULES:
         importlib.import_module(name).register(app, ctx)
     from exporter.handler import metrics_handler

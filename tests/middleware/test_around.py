@@ -54,3 +54,23 @@ async def test_an_app_without_the_stack_keeps_aiohttps_unmatched_answer(aiohttp_
     client = await aiohttp_client(web.Application())
     r = await client.get("/nowhere")
     assert r.status == 404 and r.content_type == "text/plain"
+
+
+async def test_a_route_added_by_a_startup_step_runs_inside_the_stack_too(aiohttp_client, tmp_path):
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.helpers import API_KEY
+    env = {"API_KEY": API_KEY, "STATE_DIR": str(tmp_path / "state"), "LOG_LEVEL": "WARNING"}
+    app = create_app(Settings.from_env(env), env=env)
+
+    async def late(request):
+        return web.json_response({"late": True})
+
+    async def add_route(app):
+        app.router.add_get("/v1/text/late", late)
+    app.on_startup.append(add_route)
+    client = await aiohttp_client(app)
+    r = await client.get("/v1/text/late")  # no key: auth, in the stack, answers
+    assert r.status == 401 and r.headers["X-Request-ID"]
+    r = await client.get("/v1/text/late", headers={"X-API-Key": API_KEY})
+    assert r.status == 200 and await r.json() == {"late": True}
