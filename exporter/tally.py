@@ -171,6 +171,10 @@ class HistogramTally(_Batch):
             p = self._new(key)
         if self._timer is None:
             self._schedule()
+        self.add(p, value, exemplar_id)
+
+    def add(self, p: list, value: float, exemplar_id: str | None = None) -> None:
+        """One observation added to a cell in place (from `cell()`: its flush timer is running)."""
         i = bisect_left(self.bounds, value)
         p[i] += 1
         p[-1] += value

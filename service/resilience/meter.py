@@ -138,21 +138,8 @@ class AiMeter:
         call(..., call_seconds, "", add_tokens(billed, tokens)) in one step; its Usage (None when no
         tokens are known)."""
         rid = request_id_var.get() or None
-        # HistogramTally.observe's steps on the cells in place (exporter/tally.py: counts, exemplars, sum)
-        h = self._attempts
-        c = k.attempt
-        i = bisect_left(h.bounds, attempt_seconds)
-        c[i] += 1
-        c[-1] += attempt_seconds
-        if rid is not None:
-            c[h.size + i] = (rid, attempt_seconds)
-        h = self._durations
-        c = k.call
-        i = bisect_left(h.bounds, call_seconds)
-        c[i] += 1
-        c[-1] += call_seconds
-        if rid is not None:
-            c[h.size + i] = (rid, call_seconds)
+        self._attempts.add(k.attempt, attempt_seconds, rid)  # (the cells of k, in place: exporter/tally.py)
+        self._durations.add(k.call, call_seconds, rid)
         if tokens:
             tin, tout = int(tokens.get("prompt") or 0), int(tokens.get("completion") or 0)
             if billed is not None:
