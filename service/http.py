@@ -69,9 +69,10 @@ def _take(content) -> bytes:
     resume that read_nowait() runs after every read (a data_received(b"") and the transport's
     resume_reading, ~3 k instructions), which a body that never paused reading does not need.  Anything
     else (paused, several pieces, chunked, an empty payload) goes through read_nowait()."""
-    buf = getattr(content, "_buffer", None)
-    if buf is None or len(buf) != 1 or content._buffer_offset or content._http_chunk_splits \
-            or content._protocol._reading_paused or type(content) is not StreamReader:
+    if type(content) is not StreamReader:
+        return content.read_nowait()
+    buf = content._buffer
+    if len(buf) != 1 or content._buffer_offset or content._http_chunk_splits or content._protocol._reading_paused:
         return content.read_nowait()
     raw = buf.popleft()
     content._size -= len(raw)
