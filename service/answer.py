@@ -19,7 +19,10 @@ in pyproject.toml).
 """
 from __future__ import annotations
 
+import time
+
 from aiohttp import hdrs, web
+from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
@@ -29,6 +32,8 @@ from multidict import CIMultiDict
 JSON = "application/json"
 _CONTENT_TYPE, _CONTENT_LENGTH, _DATE, _SERVER = hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.DATE, hdrs.SERVER
 _TRANSFER_ENCODING, _CONNECTION, _HEAD = hdrs.TRANSFER_ENCODING, hdrs.CONNECTION, hdrs.METH_HEAD
+_date = [0, ""]  # (the second, and its Date header)
+_time = time.time
 _STATUS_LINES = {s: f"HTTP/1.1 {s} {r}" for s, r in REASON_PHRASES.items()}
 
 
@@ -49,28 +54,44 @@ class Answer(web.Response):
         self._zlib_executor = None
 
     async def prepare(self, request: web.BaseRequest):
+        if not self.send(request, _has_prepare_hook(request)):
+            return await super().prepare(request)
+        writer = request._payload_writer
+        if writer._protocol._paused:
+            await writer.drain()
+        return writer
+
+    def send(self, request: web.BaseRequest, hooked: bool = False) -> bool:
+        """The plain case's one write (True; the caller drains a paused writer); False, with nothing done, for
+        anything else (aiohttp's prepare sends it).  hooked: an app of the request has on_response_prepare."""
         body, headers, status = self._body, self._headers, self._status
-        if (self._payload_writer is not None or self._eof_sent or type(body) is not bytes
+        if (hooked or self._payload_writer is not None or self._eof_sent or type(body) is not bytes
                 or self._compression or self._chunked or self._cookies or self._keep_alive is False
                 or status < 200 or status == 204 or status == 304 or request._method == _HEAD
                 or request._message.should_close or request._message.version != HttpVersion11
-                or _CONTENT_LENGTH in headers or _TRANSFER_ENCODING in headers or _CONNECTION in headers
-                or _has_prepare_hook(request)):
-            return await super().prepare(request)
+                or _CONTENT_LENGTH in headers or _TRANSFER_ENCODING in headers or _CONNECTION in headers):
+            return False
         headers[_CONTENT_LENGTH] = str(len(body))
-        headers[_DATE] = rfc822_formatted_time()
+        now = int(_time())  # (rfc822_formatted_time's own cache key: its value changes once a second)
+        if now != _date[0]:
+            _date[0], _date[1] = now, rfc822_formatted_time()
+        headers[_DATE] = _date[1]
         headers[_SERVER] = SERVER_SOFTWARE
         line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {self._reason}"
         writer = request._payload_writer
         self._keep_alive = True
         self._must_be_empty_body = False
-        writer._write(_serialize_headers(line, headers) + body)  # (raises ConnectionError on a closing transport)
+        data = _serialize_headers(line, headers) + body
+        transport = writer._protocol.transport  # (what writer._write does)
+        if transport is None or transport.is_closing():
+            raise ClientConnectionResetError("Cannot write to closing transport")
+        writer.buffer_size += len(data)
+        writer.output_size += len(data)
+        transport.write(data)
         self._eof_sent = True
         self._body_length = writer.output_size
         writer._eof = True
-        if writer._protocol._paused:
-            await writer.drain()
-        return writer
+        return True
 
 
 def _has_prepare_hook(request: web.BaseRequest) -> bool:

@@ -89,7 +89,11 @@ async def read_body(request: web.Request) -> bytes:
     the limit still gets its 413.
     """
     content = request._payload  # (what the `content` property returns)
-    if request._read_bytes is not None or not content.is_eof() or content.exception() is not None:
+    if type(content) is StreamReader:  # (is_eof() and exception(), read directly)
+        whole = content._eof and content._exception is None
+    else:
+        whole = content.is_eof() and content.exception() is None
+    if request._read_bytes is not None or not whole:
         return await read_request(request)
     raw = _take(content)
     limit = request._client_max_size

@@ -33,6 +33,7 @@ from aiohttp import web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMethod, ContentEncodingError, HttpProcessingError
 
 from service.errors import error_response, parse_reason
+from service.fastpath import FastHandler, table_for
 from service.log import request_id_var
 from service.middleware.compression import REQUEST_ENCODINGS
 from service.middleware.errors import new_request_id
@@ -87,13 +88,23 @@ async def _inline(coro):
         request_id_var.set(None)  # (what the request's own task's context copy did)
 
 
+_INLINE = sys.version_info < (3, 12)  # (later, aiohttp starts the request's task eagerly itself)
+
+
 def _new_handler(self):
-    handler = _aiohttp_new_handler(self)
-    handler._loop = RequestLoop(handler._loop)
+    routes = table_for(self)
+    if routes:
+        try:
+            handler = FastHandler(self, routes=routes, real_loop=self._loop, loop=self._loop, **self._kwargs)
+        except TypeError:  # (kwargs RequestHandler does not take: aiohttp's own fallback, below)
+            handler = _aiohttp_new_handler(self)
+    else:
+        handler = _aiohttp_new_handler(self)
+    if _INLINE:
+        handler._loop = RequestLoop(handler._loop)
     return handler
 
 
 def install() -> None:
     web_protocol.RequestHandler.handle_error = _handle_error
-    if sys.version_info < (3, 12):  # (later, aiohttp starts the request's task eagerly itself)
-        web_server.Server.__call__ = _new_handler
+    web_server.Server.__call__ = _new_handler

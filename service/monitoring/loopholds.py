@@ -17,7 +17,8 @@ less its wait for a core.  That is the figure a busy box moves least.  The
 collector's time (gc.callbacks) is counted in the step that triggered it.
 
 Holds are attributed to a kind: a request's method and route (aiohttp runs
-each request in a task of its own, RequestHandler._handle_request: the
+each request in a task of its own, RequestHandler._handle_request, and the
+fast path its requests in FastHandler._fast, service/fastpath.py: the
 middleware stack, the handler, the response's writing and the access log
 line; the route as registered, `/internal/config/{section}`, never the raw
 path), else the task's name when it has one, else its coroutine's qualified
@@ -173,12 +174,13 @@ def _where(coro) -> str:
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
 
 
-_REQUEST_TASK = "RequestHandler._handle_request"   # aiohttp's task per request (its argument: the request)
+# aiohttp's task per request, and the fast path's (service/fastpath.py); the argument of each: the request
+_REQUEST_TASKS = frozenset({"RequestHandler._handle_request", "FastHandler._fast"})
 
 
 def _request_of(coro):
-    """The request an aiohttp request task serves (from its frame's arguments, before its first step)."""
-    if getattr(coro, "__qualname__", None) != _REQUEST_TASK:
+    """The request a request task serves (from its frame's arguments, before its first step)."""
+    if getattr(coro, "__qualname__", None) not in _REQUEST_TASKS:
         return None
     frame = getattr(coro, "cr_frame", None)
     return frame.f_locals.get("request") if frame is not None else None
