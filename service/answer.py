@@ -13,7 +13,9 @@ own `_serialize_headers`) and the body in one write, when the answer is the
 plain case: HTTP/1.1 kept alive, a bytes body, no compression, chunking or
 cookies set through aiohttp, no Content-Length or Transfer-Encoding set by
 hand, a status with a body, no `on_response_prepare` handler.  Anything else
-is sent by aiohttp's own `prepare`, unchanged.  The private attributes used
+is sent by aiohttp's own `prepare`, unchanged.  `send` is that one write
+(prepare's, and the fast path's, service/fastpath.py, which knows from its
+route table whether an app of the request has a prepare hook).  The private attributes used
 here are pinned in tests/service/test_aiohttp_internals.py (aiohttp is pinned
 in pyproject.toml).
 """

@@ -24,6 +24,11 @@ it is reset when each inline request ends (tests/service/test_protocol.py
 checks that it is the only one).  While loop-hold timing is on (a task
 factory on the loop, service/monitoring/loopholds.py), requests get their
 tasks as before, so each task step is still one request's.
+
+The same patch makes each connection's handler a `FastHandler`
+(service/fastpath.py) when the app has fixed routes the fast path can
+serve: a plain request to one of them is served without aiohttp's request
+loop, anything else as above.
 """
 from __future__ import annotations
 

@@ -22,16 +22,20 @@ BODY = b'{"ok":true}'
 
 @pytest.fixture
 def served(monkeypatch):
-    """served: the requests the fast path took (their targets), in order."""
+    """served: the requests the fast path took (their targets), in order: its route table's hits (the table is
+    looked up last, once every other condition held)."""
     protocol.install()  # (what create_app does)
     taken: list = []
-    fast = fastpath.FastHandler._fast
 
-    def counted(self, request, *args):
-        taken.append(request._message.path)
-        return fast(self, request, *args)  # (the coroutine of FastHandler._fast itself)
+    class Counted(dict):
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            if found is not None:
+                taken.append(key[1])
+            return found
 
-    monkeypatch.setattr(fastpath.FastHandler, "_fast", counted)
+    routes_of = fastpath.routes_of
+    monkeypatch.setattr(fastpath, "routes_of", lambda app: Counted(routes_of(app)))
     return taken
 
 
@@ -462,3 +466,30 @@ async def test_the_services_metrics_count_a_fast_request(served, service_ports):
     for _ in range(3):
         await _exchange(fast, _post("/v1/text/summarize", b'{"text": "a"}'))
     assert await count() == before + 3 and served.count("/v1/text/summarize") == 3
+
+
+async def test_a_connections_fast_requests_share_one_task_start_without_the_last_ones_request_id_and_it_ends_with_it(
+        served, start):
+    from service.log import request_id_var
+    seen = []
+
+    async def handler(request):
+        seen.append((request_id_var.get(), asyncio.current_task()))
+        request_id_var.set("rid")
+        if request.headers.get("X-Fail"):
+            raise web.HTTPBadRequest()
+        return Answer(BODY)
+
+    app = web.Application()
+    app.router.add_post("/t", handler)
+    port = await start(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for extra in ("", "X-Fail: 1\r\n", ""):
+        writer.write(_post("/t", extra=extra))
+        await _answer(reader)
+    assert served == ["/t"] * 3 and [v for v, _ in seen] == [None, None, None]
+    task = seen[0][1]
+    assert all(t is task for _, t in seen) and not task.done()
+    writer.close()
+    await asyncio.sleep(0.1)
+    assert task.done()
