@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.http import StreamWriter
 
 from service import fastpath, protocol
+from service.monitoring import loopholds
 from service.answer import Answer
 from tests.helpers import API_KEY
 
@@ -366,6 +367,9 @@ async def test_with_a_task_factory_on_the_loop_a_fast_request_runs_in_a_task_it_
 
     def factory(loop, coro, **kwargs):
         made.append(getattr(coro, "__qualname__", ""))
+        request = loopholds._request_of(coro)  # what loop-hold timing attributes the task's steps to
+        if request is not None:
+            made.append(loopholds._route(request))
         return asyncio.Task(coro, loop=loop, **kwargs)
 
     tasks = []
@@ -387,6 +391,7 @@ async def test_with_a_task_factory_on_the_loop_a_fast_request_runs_in_a_task_it_
     finally:
         loop.set_task_factory(None)
     assert served == ["/t", "/t"] and made.count("FastHandler._fast") == 2 and tasks[0] is not tasks[1]
+    assert made.count("POST /t") == 2
 
 
 # ---- the service's own app: its stack, errors, limits, access log and metrics -------------------------------
