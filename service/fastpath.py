@@ -275,8 +275,11 @@ class FastHandler(web_protocol.RequestHandler):
             next_one = self._fast_next = loop.create_future()
             try:
                 request, handler, hooked, start = await next_one
-            except asyncio.CancelledError:  # (the connection ended: _end_fast_wait)
+            except asyncio.CancelledError:  # the connection ended (_end_fast_wait), or the task was cancelled
                 self._fast_task = None
+                if self._request_in_progress:  # (a request handed over just before: it ends unserved, as the task)
+                    self._fast_end()
+                    self.force_close()
                 raise
 
     def _fast_end(self) -> None:
