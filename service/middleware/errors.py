@@ -9,7 +9,7 @@ import itertools
 import json
 import logging
 import os
-from time import perf_counter
+from time import perf_counter_ns
 
 from aiohttp import web
 from multidict import istr
@@ -57,8 +57,8 @@ REQUEST_ID_HEADER = istr("X-Request-ID")
 
 def _request_id(request: web.Request) -> str:
     rid = request._headers.get(REQUEST_ID_HEADER)  # (aiohttp's attributes: see service/middleware/stack.py)
-    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():  # (echoed in a header and every log line)
-        return rid
+    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable() and '"' not in rid and "\\" not in rid:
+        return rid  # (echoed in a header and in every log line, the access log's as it is: nothing to escape)
     return new_request_id()
 
 
@@ -87,14 +87,14 @@ class ErrorsLayer(Layer):
         rid = _request_id(request)
         request._state[REQUEST_ID] = rid  # (the request's dict: see service/context.py)
         request_id_var.set(rid)
-        return rid, perf_counter()
+        return rid, perf_counter_ns()
 
     def leave(self, request, resp, state):
         rid, start = state
         resp._headers[REQUEST_ID_HEADER] = rid
         if self.log_access:
-            self.access_log.line(request._method, request.path, resp._status, rid, perf_counter() - start,
-                                 request._state.get(KEY_NAME))
+            self.access_log.add(request._method, request._message.path, resp._status, rid,
+                                request._state.get(KEY_NAME), start)
 
     def fail(self, request, exc, state):
         if not isinstance(exc, Exception):  # CancelledError and the like: nobody to answer

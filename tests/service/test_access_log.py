@@ -2,18 +2,33 @@
 line, written in batches of whole lines, none lost on shutdown."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
+import re
 import select
 import threading
+import time
+import unittest.mock
 import urllib.request
+
+import hypothesis
+from hypothesis import strategies as st
+
 
 from service import accesslog
 from service.accesslog import AccessLog
 from service.log import JsonFormatter, request_id_var
 from tests.helpers import API_KEY
+
+
+def _line(al: AccessLog, method: str, path: str, status: int, rid: str, seconds: float,
+          key_name: str | None = None) -> None:
+    """What the errors layer hands over for a request to `path` (as sent) that took `seconds` until now."""
+    al.add(method, path, status, rid, key_name, time.perf_counter_ns() - round(seconds * 1e9))
 
 
 def _read_all(fd: int) -> bytes:
@@ -30,8 +45,10 @@ def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
     r, w = os.pipe()
     try:
         al = AccessLog(fd=w)
-        path = '/v1/text/"odd"\\path/é'
-        al.line("POST", path, 422, "rid-1", 0.0012345, "ci-bot")
+        path = '/v1/text/"odd"\\path/é'  # as aiohttp's request.path has it: decoded, without the query
+        before = time.time()
+        _line(al, "POST", "/v1/text/%22odd%22%5Cpath/%C3%A9?q=1", 422, "rid-1", 0.0012345, "ci-bot")
+        after = time.time()
         al.flush()
         line = _read_all(r).decode()
     finally:
@@ -49,7 +66,11 @@ def test_a_line_has_the_layout_and_values_of_a_formatted_log_record():
     finally:
         request_id_var.reset(token)
     assert list(doc) == list(ref)
-    assert {k: v for k, v in doc.items() if k != "time"} == {k: v for k, v in ref.items() if k != "time"}
+    assert {k: v for k, v in doc.items() if k not in ("time", "duration_ms")} == {
+        k: v for k, v in ref.items() if k not in ("time", "duration_ms")}
+    assert 1.234 <= doc["duration_ms"] < 1000 and re.search(r'"duration_ms": \d+\.\d{3}}$', line)  # until added
+    stamp = datetime.datetime.strptime(doc["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert before - 0.001 <= stamp.timestamp() <= after + 0.001  # when it was added, not when rendered
     assert doc["time"].endswith("Z") and len(doc["time"]) == len(ref["time"])
     assert line.isascii()  # non-ASCII is escaped, as json.dumps does
 
@@ -76,7 +97,7 @@ async def test_a_batch_is_written_in_whole_lines_no_write_larger_than_pipe_buf()
     al = AccessLog(fd=w)
     with _writes() as writes:
         for i in range(200):
-            al.line("GET", f"/v1/text/operations?i={i}", 200, f"{i:032x}", 0.001)
+            _line(al, "GET", f"/v1/text/operations?i={i}", 200, f"{i:032x}", 0.001)
         assert al.pending() == 200  # nothing written yet: batched
         al.flush()
     data = b""
@@ -125,7 +146,7 @@ def test_a_line_longer_than_a_chunk_is_written_whole_between_its_neighbours():
     al = AccessLog(fd=w)
     paths = ["/short", "/" + "x" * (select.PIPE_BUF + 500), "/after"]
     for i, p in enumerate(paths):
-        al.line("GET", p, 404, f"{i:032x}", 0.001)
+        _line(al, "GET", p, 404, f"{i:032x}", 0.001)
     al.flush()
     data = os.read(r, 1 << 20)
     os.close(r)
@@ -139,7 +160,7 @@ async def test_a_batch_goes_to_a_regular_file_in_one_write(tmp_path):
     al = AccessLog(fd=fd)
     with _writes() as writes:
         for i in range(200):
-            al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+            _line(al, "GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
         al.flush()
     os.close(fd)
     assert len(writes) == 1 and len(writes[0]) > select.PIPE_BUF
@@ -159,7 +180,7 @@ async def test_a_stuck_sink_blocks_the_writer_thread_not_the_caller_and_loses_no
     al = AccessLog(fd=w)
     n = 3000  # ~700 KB: ten times what the pipe holds
     for i in range(n):
-        al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        _line(al, "GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
         if i % 250 == 249:
             al._batch_due()  # what the batch timer does on the event loop: it returns with the sink full
     al._batch_due()
@@ -188,7 +209,7 @@ def test_past_max_pending_the_caller_waits_for_the_sink_instead_of_dropping_line
 
     def produce():  # no event loop in this thread: each line goes to the writer at once
         for i in range(2000):
-            al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+            _line(al, "GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
         al.flush()
     producer = threading.Thread(target=produce)
     producer.start()
@@ -214,7 +235,7 @@ async def test_after_a_slow_write_to_a_file_the_batches_go_to_the_thread_in_orde
     al = AccessLog(fd=fd)
     threads = accesslog._WRITER.queued
     for i in range(300):
-        al.line("GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
+        _line(al, "GET", "/v1/text/operations", 200, f"{i:032x}", 0.001)
         if i % 100 == 99:
             al._batch_due()
     al.flush()
@@ -253,3 +274,37 @@ def test_the_service_keeps_answering_while_its_log_reader_is_stuck(tmp_path):
     ids = [json.loads(x)["request_id"] for x in b"".join(out).decode().splitlines()
            if '"service.access"' in x and "/v1/text/operations" in x]
     assert ids == [f"stuck-{i}" for i in range(n)]
+
+
+def test_a_duration_has_three_decimals_as_a_float_format_gives_them():
+    al = AccessLog()  # (nothing written)
+    for us in (0, 5, 999, 1000, 1234, 59_999, 1_234_567):
+        assert al._duration(us) == "%.3f}\n" % (us / 1000)
+
+
+def _parsed_path(method: str, target: str) -> str | None:
+    """request.path of `target` after the request parser the server uses (aiohttp's C one if built), None
+    when it refuses the target."""
+    from aiohttp.http_parser import HttpRequestParser
+    loop = asyncio.new_event_loop()
+    try:
+        p = HttpRequestParser(unittest.mock.Mock(), loop, 2**16, max_line_size=8190, max_field_size=8190)
+        try:
+            messages, _, _ = p.feed_data(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        except Exception:  # refused: no request has it
+            return None
+        return messages[0][0].url.path
+    finally:
+        loop.close()
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.sampled_from(["GET", "POST", "OPTIONS", "CONNECT"]),
+                  st.one_of(st.lists(st.sampled_from(list("/abc.~%2F7E?#=&+;:@") + ["%20", "%7e", "%2f", "%C3%A9"]),
+                                     max_size=24).map(lambda parts: "/" + "".join(parts)),
+                            st.sampled_from(["*", "h:443", "http://h/x%20y?q", "http://h:80", "https://h/a/../b",
+                                             "/a#b?c", "/a?b#c"])))
+def test_the_logged_path_of_a_target_is_aiohttps_request_path(method, target):
+    assert _parsed_path("GET", "/v1/%7Ea%20b?x=1") == "/v1/~a b"
+    path = _parsed_path(method, target)
+    assert path is None or accesslog.request_path(method, target) == path

@@ -177,8 +177,8 @@ async def test_an_unknown_content_encoding_is_echoed_bounded(make_client):
     assert len(doc["message"]) < 100
 
 
-@pytest.mark.parametrize("rid", ["\u00c0", "caf\u00e9-1", "a\u200bb"])
-async def test_a_request_id_that_is_not_printable_ascii_is_replaced(make_client, rid):
+@pytest.mark.parametrize("rid", ["\u00c0", "caf\u00e9-1", "a\u200bb", 'a"b', "a\\b"])
+async def test_a_request_id_that_is_not_printable_ascii_or_has_a_quote_or_backslash_is_replaced(make_client, rid):
     client = await make_client()
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
     writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + rid.encode() + b"\r\nConnection: close\r\n\r\n")
