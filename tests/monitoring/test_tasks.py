@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -10,6 +9,7 @@ from service.config.sections import SECTIONS
 from service.config.store import ConfigStore
 from service.errors import ApiError
 from service.monitoring.tasks import TaskPool
+from tests.helpers import wait_until
 
 
 async def make(**env):
@@ -53,20 +53,32 @@ async def test_env_seeds_workers_queue_and_timeout():
         await pool.close()
 
 
+async def _quick():
+    await asyncio.sleep(0.01)
+
+
 async def test_resize_live_and_inline_mode():
     store, pool = await make(BACKGROUND_WORKERS=1)
     try:
-        async def job():
-            await asyncio.sleep(0.2)
+        running = 0
+        all_running = asyncio.Event()
 
-        t = time.monotonic()
+        async def job():  # each waits until four run at once: one worker alone would never get there
+            nonlocal running
+            running += 1
+            if running == 4:
+                all_running.set()
+            await all_running.wait()
+
         recs = [await pool.submit("t", job) for _ in range(4)]
+        assert await wait_until(lambda: running >= 1)
+        await asyncio.sleep(0.05)
+        assert running == 1  # one worker: one job started, three queued
         await store.update("monitoring", {"background_workers": 4})
-        await asyncio.gather(*(r.future for r in recs))
-        assert time.monotonic() - t < 0.6  # one worker alone would take 0.8 s
-        assert pool.status()["workers"] == 4
+        await asyncio.wait_for(asyncio.gather(*(r.future for r in recs)), 10)
+        assert running == 4 and pool.status()["workers"] == 4
         await store.update("monitoring", {"async_processing": False})
-        rec = await pool.submit("t", job)
+        rec = await pool.submit("t", _quick)
         assert rec.state == "completed" and pool.stats["inline"] == 1
     finally:
         await pool.close()

@@ -111,12 +111,10 @@ def test_prompt_round_trip():
 
 # ---- failures -> kinds ------------------------------------------------------------
 async def test_latency_above_timeout_is_a_timeout(provider, upstream, openai_store):
-    await control(upstream.url, latency_ms=600)
+    await control(upstream.url, latency_ms=600)  # (the call would succeed after it: the failure is the timeout's)
     await openai_store.update("ai", {"timeout_seconds": 0.15})
-    t0 = time.monotonic()
     e = await failure(provider)
-    assert e.kind == "timeout" and e.retryable
-    assert time.monotonic() - t0 < 0.5
+    assert e.kind == "timeout" and e.retryable and "timed out after 0.15s" in str(e)
     # the timeout is read live: a longer one lets the same call succeed
     await openai_store.update("ai", {"timeout_seconds": 3.0})
     assert (await provider.process(OPS[0])).payload["result"]
@@ -127,10 +125,9 @@ async def test_a_callers_deadline_bounds_the_call_as_a_plain_timeout(provider, u
     the caller words itself, and the connection is not reused; past timeout_seconds first, ProviderError."""
     await control(upstream.url, latency_ms=600)
     loop = asyncio.get_running_loop()
-    t0 = time.monotonic()
-    with pytest.raises(TimeoutError) as ei:
+    with pytest.raises(TimeoutError) as ei:  # (the call would succeed after 600 ms: the deadline ended it)
         await provider.process(OPS[0], until=loop.time() + 0.15)
-    assert not isinstance(ei.value, ProviderError) and time.monotonic() - t0 < 0.5
+    assert not isinstance(ei.value, ProviderError)
     assert provider.usage["errors"] == 0  # not the provider's failure: the caller gave up
     assert provider._pool.inflight == 0 and provider._pool.wire.used == 0 and not provider._pool.wire._idle
     await openai_store.update("ai", {"timeout_seconds": 0.15})
