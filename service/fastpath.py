@@ -50,8 +50,10 @@ aiohttp's loop, in order, once the answer is written.  aiohttp is pinned in
 pyproject.toml; tests/service/test_fastpath.py compares the request with
 the one the factory makes and every kind of answer with aiohttp's bytes.
 
-Measured (README, "Where the time goes"): at c=1 with a 50 ms upstream,
-145.5 -> 112 Python calls per uncached request and about 0.09 ms less.
+Measured (README, "The server side made short"): 145.5 -> 112 Python calls
+per uncached request; CPU per request 11 % less uncached at c=64 and 13-26 %
+less on cache hits; no change of the c=1 latency beyond the noise (0 and
+50 ms upstream).
 """
 from __future__ import annotations
 
