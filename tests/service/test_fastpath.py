@@ -402,13 +402,13 @@ async def service_ports(tmp_path, start, monkeypatch):
     from service.settings import Settings
     lines = []
     from service.accesslog import AccessLog
-    line = AccessLog.line
+    add = AccessLog.add
 
-    def logged(self, method, path, status, *args, **kwargs):
-        lines.append((method, path, status))
-        return line(self, method, path, status, *args, **kwargs)
+    def logged(self, method, target, status, *args, **kwargs):
+        lines.append((method, target, status))
+        return add(self, method, target, status, *args, **kwargs)
 
-    monkeypatch.setattr(AccessLog, "line", logged)
+    monkeypatch.setattr(AccessLog, "add", logged)
 
     async def one(fast: bool, n: int) -> int:
         env = {"API_KEY": API_KEY, "STATE_DIR": str(tmp_path / f"state{n}"), "LOG_LEVEL": "INFO",
