@@ -24,7 +24,10 @@ def app_and_calls(monkeypatch):
     seen = []
 
     async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.05)  # every piece of the body has arrived
+        for _ in range(2000):  # until every piece of the body has arrived (its end fed to the payload)
+            if request._payload.is_eof():
+                break
+            await asyncio.sleep(0.005)
         raw = await http.read_body(request)
         content = request._payload
         seen.append((raw, content.at_eof(), getattr(content, "_size", 0), getattr(content, "_cursor", 0),
