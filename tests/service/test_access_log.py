@@ -308,3 +308,17 @@ def test_the_logged_path_of_a_target_is_aiohttps_request_path(method, target):
     assert _parsed_path("GET", "/v1/%7Ea%20b?x=1") == "/v1/~a b"
     path = _parsed_path(method, target)
     assert path is None or accesslog.request_path(method, target) == path
+
+
+def test_many_key_names_do_not_multiply_the_rendered_shapes():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    al = AccessLog(fd=w, max_shapes=16)
+    for i in range(40):  # forty keys on one route: one shape, the names beside it (16 kept, the rest rendered)
+        _line(al, "POST", "/v1/text/summarize", 200, f"{i:032x}", 0.001, f"client-{i}")
+    al.flush()
+    data = os.read(r, 1 << 20)
+    os.close(r)
+    os.close(w)
+    assert len(al._shapes) == 1 and len(al._names) == 16
+    assert [json.loads(x)["key_name"] for x in data.decode().splitlines()] == [f"client-{i}" for i in range(40)]
