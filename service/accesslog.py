@@ -107,10 +107,10 @@ class AccessLog:
         return sys.stderr.fileno() if self.fd is None else self.fd
 
     def add(self, method: str, target: str, status: int, request_id: str, key_name: str | None,
-            start: float) -> None:
+            start: int) -> None:
         """A request's line, its answer sent now: `target` is its request line's target as sent (aiohttp's
-        RawRequestMessage.path), `start` its perf_counter_ns() on arrival, `request_id` printable ASCII without
-        a quote or backslash (service/middleware/errors.py makes sure), so the line has it as it is.  Only
+        RawRequestMessage.path), `start` its perf_counter_ns() on arrival, `request_id` printable ASCII
+        without a quote or backslash (service/middleware/errors.py makes sure), so the line has it as it is.  Only
         these small values wait for the batch, not the request's objects (which its next requests reuse
         while they are still in the CPU's caches)."""
         rows = self._rows
@@ -126,8 +126,9 @@ class AccessLog:
 
     def _render(self, rows: list) -> bytes:
         """The lines of `rows`, in order, each of six parts: the time (rendered once a millisecond), the head
-        of its shape, the request id, the key name, the tail of its shape, the duration.  A line's wall-clock time is the
-        perf_counter_ns() of its end plus the clock's offset now (a batch waits at most BATCH_DELAY)."""
+        of its shape, the request id, the key name, the tail of its shape, the duration.  A line's wall-clock
+        time is the perf_counter_ns() of its end plus the clock's offset now (a batch waits at most
+        BATCH_DELAY)."""
         offset = time.time_ns() - perf_counter_ns()  # (integers: no float rounding per line)
         shapes, names, durations = self._shapes, self._names, self._durations
         parts: list[str] = []
