@@ -65,6 +65,21 @@ def _replay(url: str) -> str:
     return lines[-1]
 
 
+def _families(body: bytes) -> dict[str, int]:
+    """Series per metric name (a histogram's _bucket, _count and _sum apart) in an exposition."""
+    out: dict[str, int] = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The metric names with more series in `after` than in `before`, and by how many."""
+    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n > before.get(k, 0)}
+
+
 def _pct(v: list[float], q: float) -> float:
     v = sorted(v)
     return v[min(len(v) - 1, int(q * len(v)))] if v else 0.0
@@ -86,10 +101,10 @@ async def _measure(url: str) -> dict:
 
         quiet = await probe(2.0)
         scrapes: list[float] = []
-        series = 0
+        series, families = 0, {}
 
         async def scrape_all():
-            nonlocal series
+            nonlocal series, families
             for _ in range(SCRAPES):
                 t = time.perf_counter()
                 async with s.get(f"{url}/metrics", headers={"Accept": ACCEPT}) as r:
@@ -97,12 +112,13 @@ async def _measure(url: str) -> dict:
                 scrapes.append((time.perf_counter() - t) * 1000)
                 series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
                 await asyncio.sleep(0.02)
+            families = _families(body)
         probe_task = asyncio.create_task(probe(SCRAPES * 0.05))
         await scrape_all()
         busy = await probe_task
     base = _pct(quiet, 0.5)
     return {"scrape_p50_ms": round(_pct(scrapes, 0.5), 2), "scrape_max_ms": round(max(scrapes), 2),
-            "series": series, "probe_p50_quiet_ms": round(base, 2), "probe_max_during_scrapes_ms": round(max(busy), 2),
+            "series": series, "families": families, "probe_p50_quiet_ms": round(base, 2), "probe_max_during_scrapes_ms": round(max(busy), 2),
             "longest_stall_ms": round(max(busy) - base, 2)}
 
 
@@ -264,10 +280,13 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
             break
     res = asyncio.run(_measured(proc.url, workers))
     res["cpu_ms_per_scrape"] = asyncio.run(_cpu_per_scrape(proc.url, proc.proc.pid))
+    res["series_growth"] = growth(during.pop("families"), res.pop("families"))  # what appeared after the load
     res["idle_cpu_share"] = round(idle, 3)
     print(f"  after them ({cancels} cancels, then {idle:.0%} of a core idle): /metrics: {res['series']} series, "
           f"p50 {res['scrape_p50_ms']} ms, max {res['scrape_max_ms']} ms; longest stall of a probe during scrapes "
           f"{res['longest_stall_ms']} ms; service CPU {res['cpu_ms_per_scrape']} ms per scrape;\n    {_holds_line(res)}")
+    if res["series_growth"]:
+        print(f"    series that appeared after the load tests: {res['series_growth']}")
     return {"rps": 0.0, "p50_ms": res["scrape_p50_ms"], "p99_ms": res["scrape_max_ms"], "requests": SCRAPES,
             "errors": 0, "seed_replay": replay, **res, **{f"during_load_{k}": v for k, v in during.items()},
             **{f"during_replay_{k}": v for k, v in in_replay.items() if k.startswith(("loop_", "gc"))}}

@@ -43,3 +43,12 @@ def test_no_scrape_recorded_is_an_error_unless_none_was_asked_for():
         _holds([quiet])
     r = _holds([quiet], scrapes=False)
     assert r["scrape_max_held_ms"] == 0.0 and r["loop_max_held_ms"] == 0.0 and r["loop_holds_over_limit"] == {}
+
+
+def test_the_series_that_appeared_after_the_load_are_named_with_their_count():
+    from bench.scrape import _families, growth
+    before = _families(b'# TYPE a counter\na_total{x="1"} 1\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\nc 3\n')
+    after = _families(b'a_total{x="1"} 1\na_total{x="2"} 5\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\nd 1 1700\n')
+    assert before == {"a_total": 1, "b_bucket": 2, "c": 1}
+    assert growth(before, after) == {"a_total": 1, "d": 1}
+    assert growth(after, after) == {}
