@@ -18,7 +18,6 @@ import urllib.request
 import hypothesis
 from hypothesis import strategies as st
 
-
 from service import accesslog
 from service.accesslog import AccessLog
 from service.log import JsonFormatter, request_id_var
