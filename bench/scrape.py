@@ -65,19 +65,25 @@ def _replay(url: str) -> str:
     return lines[-1]
 
 
-def _families(body: bytes) -> dict[str, int]:
-    """Series per metric name (a histogram's _bucket, _count and _sum apart) in an exposition."""
-    out: dict[str, int] = {}
+def _families(body: bytes) -> set[str]:
+    """The series of an exposition: each sample's name and labels, without its value."""
+    out = set()
     for line in body.decode().splitlines():
         if line and not line.startswith("#"):
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            out[name] = out.get(name, 0) + 1
+            out.add(line[:line.index("}") + 1] if "{" in line else line.split(" ", 1)[0])
     return out
 
 
-def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """The metric names with more series in `after` than in `before`, and by how many."""
-    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n > before.get(k, 0)}
+def growth(before: set[str], after: set[str]) -> dict:
+    """The series in `after` and not in `before`: how many per metric name (a histogram's _bucket, _count
+    and _sum apart), and up to ten of them but for buckets, labels and all (the _count of a new label set
+    names it)."""
+    new = sorted(after - before)
+    per: dict[str, int] = {}
+    for series in new:
+        name = series.split("{", 1)[0]
+        per[name] = per.get(name, 0) + 1
+    return {"per_name": per, "some": [x for x in new if "_bucket{" not in x][:10]} if new else {}
 
 
 def _pct(v: list[float], q: float) -> float:
@@ -101,7 +107,7 @@ async def _measure(url: str) -> dict:
 
         quiet = await probe(2.0)
         scrapes: list[float] = []
-        series, families = 0, {}
+        series, families = 0, set()
 
         async def scrape_all():
             nonlocal series, families
