@@ -65,7 +65,7 @@ def _replay(url: str) -> str:
     return lines[-1]
 
 
-def _families(body: bytes) -> set[str]:
+def _series(body: bytes) -> set[str]:
     """The series of an exposition: each sample's name and labels, without its value."""
     out = set()
     for line in body.decode().splitlines():
@@ -107,10 +107,10 @@ async def _measure(url: str) -> dict:
 
         quiet = await probe(2.0)
         scrapes: list[float] = []
-        series, families = 0, set()
+        series, names = 0, set()
 
         async def scrape_all():
-            nonlocal series, families
+            nonlocal series, names
             for _ in range(SCRAPES):
                 t = time.perf_counter()
                 async with s.get(f"{url}/metrics", headers={"Accept": ACCEPT}) as r:
@@ -118,13 +118,13 @@ async def _measure(url: str) -> dict:
                 scrapes.append((time.perf_counter() - t) * 1000)
                 series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
                 await asyncio.sleep(0.02)
-            families = _families(body)
+            names = _series(body)
         probe_task = asyncio.create_task(probe(SCRAPES * 0.05))
         await scrape_all()
         busy = await probe_task
     base = _pct(quiet, 0.5)
     return {"scrape_p50_ms": round(_pct(scrapes, 0.5), 2), "scrape_max_ms": round(max(scrapes), 2),
-            "series": series, "families": families, "probe_p50_quiet_ms": round(base, 2), "probe_max_during_scrapes_ms": round(max(busy), 2),
+            "series": series, "series_names": names, "probe_p50_quiet_ms": round(base, 2), "probe_max_during_scrapes_ms": round(max(busy), 2),
             "longest_stall_ms": round(max(busy) - base, 2)}
 
 
@@ -286,7 +286,7 @@ def run(proc: Proc, duration: float, connections: int) -> dict:
             break
     res = asyncio.run(_measured(proc.url, workers))
     res["cpu_ms_per_scrape"] = asyncio.run(_cpu_per_scrape(proc.url, proc.proc.pid))
-    res["series_growth"] = growth(during.pop("families"), res.pop("families"))  # what appeared after the load
+    res["series_growth"] = growth(during.pop("series_names"), res.pop("series_names"))  # what appeared after the load
     res["idle_cpu_share"] = round(idle, 3)
     print(f"  after them ({cancels} cancels, then {idle:.0%} of a core idle): /metrics: {res['series']} series, "
           f"p50 {res['scrape_p50_ms']} ms, max {res['scrape_max_ms']} ms; longest stall of a probe during scrapes "

@@ -46,9 +46,9 @@ def test_no_scrape_recorded_is_an_error_unless_none_was_asked_for():
 
 
 def test_the_series_that_appeared_after_the_load_are_named_with_their_count():
-    from bench.scrape import _families, growth
-    before = _families(b'# TYPE a counter\na_total{x="1"} 1\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\nc 3\n')
-    after = _families(b'a_total{x="1"} 1\na_total{x="2"} 5\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\n'
+    from bench.scrape import _series, growth
+    before = _series(b'# TYPE a counter\na_total{x="1"} 1\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\nc 3\n')
+    after = _series(b'a_total{x="1"} 1\na_total{x="2"} 5\nb_bucket{le="1"} 2\nb_bucket{le="+Inf"} 2\n'
                       b'b_bucket{le="1",e="t"} 1\nb_count{e="t"} 1\nd 1 1700\n')
     assert before == {'a_total{x="1"}', 'b_bucket{le="1"}', 'b_bucket{le="+Inf"}', "c"}
     assert growth(before, after) == {"per_name": {"a_total": 1, "b_bucket": 1, "b_count": 1, "d": 1},

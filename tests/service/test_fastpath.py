@@ -322,12 +322,19 @@ async def test_the_keep_alive_timeout_closes_an_idle_connection_but_not_one_with
     assert served == ["/slow", "/quick"]
 
 
-async def test_a_graceful_shutdown_waits_for_a_fast_request_and_closes_the_connection(served, start):
+async def _slow_request(start, shutdown_timeout: float, sleep: str):
+    """A server of _timed_app with its one fast request to /slow (taking `sleep` seconds) under way: its log,
+    the connection's reader and writer (kept: a writer collected closes the connection)."""
     log: list = []
-    port = await start(_timed_app(log), shutdown_timeout=5)
+    port = await start(_timed_app(log), shutdown_timeout=shutdown_timeout)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_post("/slow", extra="X-Sleep: 0.3\r\n"))
+    writer.write(_post("/slow", extra=f"X-Sleep: {sleep}\r\n"))
     await asyncio.sleep(0.05)
+    return log, reader, writer
+
+
+async def test_a_graceful_shutdown_waits_for_a_fast_request_and_closes_the_connection(served, start):
+    log, reader, _writer = await _slow_request(start, 5, "0.3")
     runner = start.runners.pop()
     stopping = asyncio.ensure_future(runner.cleanup())
     assert (await _answer(reader)).endswith(b'{"n":"slow"}')
@@ -337,11 +344,7 @@ async def test_a_graceful_shutdown_waits_for_a_fast_request_and_closes_the_conne
 
 
 async def test_a_shutdown_timeout_cancels_a_fast_request(served, start):
-    log: list = []
-    port = await start(_timed_app(log), shutdown_timeout=0.2)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_post("/slow", extra="X-Sleep: 5\r\n"))
-    await asyncio.sleep(0.05)
+    log, reader, _writer = await _slow_request(start, 0.2, "5")
     await asyncio.wait_for(start.runners.pop().cleanup(), 3)
     assert log == ["slow in", "slow cancelled"] and served == ["/slow"]
     assert await _closed(reader, 1.0)
